@@ -1,0 +1,45 @@
+# emotionq: `make run` runs the service, `make test` runs the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEV_MODEL ?= var/models/emotion2vec-tiny
+PYTEST_ARGS ?=
+
+.PHONY: install system-deps services run api worker flower test bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Command-line tools the tests use to make real speech (espeak-ng, sox, ffmpeg).
+system-deps:
+	@scripts/system-deps
+
+# RabbitMQ and Redis on this machine, started if they do not answer.
+services:
+	@scripts/services
+
+$(DEV_MODEL)/model.pt: | $(STAMP)
+	$(BIN)/emotionq model init $(DEV_MODEL) --arch tiny
+
+# Without EMOTIONQ_MODEL, `make run` uses an UNTRAINED tiny checkpoint (outputs say untrained: true).
+run: $(STAMP) $(DEV_MODEL)/model.pt
+	@test -n "$$EMOTIONQ_MODEL" || echo "emotionq: EMOTIONQ_MODEL unset: using the untrained checkpoint $(DEV_MODEL)" >&2
+	EMOTIONQ_MODEL=$${EMOTIONQ_MODEL:-$(abspath $(DEV_MODEL))} $(BIN)/emotionq run
+
+flower: $(STAMP)
+	$(BIN)/celery -A emotionq flower
+
+test: $(STAMP) system-deps services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) system-deps services
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf var .pytest_cache

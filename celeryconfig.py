@@ -1,0 +1,52 @@
+"""Celery's settings, translated from ``emotionq.settings`` (the one place settings live)."""
+
+from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES
+from emotionq.settings import get_settings
+
+_settings = get_settings()
+
+broker_url = _settings.effective_broker_url
+if broker_url.startswith("filesystem://"):
+    _settings.broker_dir.mkdir(parents=True, exist_ok=True)
+    (_settings.broker_dir / "control").mkdir(exist_ok=True)
+    broker_transport_options = {
+        "data_folder_in": str(_settings.broker_dir),
+        "data_folder_out": str(_settings.broker_dir),
+        "control_folder": str(_settings.broker_dir / "control"),
+    }
+else:
+    # Publisher confirms: apply_async returns only once RabbitMQ has the message.
+    broker_transport_options = {"confirm_publish": True}
+broker_connection_retry_on_startup = True
+broker_heartbeat = 30
+
+# JSON only, everywhere.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+event_serializer = "json"
+
+# Results live in the job store; Celery keeps none.
+task_ignore_result = True
+result_backend = None
+
+# Strict priority and no lost jobs: one message in flight per worker process, acked
+# when done, redelivered if the process dies (emotionq.jobs caps redeliveries).
+task_queues = TASK_QUEUES
+task_default_queue = INFERENCE_QUEUE
+task_create_missing_queues = False
+task_default_delivery_mode = "persistent"
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_routes = {"emotionq.infer": {"queue": INFERENCE_QUEUE}}
+
+# Time limits: per job they scale with the audio (emotionq.dispatch); these are the caps.
+task_soft_time_limit = _settings.max_time_limit - _settings.hard_time_limit_grace
+task_time_limit = _settings.max_time_limit
+
+# For Flower and `celery events`.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+worker_hijack_root_logger = False

@@ -1,0 +1,93 @@
+"""Errors of emotionq, split by what the caller can do about them.
+
+EmotionQError                 root; ``code`` is stable, ``retryable`` says whether a retry may help
+├── BadInput                  the request or the audio is wrong: fix it, do not retry
+│   ├── InvalidRequest        a form field or header is malformed
+│   ├── PayloadTooLarge       the upload exceeds the byte limit
+│   ├── AudioTooLong          the recording exceeds the duration limit
+│   └── AudioError            the bytes cannot be decoded into usable audio
+├── NotFound                  no such job (or not yours)
+├── Conflict                  the request clashes with the state of the job or an earlier request
+├── Unavailable               a dependency (broker, store) is down or full: retry later
+│   ├── BrokerUnavailable     the broker did not confirm the message
+│   └── StoreUnavailable      the job store did not answer
+├── TransientFault            a worker-side fault worth retrying (CUDA OOM, store blip)
+└── ServerFault               a bug or a misconfiguration: an operator must look
+    └── ConfigurationError    a setting names something that does not exist
+
+HTTP status codes for these live in one place: ``emotionq.api``.
+"""
+
+from __future__ import annotations
+
+
+class EmotionQError(Exception):
+    """Root of every error emotionq raises on purpose."""
+
+    code = "internal_error"
+    retryable = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
+
+
+class BadInput(EmotionQError):
+    code = "bad_input"
+
+
+class InvalidRequest(BadInput):
+    code = "invalid_request"
+
+
+class PayloadTooLarge(BadInput):
+    code = "payload_too_large"
+
+
+class AudioTooLong(BadInput):
+    code = "audio_too_long"
+
+
+class AudioError(BadInput):
+    """Undecodable, empty, too short or non-finite audio. ``code`` names which."""
+
+    code = "audio_undecodable"
+
+
+class NotFound(EmotionQError):
+    code = "not_found"
+
+
+class Conflict(EmotionQError):
+    code = "conflict"
+
+
+class Unavailable(EmotionQError):
+    code = "unavailable"
+    retryable = True
+
+
+class BrokerUnavailable(Unavailable):
+    code = "broker_unavailable"
+
+
+class StoreUnavailable(Unavailable):
+    code = "store_unavailable"
+
+
+class TransientFault(EmotionQError):
+    code = "transient_fault"
+    retryable = True
+
+
+class ServerFault(EmotionQError):
+    code = "internal_error"
+
+
+class ConfigurationError(ServerFault):
+    code = "configuration_error"

@@ -1,0 +1,299 @@
+"""Jobs and runs: what a client asked for, and the one model run that serves all identical asks.
+
+A *job* is one client request. A *run* is one execution of the model on one
+audio blob with one model and one set of options; every job points at a run.
+Identical audio + model + options map to one dedup key, and the key to at most
+one live or finished run, so the model never runs twice for the same question:
+
+- no run, or the last one failed  -> a new run is created and must be published
+- a run is queued or running       -> the job joins it (coalesced)
+- a run has succeeded              -> the job reuses its output at once (cache)
+
+A job's status is derived from its run (plus its own cancellation), so joining,
+finishing and failing are single atomic writes however many jobs share a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from emotionq.errors import Conflict, NotFound
+from emotionq.settings import Priority, Settings
+from emotionq.store import Store, Tx
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+LEASE_GRACE_S = 60.0
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def dedup_key(*, sha256: str, model: str, options: dict) -> str:
+    """The identity of a question: same audio bytes, same model, same options."""
+    canon = json.dumps({"audio": sha256, "model": model, "options": options}, sort_keys=True)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def _job_key(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def _run_key(run_id: str) -> str:
+    return f"run:{run_id}"
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: dict
+    run: dict
+    outcome: str  # "new" | "coalesced" | "cache" | "idempotent"
+    publish: bool  # the caller must publish a message for this run (new, or raised priority)
+
+
+def submit(
+    store: Store,
+    *,
+    settings: Settings,
+    client: str,
+    priority: Priority,
+    input: dict,
+    options: dict,
+    metadata: dict,
+    model: str,
+    idempotency_key: str | None = None,
+) -> Submission:
+    """Create a job and attach it to a run, atomically with every concurrent submission."""
+    key = dedup_key(sha256=input["sha256"], model=model, options=options)
+    fingerprint = dedup_key(sha256=input["sha256"], model=model, options={**options, "priority": priority})
+    idem_key = f"idem:{client}:{idempotency_key}" if idempotency_key else None
+    job_id, fresh_run_id = new_id("job"), new_id("run")
+    run_ttl = max(settings.job_ttl_seconds, settings.result_ttl_seconds)
+
+    def tx_submit(tx: Tx) -> Submission:
+        now = time.time()
+        if idem_key:
+            earlier = tx.get(idem_key)
+            if earlier is not None:
+                if earlier["fingerprint"] != fingerprint:
+                    raise Conflict(
+                        "this Idempotency-Key was used for a different request; use a new key",
+                        code="idempotency_key_reused",
+                    )
+                job = tx.get(_job_key(earlier["job_id"]))
+                if job is not None:
+                    return Submission(job, tx.get(_run_key(job["run_id"])), "idempotent", False)
+
+        pointer = tx.get(f"dedup:{key}")
+        run = tx.get(_run_key(pointer["run_id"])) if pointer else None
+        publish = False
+        if run is not None and run["state"] == SUCCEEDED:
+            outcome = "cache"
+        elif run is not None and run["state"] in (QUEUED, RUNNING):
+            outcome = "coalesced"
+            run["jobs"].append(job_id)
+            if priority == "high" and run["priority"] != "high" and run["state"] == QUEUED:
+                run["priority"] = "high"  # re-publish at high priority; the first message to arrive wins
+                publish = True
+        else:
+            outcome, publish = "new", True
+            run = {
+                "id": fresh_run_id, "key": key, "sha256": input["sha256"], "model": model,
+                "options": options, "duration_s": input["duration_s"], "priority": priority,
+                "state": QUEUED, "jobs": [job_id], "created_at": now, "started_at": None,
+                "finished_at": None, "owner": None, "deliveries": 0, "retries": 0,
+                "deadline": None, "worker": None, "output": None, "error": None,
+            }
+            tx.put(f"dedup:{key}", {"run_id": run["id"]}, ttl=run_ttl)
+        tx.put(_run_key(run["id"]), run, ttl=run_ttl)
+        job = {
+            "id": job_id, "run_id": run["id"], "client": client, "priority": priority,
+            "created_at": now, "canceled_at": None, "input": input, "options": options,
+            "metadata": metadata, "dedup": None if outcome == "new" else outcome,
+        }
+        tx.put(_job_key(job_id), job, ttl=settings.job_ttl_seconds)
+        if idem_key:
+            tx.put(idem_key, {"job_id": job_id, "fingerprint": fingerprint}, ttl=settings.job_ttl_seconds)
+        return Submission(job, run, outcome, publish)
+
+    return store.transact(tx_submit)
+
+
+def abandon_run(store: Store, *, run_id: str, error: dict) -> None:
+    """A run whose message could not be published: fail it and forget its dedup entry."""
+    store.transact(lambda tx: _fail(tx, run_id, error, only_owner=None))
+
+
+def load(store: Store, *, job_id: str, client: str) -> tuple[dict, dict]:
+    """A job and its run; another client's job is reported as missing."""
+    job = store.get(_job_key(job_id))
+    if job is None or job["client"] != client:
+        raise NotFound(f"no job {job_id!r}; check the id (jobs are kept for a limited time)")
+    run = store.get(_run_key(job["run_id"]))
+    if run is None:
+        raise NotFound(f"job {job_id!r} has expired")
+    if run["state"] == RUNNING and run["deadline"] and run["deadline"] < time.time():
+        error = {"code": "worker_lost", "message": "the worker stopped answering before the job finished",
+                 "retryable": True}
+        store.transact(lambda tx: _fail(tx, run["id"], error, only_owner=run["owner"]))
+        run = store.get(_run_key(job["run_id"])) or run
+    return job, run
+
+
+def status_of(job: dict, run: dict) -> str:
+    return CANCELED if job["canceled_at"] else run["state"]
+
+
+def cancel(store: Store, *, job_id: str, client: str) -> None:
+    """Cancel a job that has not finished. Its run stops only if no other job still wants it."""
+
+    def tx_cancel(tx: Tx) -> None:
+        job = tx.get(_job_key(job_id))
+        if job is None or job["client"] != client:
+            raise NotFound(f"no job {job_id!r}")
+        run = tx.get(_run_key(job["run_id"]))
+        if job["canceled_at"] or run is None or run["state"] in TERMINAL:
+            raise Conflict("the job has already finished; nothing to cancel", code="job_finished")
+        job["canceled_at"] = time.time()
+        tx.put(_job_key(job_id), job)
+        run["jobs"] = [j for j in run["jobs"] if j != job_id]
+        if not run["jobs"] and run["state"] == QUEUED:
+            run["state"], run["finished_at"] = CANCELED, time.time()
+            _forget(tx, run)
+        tx.put(_run_key(run["id"]), run)
+
+    store.transact(tx_cancel)
+
+
+# --- the worker side -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    run: dict | None
+    go: bool
+    reason: str  # "claimed" | "redelivered" | "missing" | "finished" | "duplicate" | "poison"
+
+
+def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliveries: int,
+          hard_limit_s: float) -> Claim:
+    """Take a run for this task. Duplicate messages, finished runs and poison runs are skipped."""
+
+    def tx_claim(tx: Tx) -> Claim:
+        run = tx.get(_run_key(run_id))
+        if run is None:
+            return Claim(None, False, "missing")
+        if run["state"] in TERMINAL:
+            return Claim(run, False, "finished")
+        if run["state"] == RUNNING and run["owner"] != task_id:
+            return Claim(run, False, "duplicate")
+        reason = "claimed"
+        if run["state"] == RUNNING:  # our own message again: the worker that had it died
+            run["deliveries"] += 1
+            reason = "redelivered"
+            if run["deliveries"] > max_deliveries:
+                _fail(tx, run_id, {
+                    "code": "worker_lost",
+                    "message": f"the job stopped its worker {max_deliveries} times; it will not be tried again",
+                    "retryable": False,
+                }, only_owner=None, run=run)
+                return Claim(run, False, "poison")
+        else:
+            run["deliveries"] = 1
+        now = time.time()
+        run.update(state=RUNNING, owner=task_id, worker=worker, deadline=now + hard_limit_s + LEASE_GRACE_S)
+        run["started_at"] = run["started_at"] or now
+        tx.put(_run_key(run_id), run)
+        return Claim(run, True, reason)
+
+    return store.transact(tx_claim)
+
+
+def complete(store: Store, *, run_id: str, task_id: str, output: dict, settings: Settings) -> bool:
+    """Record a result; later identical requests reuse it. False if the run was taken from us."""
+
+    def tx_complete(tx: Tx) -> bool:
+        run = tx.get(_run_key(run_id))
+        if run is None or run["state"] != RUNNING or run["owner"] != task_id:
+            return False
+        run.update(state=SUCCEEDED, output=output, finished_at=time.time(), deadline=None)
+        ttl = max(settings.job_ttl_seconds, settings.result_ttl_seconds)
+        tx.put(_run_key(run_id), run, ttl=ttl)
+        tx.put(f"dedup:{run['key']}", {"run_id": run_id}, ttl=settings.result_ttl_seconds)
+        return True
+
+    return store.transact(tx_complete)
+
+
+def fail(store: Store, *, run_id: str, error: dict, task_id: str | None = None) -> bool:
+    """Record a failure; the next identical request starts a fresh run."""
+    return store.transact(lambda tx: _fail(tx, run_id, error, only_owner=task_id))
+
+
+def requeue(store: Store, *, run_id: str, task_id: str) -> None:
+    """Put a run back to queued before a retry of a transient fault."""
+
+    def tx_requeue(tx: Tx) -> None:
+        run = tx.get(_run_key(run_id))
+        if run is not None and run["state"] == RUNNING and run["owner"] == task_id:
+            run.update(state=QUEUED, owner=None, deadline=None, retries=run["retries"] + 1)
+            tx.put(_run_key(run_id), run)
+
+    store.transact(tx_requeue)
+
+
+def _fail(tx: Tx, run_id: str, error: dict, *, only_owner: str | None, run: dict | None = None) -> bool:
+    run = run or tx.get(_run_key(run_id))
+    if run is None or run["state"] in TERMINAL:
+        return False
+    if only_owner is not None and run["owner"] not in (None, only_owner):
+        return False
+    run.update(state=FAILED, error=error, finished_at=time.time(), deadline=None)
+    tx.put(_run_key(run_id), run)
+    _forget(tx, run)
+    return True
+
+
+def _forget(tx: Tx, run: dict) -> None:
+    pointer = tx.get(f"dedup:{run['key']}")
+    if pointer and pointer["run_id"] == run["id"]:
+        tx.delete(f"dedup:{run['key']}")
+
+
+# --- what clients see ------------------------------------------------------------
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z") if ts else None
+
+
+def view(job: dict, run: dict) -> dict[str, Any]:
+    """The job object of the HTTP API."""
+    status = status_of(job, run)
+    created = job["created_at"]
+    if job["dedup"] == "cache":
+        started = finished = created
+    else:
+        started = max(run["started_at"], created) if run["started_at"] else None
+        finished = job["canceled_at"] or (max(run["finished_at"], created) if run["finished_at"] else None)
+    return {
+        "id": job["id"],
+        "status": status,
+        "priority": job["priority"],
+        "created_at": _iso(created),
+        "started_at": _iso(started) if status != CANCELED or run["started_at"] else None,
+        "finished_at": _iso(finished) if status in TERMINAL else None,
+        "input": job["input"],
+        "options": job["options"],
+        "metadata": job["metadata"],
+        "output": run["output"] if status == SUCCEEDED else None,
+        "error": run["error"] if status == FAILED else None,
+        "dedup": {"reused": job["dedup"] is not None, "source": job["dedup"], "run_id": run["id"]},
+    }

@@ -1,0 +1,122 @@
+"""Every setting of emotionq, in one typed class read from ``EMOTIONQ_*`` variables.
+
+Two modes follow from the URLs: *distributed* (``amqp://`` broker, ``redis://``
+store) and *embedded* (no servers: a file-system broker and a SQLite store under
+``var/``). Leaving both URLs unset selects embedded mode.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Priority = Literal["high", "low"]
+
+DEFAULT_MODEL = "iic/emotion2vec_plus_large"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMOTIONQ_", env_file=".env", extra="ignore")
+
+    # Where things live.
+    broker_url: str = Field("", description="amqp://... for RabbitMQ; empty for the embedded file broker")
+    store_url: str = Field("", description="redis://... ; sqlite:///path ; empty for the embedded SQLite store")
+    var_dir: Path = Field(Path("var"), description="root of embedded-mode state")
+    blob_dir: Path | None = Field(None, description="content-addressed audio blobs; a path every host shares")
+
+    # The model.
+    model: str = DEFAULT_MODEL
+    model_revision: str | None = Field(None, description="hub revision to pin (a tag or commit); ignored for local directories")
+    devices: str = Field("auto", description="'auto', 'cpu', or a comma list like 'cuda:0,cuda:1'")
+    worker_device: str = Field("cpu", description="set per worker process by `emotionq worker`")
+    worker_name: str = Field("", description="set per worker process by `emotionq worker`")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads per worker process")
+    window_seconds: float = Field(30.0, gt=1, le=30)
+
+    # Limits.
+    max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0)
+    max_audio_seconds: float = Field(3600.0, gt=0)
+    soft_time_limit_base: float = Field(60.0, gt=0, description="seconds a job may run, plus the per-second part")
+    soft_time_limit_per_audio_second: float = Field(0.5, ge=0)
+    hard_time_limit_grace: float = Field(30.0, gt=0, description="seconds between the soft and the hard limit")
+    max_time_limit: float = Field(1200.0, gt=0, description="cap; keep well below RabbitMQ's consumer_timeout")
+    max_retries: int = Field(3, ge=0, description="retries of transient faults (CUDA OOM, store blips)")
+    max_deliveries: int = Field(3, ge=1, description="deliveries of a job whose worker died before it is failed")
+    max_wait_seconds: float = Field(60.0, ge=0, description="longest 'Prefer: wait=N' honoured")
+
+    # Retention.
+    job_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
+    result_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="how long a result is reused for identical audio")
+
+    # HTTP.
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @field_validator("broker_url", "store_url")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @property
+    def embedded(self) -> bool:
+        """True when neither server is configured: everything runs from ``var_dir``."""
+        return not self.broker_url and not self.store_url
+
+    @property
+    def effective_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return "filesystem://"
+
+    @property
+    def effective_store_url(self) -> str:
+        if self.store_url:
+            return self.store_url
+        return f"sqlite:///{(self.var_dir / 'emotionq.sqlite3').resolve()}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.var_dir / "broker").resolve()
+
+    @property
+    def effective_blob_dir(self) -> Path:
+        return (self.blob_dir or self.var_dir / "blobs").resolve()
+
+    @property
+    def device_list(self) -> list[str]:
+        """The devices to start one worker for; 'auto' means every CUDA device, else the CPU."""
+        if self.devices.strip() != "auto":
+            return [d.strip() for d in self.devices.split(",") if d.strip()]
+        return _cuda_devices() or ["cpu"]
+
+    def time_limits(self, duration_s: float) -> tuple[float, float]:
+        """(soft, hard) seconds for one job, scaled to the length of its audio."""
+        soft = self.soft_time_limit_base + self.soft_time_limit_per_audio_second * duration_s
+        soft = min(soft, self.max_time_limit - self.hard_time_limit_grace)
+        return soft, soft + self.hard_time_limit_grace
+
+
+def _cuda_devices() -> list[str]:
+    """CUDA devices seen by nvidia-smi, without initialising CUDA in this process."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [f"cuda:{line.strip()}" for line in out.splitlines() if line.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

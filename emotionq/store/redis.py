@@ -1,0 +1,94 @@
+"""Redis backend (distributed mode): documents as JSON strings, transactions by WATCH/MULTI.
+
+For no loss across restarts run Redis with ``appendonly yes`` (``appendfsync
+everysec`` or ``always``); the README shows the settings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Callable, TypeVar
+
+import redis
+
+from emotionq.errors import StoreUnavailable
+from emotionq.store.base import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PREFIX = "emotionq:"
+MAX_CONFLICTS = 100
+
+
+class _RedisTx:
+    def __init__(self, pipe: redis.client.Pipeline) -> None:
+        self._pipe = pipe
+        self._seen: dict[str, dict | None] = {}
+        self.writes: dict[str, tuple[dict | None, int | None]] = {}
+
+    def get(self, key: str) -> dict | None:
+        if key in self.writes:
+            return self.writes[key][0]
+        if key not in self._seen:
+            self._pipe.watch(PREFIX + key)
+            raw = self._pipe.get(PREFIX + key)
+            self._seen[key] = json.loads(raw) if raw else None
+        return self._seen[key]
+
+    def put(self, key: str, doc: dict, *, ttl: int | None = None) -> None:
+        self.writes[key] = (doc, ttl)
+
+    def delete(self, key: str) -> None:
+        self.writes[key] = (None, None)
+
+
+class RedisStore(Store):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30,
+            retry_on_timeout=True,
+        )
+
+    def transact(self, fn: Callable[[_RedisTx], T]) -> T:
+        try:
+            for _ in range(MAX_CONFLICTS):
+                with self._client.pipeline(transaction=True) as pipe:
+                    tx = _RedisTx(pipe)
+                    try:
+                        result = fn(tx)
+                        pipe.multi()
+                        for key, (doc, ttl) in tx.writes.items():
+                            if doc is None:
+                                pipe.delete(PREFIX + key)
+                            else:
+                                pipe.set(PREFIX + key, json.dumps(doc), ex=ttl, keepttl=ttl is None)
+                        pipe.execute()
+                        return result
+                    except redis.WatchError:
+                        continue
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
+        raise StoreUnavailable(f"gave up after {MAX_CONFLICTS} conflicting writers; retry")
+
+    def get(self, key: str) -> dict | None:
+        try:
+            raw = self._client.get(PREFIX + key)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
+        return json.loads(raw) if raw else None
+
+    def ping(self) -> None:
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis at {self._safe_url()} does not answer: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _safe_url(self) -> str:
+        kw = self._client.connection_pool.connection_kwargs
+        return f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}"

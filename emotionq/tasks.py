@@ -1,0 +1,154 @@
+"""Celery tasks: parse, call the real work in ``emotionq.scoring``, record the outcome.
+
+The model is loaded once per worker *child* process, after the fork
+(``worker_process_init``), so CUDA is never touched in the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+from functools import cached_property
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from emotionq import jobs, registry, scoring
+from emotionq.blobs import BlobStore
+from emotionq.celery_app import app
+from emotionq.errors import StoreUnavailable, TransientFault
+from emotionq.settings import get_settings
+from emotionq.store import open_store
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 60.0
+
+
+class Runtime:
+    """What one worker process holds: settings, store, blobs and (in children) the model."""
+
+    def __init__(self) -> None:
+        self.settings = get_settings()
+        self.name = self.settings.worker_name or f"{self.settings.worker_device}@{socket.gethostname()}"
+        self._heartbeat: threading.Timer | None = None
+
+    @cached_property
+    def store(self):
+        return open_store(self.settings.effective_store_url)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.settings.effective_blob_dir)
+
+    @cached_property
+    def model(self):
+        from emotionq.inference import EmotionModel
+
+        s = self.settings
+        model = EmotionModel.load(s.model, revision=s.model_revision, device=s.worker_device,
+                                  threads=s.torch_threads)
+        log.info("model %s ready on %s (%s, untrained=%s)", model.model_id, model.device, model.dtype,
+                 model.untrained)
+        return model
+
+    def announce(self) -> None:
+        """Tell /readyz this process has a model that answered; repeat while alive."""
+        m = self.model
+        try:
+            registry.announce(self.store, name=self.name, info={
+                "device": m.device, "dtype": m.dtype, "model": m.model_id, "untrained": m.untrained,
+                "pid": os.getpid()})
+        except StoreUnavailable as exc:
+            log.warning("could not announce readiness: %s", exc)
+        self._heartbeat = threading.Timer(registry.HEARTBEAT_S, self.announce)
+        self._heartbeat.daemon = True
+        self._heartbeat.start()
+
+    def withdraw(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            try:
+                registry.withdraw(self.store, name=self.name)
+            except StoreUnavailable:
+                pass
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime
+
+
+@worker_process_init.connect
+def _load_model_in_child(**_) -> None:
+    global _runtime
+    _runtime = Runtime()  # never reuse the parent's connections after fork
+    _runtime.announce()  # loads and warms up the model first
+
+
+@worker_process_shutdown.connect
+def _withdraw(**_) -> None:
+    if _runtime is not None:
+        _runtime.withdraw()
+
+
+def backoff(retries: int) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2**retries))
+
+
+def _fail(run_id: str, task_id: str, code: str, message: str, *, retryable: bool = False) -> None:
+    try:
+        jobs.fail(runtime().store, run_id=run_id, task_id=task_id,
+                  error={"code": code, "message": message, "retryable": retryable})
+    except StoreUnavailable:
+        log.error("run %s: could not record failure %s (store down); its lease will expire", run_id, code)
+
+
+class InferTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # A hard time limit kills the child; this runs in the worker's main process.
+        if isinstance(exc, TimeLimitExceeded):
+            _fail(args[0], task_id, "time_limit",
+                  f"the job ran past its hard time limit ({exc}); it is not retried")
+
+
+@app.task(bind=True, base=InferTask, name="emotionq.infer", max_retries=None)
+def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = None,
+          duration_s: float = 0.0, priority: str = "low") -> str:
+    """Score the run ``run_id``; the other arguments are there for Flower and logs."""
+    rt = runtime()
+    hard, soft = self.request.timelimit or (None, None)
+    if not hard:
+        soft, hard = rt.settings.time_limits(duration_s)
+    try:
+        return scoring.score_run(store=rt.store, blobs=rt.blobs, model=rt.model, settings=rt.settings,
+                                 run_id=run_id, task_id=self.request.id, worker=rt.name, hard_limit_s=hard)
+    except SoftTimeLimitExceeded:
+        _fail(run_id, self.request.id, "time_limit",
+              f"the job ran past its {soft:.0f} s limit for {duration_s:.0f} s of audio; it is not retried")
+        return "failed"
+    except (TransientFault, StoreUnavailable) as exc:
+        if self.request.retries >= rt.settings.max_retries:
+            _fail(run_id, self.request.id, exc.code, f"{exc.message} (gave up after {self.request.retries} retries)",
+                  retryable=True)
+            return "failed"
+        try:
+            jobs.requeue(rt.store, run_id=run_id, task_id=self.request.id)
+        except StoreUnavailable:
+            pass
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
+    except Exception as exc:  # a bug: fail the job with a reason rather than lose it
+        log.exception("run %s: unexpected error", run_id)
+        _fail(run_id, self.request.id, "internal_error", f"{type(exc).__name__}: {exc}")
+        return "failed"

@@ -1,0 +1,120 @@
+"""Multipart uploads streamed straight into the blob store, hashed on the way, never held in memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from emotionq.blobs import BlobStore, BlobWriter
+from emotionq.errors import InvalidRequest, PayloadTooLarge
+
+MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS = 32
+FILE_FIELD = "file"
+
+
+@dataclass
+class Upload:
+    fields: dict[str, str] = field(default_factory=dict)
+    sha256: str | None = None
+    size: int = 0
+    filename: str | None = None
+    content_type: str | None = None
+
+
+class _Receiver:
+    """Collects one multipart body: form fields in memory, the ``file`` part into a blob."""
+
+    def __init__(self, blobs: BlobStore, max_bytes: int) -> None:
+        self.blobs, self.max_bytes = blobs, max_bytes
+        self.upload = Upload()
+        self.writer: BlobWriter | None = None
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[str, str] = {}
+        self._name: str | None = None
+        self._value = bytearray()
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers, self._name, self._value = {}, None, bytearray()
+
+    def _header_end(self) -> None:
+        self._headers[self._header_field.decode("latin-1").lower()] = self._header_value.decode("latin-1")
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get("content-disposition", ""))
+        name = params.get(b"name")
+        if name is None:
+            raise InvalidRequest("a multipart part has no name; send form fields with names")
+        self._name = name.decode("utf-8", "replace")
+        if self._name == FILE_FIELD:
+            if self.writer is not None:
+                raise InvalidRequest("send exactly one 'file' part per job")
+            filename = params.get(b"filename")
+            self.upload.filename = filename.decode("utf-8", "replace") if filename else None
+            self.upload.content_type = self._headers.get("content-type")
+            self.writer = self.blobs.writer(max_bytes=self.max_bytes)
+        elif len(self.upload.fields) >= MAX_FIELDS:
+            raise InvalidRequest(f"too many form fields (limit {MAX_FIELDS})")
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._name == FILE_FIELD:
+            self.writer.write(data[start:end])
+            return
+        self._value.extend(data[start:end])
+        if len(self._value) > MAX_FIELD_BYTES:
+            raise InvalidRequest(f"form field {self._name!r} exceeds {MAX_FIELD_BYTES} bytes")
+
+    def _part_end(self) -> None:
+        if self._name != FILE_FIELD:
+            self.upload.fields[self._name] = self._value.decode("utf-8", "replace")
+
+
+async def receive(request: Request, blobs: BlobStore, *, max_bytes: int) -> Upload:
+    """Parse a ``multipart/form-data`` request; the ``file`` part lands in ``blobs``."""
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or b"boundary" not in params:
+        raise InvalidRequest("send the audio as multipart/form-data with a 'file' part", code="not_multipart")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + MAX_FIELDS * MAX_FIELD_BYTES:
+        raise PayloadTooLarge(f"the upload exceeds the {max_bytes:,}-byte limit; send a shorter or compressed file")
+
+    receiver = _Receiver(blobs, max_bytes)
+    parser = MultipartParser(params[b"boundary"], receiver.callbacks())
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except MultipartParseError as exc:
+        _abort(receiver)
+        raise InvalidRequest(f"the multipart body is malformed: {exc}", code="malformed_multipart") from exc
+    except BaseException:
+        _abort(receiver)
+        raise
+    if receiver.writer is None:
+        raise InvalidRequest("no 'file' part: send the audio as form field 'file'", code="missing_file")
+    upload = receiver.upload
+    upload.size = receiver.writer.size
+    upload.sha256 = receiver.writer.commit()
+    return upload
+
+
+def _abort(receiver: _Receiver) -> None:
+    if receiver.writer is not None:
+        receiver.writer.abort()
