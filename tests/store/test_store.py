@@ -1,0 +1,62 @@
+"""Both store backends keep the same promises: atomic transactions and expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from emotionq.errors import ConfigurationError
+from emotionq.store import open_store
+
+
+def test_unknown_scheme_is_one_clear_error():
+    with pytest.raises(ConfigurationError, match="use one of"):
+        open_store("mongodb://localhost/x")
+
+
+def test_put_get_delete(store):
+    assert store.get("a") is None
+    store.transact(lambda tx: tx.put("a", {"n": 1}))
+    assert store.get("a") == {"n": 1}
+    store.transact(lambda tx: tx.delete("a"))
+    assert store.get("a") is None
+
+
+def test_failed_transaction_writes_nothing(store):
+    def boom(tx):
+        tx.put("b", {"n": 1})
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        store.transact(boom)
+    assert store.get("b") is None
+
+
+def test_concurrent_read_modify_write_loses_no_update(store):
+    store.transact(lambda tx: tx.put("counter", {"n": 0}))
+
+    def bump(tx):
+        doc = tx.get("counter")
+        doc["n"] += 1
+        tx.put("counter", doc)
+
+    def worker():
+        for _ in range(25):
+            store.transact(bump)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get("counter") == {"n": 200}
+
+
+def test_ttl_expires_and_none_keeps_it(store):
+    store.transact(lambda tx: tx.put("t", {"v": 1}, ttl=1))
+    store.transact(lambda tx: tx.put("t", {"v": 2}))  # keeps the 1 s expiry
+    assert store.get("t") == {"v": 2}
+    time.sleep(1.3)
+    assert store.get("t") is None

@@ -1,0 +1,138 @@
+"""Job and run logic on both stores: dedup, coalescing, cancellation, claims, idempotency."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from emotionq import jobs
+from emotionq.errors import Conflict, NotFound
+from emotionq.settings import Settings
+
+SETTINGS = Settings(_env_file=None)
+OPTS = {"granularity": "utterance", "embedding": False}
+
+
+def _input(sha="a" * 64, duration=3.0):
+    return {"filename": "x.wav", "content_type": "audio/wav", "bytes": 100, "duration_s": duration, "sha256": sha}
+
+
+def _submit(store, *, sha="a" * 64, priority="low", client="c1", options=OPTS, idem=None):
+    return jobs.submit(store, settings=SETTINGS, client=client, priority=priority, input=_input(sha),
+                       options=options, metadata={}, model="m@1", idempotency_key=idem)
+
+
+def _claim(store, run_id, task="t1", max_deliveries=3):
+    return jobs.claim(store, run_id=run_id, task_id=task, worker="w", max_deliveries=max_deliveries,
+                      hard_limit_s=60)
+
+
+def test_new_then_coalesced_then_cached(store):
+    first = _submit(store)
+    assert (first.outcome, first.publish) == ("new", True)
+    second = _submit(store)
+    assert (second.outcome, second.publish) == ("coalesced", False)
+    assert second.run["id"] == first.run["id"]
+
+    assert _claim(store, first.run["id"]).go
+    assert jobs.complete(store, run_id=first.run["id"], task_id="t1", output={"top_label": "happy"},
+                         settings=SETTINGS)
+    for sub in (first, second):
+        job, run = jobs.load(store, job_id=sub.job["id"], client="c1")
+        view = jobs.view(job, run)
+        assert view["status"] == "succeeded" and view["output"] == {"top_label": "happy"}
+
+    third = _submit(store)
+    assert (third.outcome, third.publish) == ("cache", False)
+    view = jobs.view(*jobs.load(store, job_id=third.job["id"], client="c1"))
+    assert view["status"] == "succeeded"
+    assert view["dedup"] == {"reused": True, "source": "cache", "run_id": first.run["id"]}
+
+
+def test_different_options_or_audio_run_separately(store):
+    a = _submit(store)
+    b = _submit(store, options={"granularity": "frame", "embedding": False})
+    c = _submit(store, sha="b" * 64)
+    assert len({a.run["id"], b.run["id"], c.run["id"]}) == 3
+
+
+def test_concurrent_identical_submissions_make_exactly_one_run(store):
+    results, barrier = [], threading.Barrier(12)
+
+    def go():
+        barrier.wait()
+        results.append(_submit(store))
+
+    threads = [threading.Thread(target=go) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.outcome for r in results).count("new") == 1
+    assert len({r.run["id"] for r in results}) == 1
+    assert sum(r.publish for r in results) == 1
+    run = store.get(f"run:{results[0].run['id']}")
+    assert sorted(run["jobs"]) == sorted(r.job["id"] for r in results)
+
+
+def test_failure_is_not_cached(store):
+    first = _submit(store)
+    _claim(store, first.run["id"])
+    jobs.fail(store, run_id=first.run["id"], error={"code": "audio_undecodable", "message": "x", "retryable": False})
+    assert jobs.view(*jobs.load(store, job_id=first.job["id"], client="c1"))["error"]["code"] == "audio_undecodable"
+    again = _submit(store)
+    assert again.outcome == "new" and again.run["id"] != first.run["id"]
+
+
+def test_high_priority_join_republishes_once(store):
+    low = _submit(store, priority="low")
+    high = _submit(store, priority="high")
+    assert high.outcome == "coalesced" and high.publish and high.run["priority"] == "high"
+    assert not _submit(store, priority="high").publish
+
+
+def test_duplicate_message_is_skipped_and_redelivery_capped(store):
+    run_id = _submit(store).run["id"]
+    assert _claim(store, run_id, task="t1").reason == "claimed"
+    assert _claim(store, run_id, task="t2").reason == "duplicate"
+    assert _claim(store, run_id, task="t1", max_deliveries=2).reason == "redelivered"
+    poison = _claim(store, run_id, task="t1", max_deliveries=2)
+    assert (poison.go, poison.reason) == (False, "poison")
+    assert store.get(f"run:{run_id}")["error"]["code"] == "worker_lost"
+
+
+def test_cancel_detaches_only_that_job(store):
+    a, b = _submit(store), _submit(store)
+    jobs.cancel(store, job_id=a.job["id"], client="c1")
+    assert jobs.view(*jobs.load(store, job_id=a.job["id"], client="c1"))["status"] == "canceled"
+    assert jobs.view(*jobs.load(store, job_id=b.job["id"], client="c1"))["status"] == "queued"
+    jobs.cancel(store, job_id=b.job["id"], client="c1")
+    assert store.get(f"run:{a.run['id']}")["state"] == "canceled"
+    assert _claim(store, a.run["id"]).reason == "finished"
+    with pytest.raises(Conflict):
+        jobs.cancel(store, job_id=b.job["id"], client="c1")
+    assert _submit(store).outcome == "new"  # a canceled run is not reused
+
+
+def test_idempotency_key_returns_the_same_job(store):
+    a = _submit(store, idem="k1")
+    b = _submit(store, idem="k1")
+    assert b.outcome == "idempotent" and b.job["id"] == a.job["id"] and not b.publish
+    with pytest.raises(Conflict, match="different request"):
+        _submit(store, idem="k1", priority="high")
+    assert _submit(store, idem="k1", client="c2").job["id"] != a.job["id"]
+
+
+def test_other_clients_jobs_are_not_found(store):
+    a = _submit(store)
+    with pytest.raises(NotFound):
+        jobs.load(store, job_id=a.job["id"], client="someone-else")
+
+
+def test_expired_lease_fails_the_job(store):
+    run_id = _submit(store).run["id"]
+    job_id = store.get(f"run:{run_id}")["jobs"][0]
+    jobs.claim(store, run_id=run_id, task_id="t1", worker="w", max_deliveries=3, hard_limit_s=-1000)
+    view = jobs.view(*jobs.load(store, job_id=job_id, client="c1"))
+    assert view["status"] == "failed" and view["error"]["code"] == "worker_lost"
