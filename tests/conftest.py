@@ -46,3 +46,33 @@ def store(request, tmp_path):
         s = open_store(url)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """An untrained tiny emotion2vec checkpoint that funasr loads from disk."""
+    from emotionq.inference import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("emotion2vec_tiny"), arch="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory):
+    """3 s of real synthetic speech at 22.05 kHz (the worker resamples it)."""
+    from audio_factory import make_speech
+
+    return make_speech(tmp_path_factory.mktemp("speech") / "speech.wav", seconds=3.0, rate=22050)
+
+
+def distinct_clips(source, directory, count: int) -> list:
+    """``count`` copies of ``source`` that differ in their bytes (k samples of silence appended)."""
+    import numpy as np
+    import soundfile as sf
+
+    data, rate = sf.read(source, dtype="int16")
+    paths = []
+    for k in range(count):
+        path = directory / f"clip-{k:03d}.wav"
+        sf.write(path, np.concatenate([data, np.zeros(k + 1, dtype="int16")]), rate, subtype="PCM_16")
+        paths.append(path)
+    return paths

@@ -1,0 +1,155 @@
+"""emotionq.inference.audio: real files in every format, and every way a file can be bad."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emotionq.errors import AudioError, AudioTooLong, BadInput
+from emotionq.inference.audio import SAMPLE_RATE, decode, probe
+
+DURATION_TOLERANCE_S = 0.05
+
+FORMATS = [
+    ("wav", 16000, 1),
+    ("wav", 48000, 2),
+    ("wav", 8000, 1),
+    ("flac", 44100, 2),
+    ("mp3", 22050, 1),
+    ("ogg", 48000, 2),
+    ("m4a", 44100, 1),
+    ("opus", 48000, 1),
+    ("webm", 48000, 2),
+]
+
+
+@pytest.mark.parametrize(("fmt", "rate", "channels"), FORMATS)
+def test_decode_gives_16k_mono_float32_of_the_right_length(tmp_path, make_speech, fmt, rate, channels):
+    path = make_speech(tmp_path / f"speech.{fmt}", seconds=3.0, rate=rate, channels=channels, fmt=fmt)
+
+    samples = decode(path)
+
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(samples.size / SAMPLE_RATE - 3.0) <= DURATION_TOLERANCE_S
+    assert 0.01 < np.abs(samples).max() <= 1.5  # speech, at its level
+
+
+@pytest.mark.parametrize(("fmt", "rate", "channels"), FORMATS)
+def test_probe_reads_the_header(tmp_path, make_speech, fmt, rate, channels):
+    path = make_speech(tmp_path / f"speech.{fmt}", seconds=3.0, rate=rate, channels=channels, fmt=fmt)
+
+    info = probe(path)
+
+    assert abs(info.duration_s - 3.0) <= DURATION_TOLERANCE_S
+    assert info.channels == channels
+    assert info.sample_rate == rate
+    assert info.format
+
+
+def test_channels_are_averaged(tmp_path, speech):
+    left, right = speech, -0.5 * speech
+    sf.write(tmp_path / "stereo.wav", np.stack([left, right], axis=1), SAMPLE_RATE, subtype="FLOAT")
+
+    np.testing.assert_allclose(decode(tmp_path / "stereo.wav"), 0.25 * speech, atol=1e-7)
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 48000])
+def test_resampling_keeps_pitch_and_level(tmp_path, rate):
+    t = np.arange(2 * rate) / rate
+    sf.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440.0 * t), rate, subtype="FLOAT")
+
+    samples = decode(tmp_path / "tone.wav")
+
+    assert samples.size == 2 * SAMPLE_RATE
+    middle = samples[4000:-4000]
+    peak_hz = np.argmax(np.abs(np.fft.rfft(middle))) * SAMPLE_RATE / middle.size
+    assert abs(peak_hz - 440.0) < 2.0
+    assert abs(np.sqrt(np.mean(middle**2)) - 0.5 / np.sqrt(2)) < 0.01
+
+
+def test_silence_decodes(tmp_path):
+    sf.write(tmp_path / "silence.wav", np.zeros(SAMPLE_RATE, np.int16), SAMPLE_RATE)
+
+    assert not decode(tmp_path / "silence.wav").any()
+
+
+def _code(path, call=decode) -> str:
+    with pytest.raises(AudioError) as caught:
+        call(path)
+    assert isinstance(caught.value, BadInput) and not caught.value.retryable
+    assert "upload" in caught.value.message  # says what to do next
+    return caught.value.code
+
+
+@pytest.mark.parametrize("call", [decode, probe])
+def test_zero_byte_file_is_undecodable(tmp_path, call):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    assert _code(tmp_path / "empty.wav", call) == "audio_undecodable"
+
+
+@pytest.mark.parametrize("call", [decode, probe])
+def test_non_audio_bytes_named_wav_are_undecodable(tmp_path, call):
+    (tmp_path / "notes.wav").write_text("meeting notes, not a recording\n" * 50)
+    assert _code(tmp_path / "notes.wav", call) == "audio_undecodable"
+
+
+@pytest.mark.parametrize("call", [decode, probe])
+def test_wav_header_without_its_data_is_undecodable(tmp_path, speech_path, call):
+    (tmp_path / "cut.wav").write_bytes(speech_path.read_bytes()[:44])  # header declares 3 s, none present
+    assert _code(tmp_path / "cut.wav", call) == "audio_undecodable"
+
+
+def test_wav_truncated_mid_data_decodes_what_is_there(tmp_path, make_speech):
+    path = make_speech(tmp_path / "speech.wav", seconds=3.0, rate=16000)
+    (tmp_path / "cut.wav").write_bytes(path.read_bytes()[: 44 + 2 * 16000])  # 1 s of 16-bit mono
+
+    assert abs(decode(tmp_path / "cut.wav").size / SAMPLE_RATE - 1.0) <= DURATION_TOLERANCE_S
+
+
+def test_mp3_truncated_mid_stream_decodes_what_is_there(tmp_path, make_speech):
+    path = make_speech(tmp_path / "speech.mp3", seconds=3.0, fmt="mp3")
+    data = path.read_bytes()
+    (tmp_path / "cut.mp3").write_bytes(data[: len(data) // 2])
+
+    assert 1.0 < decode(tmp_path / "cut.mp3").size / SAMPLE_RATE < 2.0
+
+
+@pytest.mark.parametrize("call", [decode, probe])
+def test_wav_with_no_frames_is_empty(tmp_path, call):
+    sf.write(tmp_path / "none.wav", np.zeros(0, np.int16), SAMPLE_RATE)
+    assert _code(tmp_path / "none.wav", call) == "audio_empty"
+
+
+def test_nan_samples_are_refused(tmp_path, speech):
+    bad = speech.copy()
+    bad[1000] = np.nan
+    sf.write(tmp_path / "nan.wav", bad, SAMPLE_RATE, subtype="FLOAT")
+    assert _code(tmp_path / "nan.wav") == "audio_not_finite"
+
+
+def test_infinite_samples_are_refused(tmp_path, speech):
+    bad = speech.copy()
+    bad[-1] = np.inf
+    sf.write(tmp_path / "inf.wav", bad, 48000, subtype="FLOAT")  # through the resampler too
+    assert _code(tmp_path / "inf.wav") == "audio_not_finite"
+
+
+def test_10_ms_is_too_short(tmp_path, speech):
+    sf.write(tmp_path / "blip.wav", speech[:160], SAMPLE_RATE)
+    assert _code(tmp_path / "blip.wav") == "audio_too_short"
+
+
+def test_25_ms_is_enough(tmp_path, speech):
+    sf.write(tmp_path / "short.wav", speech[:400], SAMPLE_RATE, subtype="FLOAT")
+    assert decode(tmp_path / "short.wav").size == 400
+
+
+@pytest.mark.parametrize("fmt", ["wav", "m4a"])
+def test_max_seconds(tmp_path, make_speech, fmt):
+    path = make_speech(tmp_path / f"speech.{fmt}", seconds=3.0, fmt=fmt)
+
+    with pytest.raises(AudioTooLong) as caught:
+        decode(path, max_seconds=2.0)
+    assert caught.value.code == "audio_too_long" and "2 s" in caught.value.message
+    assert decode(path, max_seconds=4.0).size > 0
