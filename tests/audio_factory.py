@@ -41,7 +41,8 @@ def make_speech(
         subprocess.run(["espeak-ng", "-w", str(spoken), text], check=True, capture_output=True)
         effects: list[str] = []
         if seconds is not None:
-            spoken_s = float(subprocess.run(["soxi", "-D", str(spoken)], check=True, capture_output=True, text=True).stdout)
+            soxi = subprocess.run(["soxi", "-D", str(spoken)], check=True, capture_output=True, text=True)
+            spoken_s = float(soxi.stdout)
             repeats = max(0, math.ceil(seconds / spoken_s) - 1)
             effects = (["repeat", str(repeats)] if repeats else []) + ["trim", "0", f"{seconds}"]
         shaped = path if fmt in ("wav", "flac") else Path(tmp) / "shaped.wav"

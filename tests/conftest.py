@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -24,15 +25,23 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@pytest.fixture(scope="session")
-def amqp_url() -> str:
-    """A RabbitMQ virtual host of its own, deleted after the session."""
+@contextlib.contextmanager
+def rabbitmq_vhost():
+    """A RabbitMQ virtual host of its own (so no test sees another's queues), deleted afterwards."""
     vhost = f"emotionq-test-{uuid.uuid4().hex[:8]}"
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
     subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
                    check=True, capture_output=True)
-    yield f"{AMQP_URL}/{vhost}"
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+    try:
+        yield f"{AMQP_URL}/{vhost}"
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def amqp_url():
+    with rabbitmq_vhost() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
@@ -65,14 +74,16 @@ def speech_wav(tmp_path_factory):
 
 
 def distinct_clips(source, directory, count: int) -> list:
-    """``count`` copies of ``source`` that differ in their bytes (k samples of silence appended)."""
+    """``count`` recordings no test has sent before: ``source`` plus k + 1 samples of near-silence."""
     import numpy as np
     import soundfile as sf
 
     data, rate = sf.read(source, dtype="int16")
+    salt = np.random.default_rng().integers(1, 1000, size=8).astype("int16")  # unique to this call
     paths = []
     for k in range(count):
         path = directory / f"clip-{k:03d}.wav"
-        sf.write(path, np.concatenate([data, np.zeros(k + 1, dtype="int16")]), rate, subtype="PCM_16")
+        tail = np.concatenate([np.zeros(k + 1, dtype="int16"), salt])
+        sf.write(path, np.concatenate([data, tail]), rate, subtype="PCM_16")
         paths.append(path)
     return paths

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import os
 
 import httpx
 import pytest
@@ -41,9 +42,13 @@ def service(request, tmp_path_factory, tiny_model_dir):
     svc.stop_all()
 
 
+def _worker_name() -> str:
+    return f"emotionq-cpu@{os.uname().nodename}"
+
+
 def _tasks_run(service) -> int:
     """How many inference tasks the worker has received, from `celery inspect stats`."""
-    out = service.celery("inspect", "stats", "--json", "--timeout", "10")
+    out = service.celery("inspect", "stats", "--json", "--timeout", "10", "-d", _worker_name())
     assert out.returncode == 0, out.stderr
     import json
 
@@ -122,7 +127,7 @@ def test_undecodable_upload_is_a_422_with_a_code(service, tmp_path):
 
 
 def test_celery_cli_ping_and_status_answer(service):
-    ping = service.celery("inspect", "ping", "--timeout", "10")
+    ping = service.celery("inspect", "ping", "--timeout", "10", "-d", _worker_name())
     assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
-    status = service.celery("status", "--timeout", "10")
+    status = service.celery("status", "--timeout", "3")
     assert status.returncode == 0 and "emotionq-cpu@" in status.stdout, status.stdout + status.stderr

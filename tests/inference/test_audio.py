@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -153,3 +155,26 @@ def test_max_seconds(tmp_path, make_speech, fmt):
         decode(path, max_seconds=2.0)
     assert caught.value.code == "audio_too_long" and "2 s" in caught.value.message
     assert decode(path, max_seconds=4.0).size > 0
+
+
+def test_vbr_mp3_without_xing_header_decodes_to_the_end(tmp_path, make_speech):
+    # libsndfile trusts its length estimate from the first frame and stopped at 6 of 20 s here
+    wav = make_speech(tmp_path / "speech.wav", seconds=10.0, rate=44100)
+    mp3 = tmp_path / "vbr.mp3"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-c:a", "libmp3lame", "-q:a", "7",
+                    "-write_xing", "0", str(mp3)], check=True)
+
+    assert abs(probe(mp3).duration_s - 10.0) <= 0.1  # MP3 frames without gapless info: encoder delay stays
+    assert abs(decode(mp3).size / SAMPLE_RATE - 10.0) <= 0.1
+
+
+@pytest.mark.parametrize("fmt", ["flac", "wav"])
+def test_files_written_as_a_stream_have_their_length(tmp_path, make_speech, fmt):
+    # ffmpeg writing to a pipe cannot go back to fill in the length: FLAC says "unknown", WAV says "huge"
+    wav = make_speech(tmp_path / "speech.wav", seconds=4.0, rate=44100)
+    streamed = tmp_path / f"streamed.{fmt}"
+    with streamed.open("wb") as out:
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), "-f", fmt, "-"], stdout=out, check=True)
+
+    assert abs(probe(streamed).duration_s - 4.0) <= DURATION_TOLERANCE_S
+    assert abs(decode(streamed, max_seconds=5.0).size / SAMPLE_RATE - 4.0) <= DURATION_TOLERANCE_S

@@ -15,7 +15,9 @@ from emotionq.inference.checkpoint import main, model_conf, unmatched_keys, writ
 def _load_with_funasr(directory):
     from funasr import AutoModel
 
-    return AutoModel(model=str(directory), device="cpu", disable_update=True, disable_pbar=True, ncpu=torch.get_num_threads())
+    return AutoModel(
+        model=str(directory), device="cpu", disable_update=True, disable_pbar=True, ncpu=torch.get_num_threads()
+    )
 
 
 def _assert_all_keys_loaded(automodel, directory):

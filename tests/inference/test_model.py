@@ -36,7 +36,9 @@ def test_predict_returns_nine_english_scores_summing_to_one(model, speech):
     assert result["top_score"] == result["scores"][result["top_label"]]
     assert result["duration_s"] == pytest.approx(speech.size / 16000)
     assert result["frame_rate"] == 50
-    assert result["model"] == {"id": model.model_id, "revision": None, "device": "cpu", "dtype": "float32", "untrained": True}
+    assert result["model"] == {
+        "id": model.model_id, "revision": None, "device": "cpu", "dtype": "float32", "untrained": True
+    }
     assert "embedding" not in result and "frames" not in result
     [window] = result["timeline"]
     assert window["start"] == 0.0 and window["end"] == pytest.approx(result["duration_s"])
@@ -114,6 +116,14 @@ def test_shortest_input(model, speech):
     assert caught.value.code == "audio_too_short"
 
 
+def test_non_finite_samples_are_refused(model, speech):
+    bad = speech.copy()
+    bad[5] = np.nan
+    with pytest.raises(AudioError) as caught:
+        model.predict(bad)
+    assert caught.value.code == "audio_not_finite"
+
+
 def test_bad_arguments(model, speech):
     with pytest.raises(ValueError):
         model.predict(speech, granularity="word")
@@ -172,6 +182,7 @@ def test_cuda_without_cuda_is_a_configuration_error(tiny_dir):
         EmotionModel.load(str(tiny_dir), device="cuda")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_autocast_on_cuda_stays_close_to_fp32(tiny_dir, model, long_speech):
     gpu = EmotionModel.load(str(tiny_dir), device="cuda")

@@ -1,0 +1,63 @@
+"""Strict priority on the real RabbitMQ: a high job starts before every low job not yet started."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from datetime import datetime
+
+import pytest
+
+from conftest import distinct_clips, rabbitmq_vhost
+from harness import Service
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
+
+LOW, HIGH = 30, 3
+
+
+def _ts(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.fixture
+def service(tmp_path, tiny_model_dir, redis_url):
+    with rabbitmq_vhost() as amqp:
+        svc = Service(workdir=tmp_path, env={
+            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": redis_url,
+            "EMOTIONQ_VAR_DIR": str(tmp_path / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir)})
+        svc.start_api()
+        yield svc
+        svc.stop_all()
+
+
+def _submit_all(service, clips, priority):
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda c: service.submit(c, priority=priority), clips))
+    assert all(r.status_code == 202 for r in responses), [r.text for r in responses]
+    return [r.json()["id"] for r in responses]
+
+
+def test_backlog_queued_before_the_worker_starts(service, speech_wav, tmp_path):
+    clips = distinct_clips(speech_wav, tmp_path, LOW + HIGH)
+    low = _submit_all(service, clips[:LOW], "low")
+    high = _submit_all(service, clips[LOW:], "high")
+    service.start_worker()
+    done = {j: service.finish(j) for j in low + high}
+    assert {d["status"] for d in done.values()} == {"succeeded"}
+    order = sorted(done, key=lambda j: _ts(done[j]["started_at"]))
+    assert set(order[:HIGH]) == set(high), [done[j]["priority"] for j in order]
+
+
+def test_high_jobs_overtake_a_running_backlog(service, speech_wav, tmp_path):
+    service.start_worker()
+    clips = distinct_clips(speech_wav, tmp_path, LOW + HIGH)
+    low = _submit_all(service, clips[:LOW], "low")
+    high = _submit_all(service, clips[LOW:], "high")
+    done = {j: service.finish(j) for j in low + high}
+    assert {d["status"] for d in done.values()} == {"succeeded"}
+    last_high_created = max(_ts(done[j]["created_at"]) for j in high)
+    last_high_started = max(_ts(done[j]["started_at"]) for j in high)
+    waiting_lows = [j for j in low if _ts(done[j]["started_at"]) > last_high_created]
+    assert waiting_lows, "the backlog drained before the high jobs arrived; make the low jobs slower"
+    overtaken = [j for j in waiting_lows if _ts(done[j]["started_at"]) < last_high_started]
+    assert overtaken == [], f"{len(overtaken)} waiting low jobs started before a high one"
