@@ -1,0 +1,38 @@
+"""The nine emotion classes of the emotion2vec+ models, in their token order.
+
+funasr reports labels as the bilingual tokens of ``tokens.txt``; emotionq
+reports them in English.
+"""
+
+from __future__ import annotations
+
+LABELS: tuple[str, ...] = (
+    "angry",
+    "disgusted",
+    "fearful",
+    "happy",
+    "neutral",
+    "other",
+    "sad",
+    "surprised",
+    "unknown",
+)
+
+TOKENS: tuple[str, ...] = (
+    "生气/angry",
+    "厌恶/disgusted",
+    "恐惧/fearful",
+    "开心/happy",
+    "中立/neutral",
+    "其他/other",
+    "难过/sad",
+    "吃惊/surprised",
+    "<unk>",
+)
+
+
+def english(label: str) -> str:
+    """English name of a funasr label: ``"生气/angry"`` -> ``"angry"``, ``"<unk>"`` -> ``"unknown"``."""
+    if label == "<unk>":
+        return "unknown"
+    return label.rsplit("/", 1)[-1].strip()
