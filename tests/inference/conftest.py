@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-try:
-    from tests.audio_factory import make_speech
-except ImportError:  # plain `pytest` puts tests/ itself on sys.path
-    from audio_factory import make_speech
+from audio_factory import make_speech
 
-from emotionq.inference import EmotionModel, decode, write_checkpoint
+from emotionq.inference import EmotionModel, decode
 
 THREADS = 2
 
@@ -21,33 +18,23 @@ def make_speech_fixture():
 
 
 @pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("emotion2vec_tiny"), arch="tiny", seed=0)
-
-
-@pytest.fixture(scope="session")
-def model(tiny_dir):
-    loaded = EmotionModel.load(str(tiny_dir), threads=THREADS)
+def model(tiny_model_dir):
+    loaded = EmotionModel.load(str(tiny_model_dir), threads=THREADS)
     yield loaded
     loaded.close()
 
 
 @pytest.fixture(scope="session")
-def funasr_model(tiny_dir, model):
+def funasr_model(tiny_model_dir, model):
     """funasr's own AutoModel on the same checkpoint, to compare against."""
     from funasr import AutoModel
 
-    return AutoModel(model=str(tiny_dir), device="cpu", disable_update=True, disable_pbar=True, ncpu=THREADS)
+    return AutoModel(model=str(tiny_model_dir), device="cpu", disable_update=True, disable_pbar=True, ncpu=THREADS)
 
 
 @pytest.fixture(scope="session")
-def speech_path(tmp_path_factory):
-    return make_speech(tmp_path_factory.mktemp("speech") / "speech.wav", seconds=3.0, rate=22050)
-
-
-@pytest.fixture(scope="session")
-def speech(speech_path):
-    return decode(speech_path)
+def speech(speech_wav):
+    return decode(speech_wav)
 
 
 @pytest.fixture(scope="session")

@@ -97,8 +97,8 @@ def test_non_audio_bytes_named_wav_are_undecodable(tmp_path, call):
 
 
 @pytest.mark.parametrize("call", [decode, probe])
-def test_wav_header_without_its_data_is_undecodable(tmp_path, speech_path, call):
-    (tmp_path / "cut.wav").write_bytes(speech_path.read_bytes()[:44])  # header declares 3 s, none present
+def test_wav_header_without_its_data_is_undecodable(tmp_path, speech_wav, call):
+    (tmp_path / "cut.wav").write_bytes(speech_wav.read_bytes()[:44])  # header declares 3 s, none present
     assert _code(tmp_path / "cut.wav", call) == "audio_undecodable"
 
 

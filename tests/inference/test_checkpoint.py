@@ -28,37 +28,37 @@ def _assert_all_keys_loaded(automodel, directory):
         assert torch.equal(loaded[key], tensor), key
 
 
-def test_funasr_loads_every_key(tiny_dir, caplog):
+def test_funasr_loads_every_key(tiny_model_dir, caplog):
     caplog.set_level(logging.INFO)
 
-    automodel = _load_with_funasr(tiny_dir)
+    automodel = _load_with_funasr(tiny_model_dir)
 
-    _assert_all_keys_loaded(automodel, tiny_dir)
+    _assert_all_keys_loaded(automodel, tiny_model_dir)
     assert "<All keys matched successfully>" in caplog.text
-    assert unmatched_keys(automodel.model, tiny_dir / "model.pt") == []
+    assert unmatched_keys(automodel.model, tiny_model_dir / "model.pt") == []
     assert automodel.kwargs["tokenizer"].token_list[0] == "生气/angry"
 
 
-def test_the_directory_can_be_moved(tmp_path, tiny_dir, monkeypatch):
+def test_the_directory_can_be_moved(tmp_path, tiny_model_dir, monkeypatch):
     moved = tmp_path / "moved"
-    shutil.copytree(tiny_dir, moved)
+    shutil.copytree(tiny_model_dir, moved)
     monkeypatch.chdir(tmp_path)
 
     _assert_all_keys_loaded(_load_with_funasr(moved), moved)
 
 
-def test_files_and_marker(tiny_dir):
-    assert sorted(p.name for p in tiny_dir.iterdir()) == ["config.yaml", "emotionq.json", "model.pt", "tokens.txt"]
-    assert json.loads((tiny_dir / "emotionq.json").read_text()) == {"untrained": True, "arch": "tiny", "seed": 0}
-    assert (tiny_dir / "tokens.txt").read_text(encoding="utf-8").split("\n")[:9][-1] == "<unk>"
-    config = (tiny_dir / "config.yaml").read_text()
+def test_files_and_marker(tiny_model_dir):
+    assert sorted(p.name for p in tiny_model_dir.iterdir()) == ["config.yaml", "emotionq.json", "model.pt", "tokens.txt"]
+    assert json.loads((tiny_model_dir / "emotionq.json").read_text()) == {"untrained": True, "arch": "tiny", "seed": 0}
+    assert (tiny_model_dir / "tokens.txt").read_text(encoding="utf-8").split("\n")[:9][-1] == "<unk>"
+    config = (tiny_model_dir / "config.yaml").read_text()
     assert "scope_map" not in config and "init_param: model.pt" in config
 
 
-def test_same_seed_same_weights_other_seed_other_weights(tmp_path, tiny_dir):
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path, tiny_model_dir):
     again = torch.load(write_checkpoint(tmp_path / "again", seed=0) / "model.pt")
     other = torch.load(write_checkpoint(tmp_path / "other", seed=1) / "model.pt")
-    first = torch.load(tiny_dir / "model.pt")
+    first = torch.load(tiny_model_dir / "model.pt")
 
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)

@@ -16,8 +16,8 @@ SUM_TOLERANCE = 1e-5  # scores sum to 1
 FUNASR_TOLERANCE = 1e-5  # our forward pass against funasr's own generate()
 
 
-def test_load_reports_what_it_loaded(model, tiny_dir):
-    assert model.model_id == str(tiny_dir)
+def test_load_reports_what_it_loaded(model, tiny_model_dir):
+    assert model.model_id == str(tiny_model_dir)
     assert model.revision is None
     assert model.device == "cpu"
     assert model.dtype == "float32"
@@ -131,18 +131,18 @@ def test_bad_arguments(model, speech):
         model.predict(speech, window_s=0.5)
 
 
-def test_threads_are_respected(tiny_dir):
+def test_threads_are_respected(tiny_model_dir):
     before = torch.get_num_threads()
     try:
-        single = EmotionModel.load(str(tiny_dir), threads=1)
+        single = EmotionModel.load(str(tiny_model_dir), threads=1)
         assert torch.get_num_threads() == 1
         single.close()
     finally:
         torch.set_num_threads(before)
 
 
-def test_close_frees_the_model(tiny_dir, speech):
-    closing = EmotionModel.load(str(tiny_dir))
+def test_close_frees_the_model(tiny_model_dir, speech):
+    closing = EmotionModel.load(str(tiny_model_dir))
     closing.close()
     with pytest.raises(RuntimeError):
         closing.predict(speech)
@@ -167,9 +167,9 @@ def test_checkpoint_without_the_head_is_a_configuration_error(tmp_path):
         EmotionModel.load(str(directory))
 
 
-def test_wrong_labels_are_a_configuration_error(tmp_path, tiny_dir):
+def test_wrong_labels_are_a_configuration_error(tmp_path, tiny_model_dir):
     directory = tmp_path / "five"
-    shutil.copytree(tiny_dir, directory)
+    shutil.copytree(tiny_model_dir, directory)
     (directory / "tokens.txt").write_text("angry\nhappy\nneutral\nsad\n<unk>\n", encoding="utf-8")
 
     with pytest.raises(ConfigurationError, match="pin a revision"):
@@ -177,18 +177,30 @@ def test_wrong_labels_are_a_configuration_error(tmp_path, tiny_dir):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cuda_without_cuda_is_a_configuration_error(tiny_dir):
+def test_cuda_without_cuda_is_a_configuration_error(tiny_model_dir):
     with pytest.raises(ConfigurationError, match="CUDA"):
-        EmotionModel.load(str(tiny_dir), device="cuda")
+        EmotionModel.load(str(tiny_model_dir), device="cuda")
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_autocast_on_cuda_stays_close_to_fp32(tiny_dir, model, long_speech):
-    gpu = EmotionModel.load(str(tiny_dir), device="cuda")
+def test_autocast_on_cuda_stays_close_to_fp32(tiny_model_dir, model, long_speech):
+    gpu = EmotionModel.load(str(tiny_model_dir), device="cuda")
     try:
         assert gpu.dtype in ("bfloat16", "float16") and gpu.device.startswith("cuda")
         ours, reference = gpu.predict(long_speech), model.predict(long_speech)
         np.testing.assert_allclose(list(ours["scores"].values()), list(reference["scores"].values()), atol=0.02)
     finally:
         gpu.close()
+
+
+def test_without_the_marker_a_model_is_not_flagged_untrained(tmp_path, tiny_model_dir):
+    directory = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, directory)
+    (directory / "emotionq.json").unlink()
+
+    plain = EmotionModel.load(str(directory))
+    try:
+        assert plain.untrained is False and plain.info()["untrained"] is False
+    finally:
+        plain.close()
