@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 import socket
 import threading
 from functools import cached_property
@@ -20,7 +21,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 from emotionq import jobs, registry, scoring
 from emotionq.blobs import BlobStore
 from emotionq.celery_app import app
-from emotionq.errors import StoreUnavailable, TransientFault
+from emotionq.errors import ConfigurationError, StoreUnavailable, TransientFault
 from emotionq.settings import get_settings
 from emotionq.store import open_store
 
@@ -93,7 +94,13 @@ def runtime() -> Runtime:
 def _load_model_in_child(**_) -> None:
     global _runtime
     _runtime = Runtime()  # never reuse the parent's connections after fork
-    _runtime.announce()  # loads and warms up the model first
+    try:
+        _runtime.announce()  # loads and warms up the model first
+    except ConfigurationError as exc:
+        # A worker without its model would fail every job it takes: stop the whole worker instead.
+        log.critical("cannot serve: %s", exc)
+        os.kill(os.getppid(), signal.SIGTERM)
+        raise
 
 
 @worker_process_shutdown.connect

@@ -54,3 +54,12 @@ def test_model_init_writes_a_checkpoint_funasr_loads(tmp_path):
                           "--arch", "tiny"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert {"config.yaml", "model.pt", "tokens.txt", "emotionq.json"} <= {p.name for p in (tmp_path / "m").iterdir()}
+
+
+def test_worker_with_a_model_it_cannot_load_stops_instead_of_taking_jobs(tmp_path):
+    env = {**os.environ, "EMOTIONQ_BROKER_URL": "", "EMOTIONQ_STORE_URL": "", "EMOTIONQ_DEVICES": "cpu",
+           "EMOTIONQ_VAR_DIR": str(tmp_path / "var"), "EMOTIONQ_MODEL": str(tmp_path / "no-such-model")}
+    out = subprocess.run([sys.executable, "-m", "emotionq.cli", "worker"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "cannot serve" in out.stdout + out.stderr and "no-such-model" in out.stdout + out.stderr
