@@ -1,6 +1,6 @@
 """Celery's settings, translated from ``emotionq.settings`` (the one place settings live)."""
 
-from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES
+from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES, WEBHOOK_QUEUE
 from emotionq.settings import get_settings
 
 _settings = get_settings()
@@ -39,7 +39,7 @@ task_default_delivery_mode = "persistent"
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-task_routes = {"emotionq.infer": {"queue": INFERENCE_QUEUE}}
+task_routes = {"emotionq.infer": {"queue": INFERENCE_QUEUE}, "emotionq.deliver_webhook": {"queue": WEBHOOK_QUEUE}}
 
 # Time limits: per job they scale with the audio (emotionq.dispatch); these are the caps.
 task_soft_time_limit = _settings.max_time_limit - _settings.hard_time_limit_grace

@@ -25,15 +25,16 @@ from emotionq.errors import (
 )
 from emotionq.inference.audio import probe
 from emotionq.registry import live
-from emotionq.schemas import Job, JobOptions, Problem
+from emotionq.schemas import Job, JobOptions, Problem, WebhookSecrets
 from emotionq.settings import Settings, get_settings
 from emotionq.store import Store, open_store
 from emotionq.upload import receive
+from emotionq.webhooks import delivery, events, secrets, targets
 
 log = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
-FORM_FIELDS = {"priority", "granularity", "embedding", "metadata"}
+FORM_FIELDS = {"priority", "granularity", "embedding", "metadata", "webhook_url", "webhook_events"}
 MAX_METADATA_KEYS = 16
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
 RETRY_AFTER_S = 5
@@ -84,6 +85,11 @@ class Services:
     store: Store
     blobs: BlobStore
     celery: Any
+    notifier: events.Notifier
+
+    def view(self, job: dict, run: dict) -> dict:
+        """The job object, with its webhook deliveries (blocking: call in a thread)."""
+        return jobs.view(job, run, delivery.for_job(self.store, job))
 
 
 def services(request: Request) -> Services:
@@ -108,12 +114,23 @@ async def lifespan(app: FastAPI):
 
     store = open_store(settings.effective_store_url)
     store.purge_expired()
-    app.state.services = Services(settings, store, BlobStore(settings.effective_blob_dir), celery)
+    notifier = events.Notifier(store=store, celery=celery, settings=settings)
+    app.state.services = Services(settings, store, BlobStore(settings.effective_blob_dir), celery, notifier)
     mode = "embedded" if settings.embedded else "distributed"
     log.info("emotionq API %s in %s mode: broker %s, store %s", __version__, mode,
              settings.effective_broker_url.split("@")[-1], settings.effective_store_url.split("@")[-1])
     yield
     store.close()
+
+
+def _parse_webhook(fields: dict[str, str], settings: Settings) -> dict | None:
+    url = fields.get("webhook_url", "").strip()
+    if not url:
+        if fields.get("webhook_events", "").strip():
+            raise InvalidRequest("webhook_events needs a webhook_url")
+        return None
+    targets.check(url, allow=targets.parse_networks(settings.webhook_allow_networks))
+    return {"url": url, "events": events.parse_events(fields.get("webhook_events", ""))}
 
 
 def _parse_form(fields: dict[str, str]) -> tuple[str, dict, dict]:
@@ -162,8 +179,8 @@ async def _wait_for(svc: Services, job_id: str, client: str, seconds: float) -> 
         delay = min(delay * 1.5, 0.25)
 
 
-def _job_response(job: dict, run: dict, *, waited: float | None = None) -> JSONResponse:
-    body = jobs.view(job, run)
+async def _job_response(svc: Services, job: dict, run: dict, *, waited: float | None = None) -> JSONResponse:
+    body = await run_in_threadpool(svc.view, job, run)
     finished = body["status"] in jobs.TERMINAL
     headers = {"Location": f"/v1/jobs/{job['id']}"}
     if waited:
@@ -195,6 +212,7 @@ def create_app() -> FastAPI:
         settings = svc.settings
         upload = await receive(request, svc.blobs, max_bytes=settings.max_upload_bytes)
         priority, options, metadata = _parse_form(upload.fields)
+        webhook = await run_in_threadpool(_parse_webhook, upload.fields, settings)
         path = svc.blobs.path(upload.sha256)
         try:
             info = await run_in_threadpool(probe, path)
@@ -210,9 +228,12 @@ def create_app() -> FastAPI:
             jobs.submit, svc.store, settings=settings, client=client, priority=priority,
             input={"filename": upload.filename, "content_type": upload.content_type, "bytes": upload.size,
                    "duration_s": round(info.duration_s, 3), "sha256": upload.sha256},
-            options=options, metadata=metadata, model=_model_key(settings), idempotency_key=idempotency_key,
+            options=options, metadata=metadata, model=_model_key(settings), webhook=webhook,
+            idempotency_key=idempotency_key,
         )
         job, run = submission.job, submission.run
+        if submission.outcome == "cache":
+            await run_in_threadpool(svc.notifier.job_event, job, run, "job.succeeded")
         if submission.publish:
             try:
                 await run_in_threadpool(publish_run, svc.celery, run, settings=settings, job_id=job["id"])
@@ -225,7 +246,7 @@ def create_app() -> FastAPI:
         wait = _prefer_wait(prefer, settings)
         if wait and submission.outcome != "cache":
             job, run = await _wait_for(svc, job["id"], client, wait)
-        return _job_response(job, run, waited=wait or None)
+        return await _job_response(svc, job, run, waited=wait or None)
 
     @app.get("/v1/jobs/{job_id}", response_model=Job, responses={404: {"model": Problem}})
     async def get_job(job_id: str, svc: ServicesDep, client: ClientDep,
@@ -233,7 +254,7 @@ def create_app() -> FastAPI:
         """The job's status, and its output once it has succeeded."""
         wait = _prefer_wait(prefer, svc.settings)
         job, run = await _wait_for(svc, job_id, client, wait)
-        body = jobs.view(job, run)
+        body = await run_in_threadpool(svc.view, job, run)
         return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"} if wait else None)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=Job,
@@ -242,7 +263,34 @@ def create_app() -> FastAPI:
         """Cancel a job that has not finished; identical jobs sharing its run are not affected."""
         await run_in_threadpool(jobs.cancel, svc.store, job_id=job_id, client=client)
         job, run = await run_in_threadpool(jobs.load, svc.store, job_id=job_id, client=client)
-        return jobs.view(job, run)
+        await run_in_threadpool(svc.notifier.job_event, job, run, "job.canceled")
+        return await run_in_threadpool(svc.view, job, run)
+
+    @app.post("/v1/jobs/{job_id}/webhook/redeliver", response_model=Job,
+              responses={404: {"model": Problem}, 409: {"model": Problem}})
+    async def redeliver_webhook(job_id: str, svc: ServicesDep, client: ClientDep):
+        """Send the job's finished webhook deliveries again, under the same webhook-id."""
+        job, run = await run_in_threadpool(jobs.load, svc.store, job_id=job_id, client=client)
+        if not job.get("webhook"):
+            raise Conflict("the job has no webhook_url", code="no_webhook")
+        reset = await run_in_threadpool(delivery.redeliver, svc.store, job_id=job_id,
+                                        events=job["webhook"]["events"])
+        for event in reset:
+            await run_in_threadpool(svc.notifier.enqueue, job_id, event)
+        return await run_in_threadpool(svc.view, job, run)
+
+    @app.get("/v1/webhooks/secrets", response_model=WebhookSecrets)
+    async def webhook_secrets(svc: ServicesDep, client: ClientDep):
+        """The secrets that sign your webhooks now, newest first (verify against any of them)."""
+        return {"secrets": await run_in_threadpool(secrets.active, svc.store, client=client)}
+
+    @app.post("/v1/webhooks/secrets/rotate", response_model=WebhookSecrets)
+    async def rotate_webhook_secret(svc: ServicesDep, client: ClientDep, grace_seconds: float | None = None):
+        """A new signing secret; the old ones keep signing too for `grace_seconds` (default a day)."""
+        grace = svc.settings.webhook_secret_grace_seconds if grace_seconds is None else grace_seconds
+        if grace < 0:
+            raise InvalidRequest("grace_seconds must be 0 or more")
+        return {"secrets": await run_in_threadpool(secrets.rotate, svc.store, client=client, grace_seconds=grace)}
 
     @app.get("/healthz")
     async def healthz():

@@ -34,7 +34,8 @@ def _announce_mode() -> None:
 
 def _worker_commands() -> list[tuple[str, list[str], dict[str, str]]]:
     s = get_settings()
-    return [(f"worker[{dev}]", *supervisor.worker_command(s, dev)) for dev in s.device_list]
+    inference = [(f"worker[{dev}]", *supervisor.worker_command(s, dev)) for dev in s.device_list]
+    return [*inference, ("webhooks", *supervisor.webhook_worker_command(s))]
 
 
 @main.command()
@@ -55,7 +56,7 @@ def api() -> None:
 
 @main.command()
 def worker() -> None:
-    """One Celery worker process per device (EMOTIONQ_DEVICES), each running one job at a time."""
+    """One Celery worker per device (EMOTIONQ_DEVICES), each running one job at a time, and a webhook worker."""
     _announce_mode()
     sys.exit(supervisor.supervise(_worker_commands()))
 

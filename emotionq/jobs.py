@@ -20,9 +20,9 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
+from emotionq.clock import iso
 from emotionq.errors import Conflict, NotFound
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store, Tx
@@ -68,11 +68,13 @@ def submit(
     options: dict,
     metadata: dict,
     model: str,
+    webhook: dict | None = None,
     idempotency_key: str | None = None,
 ) -> Submission:
     """Create a job and attach it to a run, atomically with every concurrent submission."""
     key = dedup_key(sha256=input["sha256"], model=model, options=options)
-    fingerprint = dedup_key(sha256=input["sha256"], model=model, options={**options, "priority": priority})
+    fingerprint = dedup_key(sha256=input["sha256"], model=model,
+                            options={**options, "priority": priority, "webhook": webhook, "metadata": metadata})
     idem_key = f"idem:{client}:{idempotency_key}" if idempotency_key else None
     job_id, fresh_run_id = new_id("job"), new_id("run")
     run_ttl = max(settings.job_ttl_seconds, settings.result_ttl_seconds)
@@ -116,7 +118,7 @@ def submit(
         job = {
             "id": job_id, "run_id": run["id"], "client": client, "priority": priority,
             "created_at": now, "canceled_at": None, "input": input, "options": options,
-            "metadata": metadata, "dedup": None if outcome == "new" else outcome,
+            "metadata": metadata, "dedup": None if outcome == "new" else outcome, "webhook": webhook,
         }
         tx.put(_job_key(job_id), job, ttl=settings.job_ttl_seconds)
         if idem_key:
@@ -216,24 +218,24 @@ def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliverie
     return store.transact(tx_claim)
 
 
-def complete(store: Store, *, run_id: str, task_id: str, output: dict, settings: Settings) -> bool:
-    """Record a result; later identical requests reuse it. False if the run was taken from us."""
+def complete(store: Store, *, run_id: str, task_id: str, output: dict, settings: Settings) -> dict | None:
+    """Record a result; later identical requests reuse it. Returns the run, or None if it was taken from us."""
 
-    def tx_complete(tx: Tx) -> bool:
+    def tx_complete(tx: Tx) -> dict | None:
         run = tx.get(_run_key(run_id))
         if run is None or run["state"] != RUNNING or run["owner"] != task_id:
-            return False
+            return None
         run.update(state=SUCCEEDED, output=output, finished_at=time.time(), deadline=None)
         ttl = max(settings.job_ttl_seconds, settings.result_ttl_seconds)
         tx.put(_run_key(run_id), run, ttl=ttl)
         tx.put(f"dedup:{run['key']}", {"run_id": run_id}, ttl=settings.result_ttl_seconds)
-        return True
+        return run
 
     return store.transact(tx_complete)
 
 
-def fail(store: Store, *, run_id: str, error: dict, task_id: str | None = None) -> bool:
-    """Record a failure; the next identical request starts a fresh run."""
+def fail(store: Store, *, run_id: str, error: dict, task_id: str | None = None) -> dict | None:
+    """Record a failure; the next identical request starts a fresh run. Returns the run if it failed now."""
     return store.transact(lambda tx: _fail(tx, run_id, error, only_owner=task_id))
 
 
@@ -249,16 +251,16 @@ def requeue(store: Store, *, run_id: str, task_id: str) -> None:
     store.transact(tx_requeue)
 
 
-def _fail(tx: Tx, run_id: str, error: dict, *, only_owner: str | None, run: dict | None = None) -> bool:
+def _fail(tx: Tx, run_id: str, error: dict, *, only_owner: str | None, run: dict | None = None) -> dict | None:
     run = run or tx.get(_run_key(run_id))
     if run is None or run["state"] in TERMINAL:
-        return False
+        return None
     if only_owner is not None and run["owner"] not in (None, only_owner):
-        return False
+        return None
     run.update(state=FAILED, error=error, finished_at=time.time(), deadline=None)
     tx.put(_run_key(run_id), run)
     _forget(tx, run)
-    return True
+    return run
 
 
 def _forget(tx: Tx, run: dict) -> None:
@@ -270,12 +272,8 @@ def _forget(tx: Tx, run: dict) -> None:
 # --- what clients see ------------------------------------------------------------
 
 
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z") if ts else None
-
-
-def view(job: dict, run: dict) -> dict[str, Any]:
-    """The job object of the HTTP API."""
+def view(job: dict, run: dict, deliveries: list[dict] | None = None) -> dict[str, Any]:
+    """The job object of the HTTP API; ``deliveries`` are its webhook deliveries so far."""
     status = status_of(job, run)
     created = job["created_at"]
     if job["dedup"] == "cache":
@@ -287,13 +285,14 @@ def view(job: dict, run: dict) -> dict[str, Any]:
         "id": job["id"],
         "status": status,
         "priority": job["priority"],
-        "created_at": _iso(created),
-        "started_at": _iso(started) if status != CANCELED or run["started_at"] else None,
-        "finished_at": _iso(finished) if status in TERMINAL else None,
+        "created_at": iso(created),
+        "started_at": iso(started) if status != CANCELED or run["started_at"] else None,
+        "finished_at": iso(finished) if status in TERMINAL else None,
         "input": job["input"],
         "options": job["options"],
         "metadata": job["metadata"],
         "output": run["output"] if status == SUCCEEDED else None,
         "error": run["error"] if status == FAILED else None,
         "dedup": {"reused": job["dedup"] is not None, "source": job["dedup"], "run_id": run["id"]},
+        "webhook": {**job["webhook"], "deliveries": deliveries or []} if job.get("webhook") else None,
     }

@@ -35,6 +35,33 @@ class Dedup(BaseModel):
     run_id: str
 
 
+class WebhookDelivery(BaseModel):
+    event: str
+    id: str = Field(description="webhook-id: the same on every attempt")
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: str | None
+    delivered_at: str | None
+
+
+class Webhook(BaseModel):
+    url: str
+    events: list[str]
+    deliveries: list[WebhookDelivery]
+
+
+class WebhookSecret(BaseModel):
+    secret: str = Field(description="whsec_ + base64; verify with the standardwebhooks library")
+    created_at: float
+    expires_at: float | None
+
+
+class WebhookSecrets(BaseModel):
+    secrets: list[WebhookSecret]
+
+
 class Job(BaseModel):
     id: str
     status: Status
@@ -50,6 +77,7 @@ class Job(BaseModel):
                     "embedding and frames on request")
     error: JobError | None
     dedup: Dedup
+    webhook: Webhook | None = None
 
 
 class Problem(BaseModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from emotionq import jobs
 from emotionq.blobs import BlobStore
@@ -29,19 +30,26 @@ def score_run(
     task_id: str,
     worker: str,
     hard_limit_s: float,
+    notify: Callable[[dict, str], None] = lambda run, event: None,
 ) -> str:
     """Score ``run_id`` once; returns what happened ("succeeded", "failed", or why it was skipped).
 
     Permanent faults (bad audio) fail the run at once. Transient faults
     (TransientFault, StoreUnavailable) and anything unexpected propagate: the task
-    retries the former and fails the run for the latter.
+    retries the former and fails the run for the latter. ``notify(run, event)`` is
+    told of job.started / job.succeeded / job.failed (for webhooks); it is told again
+    when a message comes back for a finished run, in case the first telling was lost.
     """
     claim = jobs.claim(store, run_id=run_id, task_id=task_id, worker=worker,
                        max_deliveries=settings.max_deliveries, hard_limit_s=hard_limit_s)
     if not claim.go:
         log.info("run %s skipped: %s", run_id, claim.reason)
+        if claim.reason in ("finished", "poison") and claim.run["state"] in ("succeeded", "failed"):
+            notify(claim.run, f"job.{claim.run['state']}")
         return claim.reason
     run = claim.run
+    if claim.reason == "claimed":
+        notify(run, "job.started")
     try:
         path = blobs.path(run["sha256"])
         if not path.exists():
@@ -55,13 +63,13 @@ def score_run(
                             "inference_ms": round((time.perf_counter() - decoded) * 1e3, 1)}
     except (TransientFault, StoreUnavailable):
         raise
-    except BadInput as exc:
-        log.info("run %s failed: %s", run_id, exc.code)
-        jobs.fail(store, run_id=run_id, error=exc.as_dict(), task_id=task_id)
-        return "failed"
     except EmotionQError as exc:
-        log.error("run %s failed: %s", run_id, exc)
-        jobs.fail(store, run_id=run_id, error=exc.as_dict(), task_id=task_id)
+        log.log(logging.INFO if isinstance(exc, BadInput) else logging.ERROR, "run %s failed: %s", run_id, exc)
+        failed = jobs.fail(store, run_id=run_id, error=exc.as_dict(), task_id=task_id)
+        if failed:
+            notify(failed, "job.failed")
         return "failed"
-    jobs.complete(store, run_id=run_id, task_id=task_id, output=output, settings=settings)
+    done = jobs.complete(store, run_id=run_id, task_id=task_id, output=output, settings=settings)
+    if done:
+        notify(done, "job.succeeded")
     return "succeeded"

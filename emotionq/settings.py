@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, ge=1, description="deliveries of a job whose worker died before it is failed")
     max_wait_seconds: float = Field(60.0, ge=0, description="longest 'Prefer: wait=N' honoured")
 
+    # Webhooks.
+    webhook_allow_networks: str = Field("", description="CIDRs callbacks may reach despite being private, "
+                                        "e.g. '127.0.0.0/8,::1/128' for local tests")
+    webhook_retry_schedule: str = Field("0,5,300,1800,7200,18000,36000,50400,72000,86400",
+                                        description="seconds before each attempt; its length bounds the attempts")
+    webhook_timeout_s: float = Field(15.0, gt=0, le=60)
+    webhook_secret_grace_seconds: float = Field(24 * 3600.0, ge=0, description="old secret keeps signing this long")
+    webhook_concurrency: int = Field(8, ge=1, description="deliveries in flight per webhook worker")
+
     # Retention.
     job_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
     result_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="how long a result is reused for identical audio")
@@ -92,6 +101,10 @@ class Settings(BaseSettings):
         if self.devices.strip() != "auto":
             return [d.strip() for d in self.devices.split(",") if d.strip()]
         return _cuda_devices() or ["cpu"]
+
+    @property
+    def webhook_schedule(self) -> tuple[float, ...]:
+        return tuple(float(x) for x in self.webhook_retry_schedule.split(",") if x.strip())
 
     def time_limits(self, duration_s: float) -> tuple[float, float]:
         """(soft, hard) seconds for one job, scaled to the length of its audio."""

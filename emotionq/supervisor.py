@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from emotionq.queues import INFERENCE_QUEUE
+from emotionq.queues import INFERENCE_QUEUE, WEBHOOK_QUEUE
 from emotionq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,10 +29,21 @@ def worker_command(settings: Settings, device: str) -> tuple[list[str], dict[str
     if device.startswith("cuda"):
         index = device.partition(":")[2] or "0"
         env.update(CUDA_VISIBLE_DEVICES=index, EMOTIONQ_WORKER_DEVICE="cuda:0")
-    cmd = [sys.executable, "-m", "celery", "-A", "emotionq", "worker", "--pool", "prefork",
-           "--concurrency", "1", "--queues", INFERENCE_QUEUE, "--hostname", name, "--loglevel", "INFO",
-           "--without-gossip", "--without-mingle"]
-    return cmd, env
+    return _celery_worker(pool="prefork", concurrency=1, queue=INFERENCE_QUEUE, name=name), env
+
+
+def webhook_worker_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The CPU worker that delivers webhooks: threads, since deliveries wait on the network."""
+    name = "emotionq-webhooks@%h"
+    env = {"EMOTIONQ_WORKER_NAME": name.replace("%h", os.uname().nodename)}
+    return _celery_worker(pool="threads", concurrency=settings.webhook_concurrency, queue=WEBHOOK_QUEUE,
+                          name=name), env
+
+
+def _celery_worker(*, pool: str, concurrency: int, queue: str, name: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "emotionq", "worker", "--pool", pool,
+            "--concurrency", str(concurrency), "--queues", queue, "--hostname", name, "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle"]
 
 
 def api_command(settings: Settings) -> list[str]:

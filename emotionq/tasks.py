@@ -14,6 +14,7 @@ import socket
 import threading
 from functools import cached_property
 
+import httpx
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
@@ -24,6 +25,8 @@ from emotionq.celery_app import app
 from emotionq.errors import ConfigurationError, StoreUnavailable, TransientFault
 from emotionq.settings import get_settings
 from emotionq.store import open_store
+from emotionq.webhooks import delivery, targets
+from emotionq.webhooks.events import DELIVER_TASK, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,27 @@ class Runtime:
     @cached_property
     def blobs(self) -> BlobStore:
         return BlobStore(self.settings.effective_blob_dir)
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        return Notifier(store=self.store, celery=app, settings=self.settings)
+
+    @cached_property
+    def webhook_policy(self) -> delivery.Policy:
+        s = self.settings
+        return delivery.Policy(schedule=s.webhook_schedule, timeout_s=s.webhook_timeout_s,
+                               allow=targets.parse_networks(s.webhook_allow_networks))
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        return httpx.Client(follow_redirects=False, trust_env=False)
+
+    def notify(self, run: dict, event: str) -> None:
+        """Queue webhook events; a failure here must not undo the recorded outcome."""
+        try:
+            self.notifier.run_event(run, event)
+        except Exception:  # broker or store down: the deliveries stay pending in the store
+            log.exception("run %s: could not queue %s webhooks", run["id"], event)
 
     @cached_property
     def model(self):
@@ -115,11 +139,15 @@ def backoff(retries: int) -> float:
 
 
 def _fail(run_id: str, task_id: str, code: str, message: str, *, retryable: bool = False) -> None:
+    rt = runtime()
     try:
-        jobs.fail(runtime().store, run_id=run_id, task_id=task_id,
-                  error={"code": code, "message": message, "retryable": retryable})
+        failed = jobs.fail(rt.store, run_id=run_id, task_id=task_id,
+                           error={"code": code, "message": message, "retryable": retryable})
     except StoreUnavailable:
         log.error("run %s: could not record failure %s (store down); its lease will expire", run_id, code)
+        return
+    if failed:
+        rt.notify(failed, "job.failed")
 
 
 class InferTask(Task):
@@ -140,7 +168,8 @@ def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = 
         soft, hard = rt.settings.time_limits(duration_s)
     try:
         return scoring.score_run(store=rt.store, blobs=rt.blobs, model=rt.model, settings=rt.settings,
-                                 run_id=run_id, task_id=self.request.id, worker=rt.name, hard_limit_s=hard)
+                                 run_id=run_id, task_id=self.request.id, worker=rt.name, hard_limit_s=hard,
+                                 notify=rt.notify)
     except SoftTimeLimitExceeded:
         _fail(run_id, self.request.id, "time_limit",
               f"the job ran past its {soft:.0f} s limit for {duration_s:.0f} s of audio; it is not retried")
@@ -159,3 +188,14 @@ def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = 
         log.exception("run %s: unexpected error", run_id)
         _fail(run_id, self.request.id, "internal_error", f"{type(exc).__name__}: {exc}")
         return "failed"
+
+
+@app.task(bind=True, name=DELIVER_TASK, ignore_result=True)
+def deliver_webhook(self, job_id: str, event: str) -> str:
+    """One attempt at one webhook delivery; queues the next attempt if one is due later."""
+    rt = runtime()
+    delay = delivery.attempt(rt.store, job_id=job_id, event=event, policy=rt.webhook_policy, http=rt.http)
+    if delay is None:
+        return "done"
+    rt.notifier.enqueue(job_id, event, countdown=delay)
+    return f"next attempt in {delay:.1f} s"

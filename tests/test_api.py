@@ -127,3 +127,10 @@ def test_prefer_wait_times_out_with_the_unfinished_job(api, clip):
 def test_openapi_documents_the_job_routes(api):
     paths = httpx.get(f"{api.url}/openapi.json").json()["paths"]
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel", "/healthz", "/readyz"} <= set(paths)
+
+
+def test_loopback_webhook_refused_without_an_allowlist(api, clip):
+    r = api.submit(clip, webhook_url="http://127.0.0.1:8080/hook")
+    assert r.status_code == 422 and r.json()["code"] == "webhook_url_refused"
+    r = api.submit(clip, webhook_events="job.started")
+    assert r.status_code == 422 and "webhook_url" in r.json()["detail"]

@@ -1,0 +1,174 @@
+"""Webhooks end to end: real API, workers and RabbitMQ/Redis, a real receiver on loopback."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from conftest import distinct_clips, rabbitmq_vhost
+from harness import Service, free_port
+from webhook_receiver import Receiver
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
+
+SCHEDULE = "0,0.3,0.6,1,1,1.5,1.5,2"  # 8 attempts over about 8 s
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, tiny_model_dir, redis_url):
+    tmp = tmp_path_factory.mktemp("webhooks")
+    with rabbitmq_vhost() as amqp:
+        svc = Service(workdir=tmp, env={
+            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": redis_url,
+            "EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir),
+            "EMOTIONQ_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
+            "EMOTIONQ_WEBHOOK_RETRY_SCHEDULE": SCHEDULE})
+        svc.start_api()
+        svc.start_worker()
+        yield svc
+        svc.stop_all()
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def clips(speech_wav, tmp_path):
+    return iter(distinct_clips(speech_wav, tmp_path, 4))
+
+
+def _secrets(service) -> list[str]:
+    return [s["secret"] for s in httpx.get(f"{service.url}/v1/webhooks/secrets").json()["secrets"]]
+
+
+def _settled(service, job_id: str, event: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hook = service.job(job_id)["webhook"]
+        found = [d for d in hook["deliveries"] if d["event"] == event]
+        if found and found[0]["status"] != "pending":
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"{event} delivery of {job_id} still pending: {service.job(job_id)['webhook']}")
+
+
+def test_signed_events_verify_with_the_standardwebhooks_library(service, receiver, clips):
+    r = service.submit(next(clips), webhook_url=receiver.url("ok"), webhook_events="job.started")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    got = receiver.wait("ok", 2)
+    by_type = {Receiver.payload(g)["type"]: g for g in got}
+    assert set(by_type) == {"job.started", "job.succeeded"}
+    [secret] = _secrets(service)
+    for request in got:
+        data = Webhook(secret).verify(request["body"], request["headers"])
+        assert data["data"]["id"] == job_id
+    done = Receiver.payload(by_type["job.succeeded"])
+    assert done["data"]["status"] == "succeeded" and len(done["data"]["output"]["scores"]) == 9
+    assert abs(int(by_type["job.succeeded"]["headers"]["webhook-timestamp"]) - time.time()) < 30
+    delivered = _settled(service, job_id, "job.succeeded")
+    assert delivered["status"] == "delivered" and delivered["attempts"] == 1 and delivered["last_status"] == 200
+
+
+def test_500_twice_then_200_is_one_success_under_one_webhook_id(service, receiver, clips):
+    receiver.scripts["flaky"] = [500, 500, 200]
+    job_id = service.submit(next(clips), webhook_url=receiver.url("flaky")).json()["id"]
+    got = receiver.wait("flaky", 3)
+    delivered = _settled(service, job_id, "job.succeeded")
+    assert delivered["status"] == "delivered" and delivered["attempts"] == 3
+    assert len({g["headers"]["webhook-id"] for g in got}) == 1 and delivered["id"] == got[0]["headers"]["webhook-id"]
+    time.sleep(1.5)
+    assert len(receiver.received("flaky")) == 3  # nothing after the success
+    [secret] = _secrets(service)
+    assert all(Webhook(secret).verify(g["body"], g["headers"]) for g in got)
+
+
+def test_a_receiver_that_is_down_for_a_while_gets_the_event_when_it_is_back(service, clips):
+    port = free_port()
+    job_id = service.submit(next(clips), webhook_url=f"http://127.0.0.1:{port}/late").json()["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        hook = service.job(job_id)["webhook"]["deliveries"]
+        if hook and hook[0]["attempts"] >= 2:
+            break
+        time.sleep(0.1)
+    assert "ConnectError" in hook[0]["last_error"] and hook[0]["status"] == "pending"
+    late = Receiver(port=port)
+    try:
+        got = late.wait("late", 1)
+        assert Receiver.payload(got[0])["data"]["id"] == job_id
+        assert _settled(service, job_id, "job.succeeded")["status"] == "delivered"
+    finally:
+        late.close()
+
+
+def test_410_stops_retries(service, receiver, clips):
+    receiver.scripts["gone"] = [410]
+    job_id = service.submit(next(clips), webhook_url=receiver.url("gone")).json()["id"]
+    failed = _settled(service, job_id, "job.succeeded")
+    assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["last_status"] == 410
+    time.sleep(1.5)
+    assert len(receiver.received("gone")) == 1
+
+
+def test_redirects_are_not_followed(service, receiver, clips):
+    receiver.scripts["moved"] = [302]
+    receiver.headers["moved"] = {"location": receiver.url("redirect-target")}
+    job_id = service.submit(next(clips), webhook_url=receiver.url("moved")).json()["id"]
+    receiver.wait("moved", 2)
+    delivery = service.job(job_id)["webhook"]["deliveries"][0]
+    assert delivery["last_status"] == 302 and "redirects are not followed" in delivery["last_error"]
+    assert receiver.received("redirect-target") == []
+
+
+def test_deduped_and_coalesced_jobs_each_get_their_own_webhook(service, receiver, speech_wav, tmp_path):
+    import concurrent.futures
+
+    [clip] = distinct_clips(speech_wav, tmp_path, 1)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        first = list(pool.map(lambda _: service.submit(clip, webhook_url=receiver.url("dedup")), range(3)))
+    ids = {r.json()["id"] for r in first}
+    for job_id in ids:
+        service.finish(job_id)
+    cached = service.submit(clip, webhook_url=receiver.url("dedup"))
+    assert cached.json()["dedup"]["source"] == "cache"
+    ids.add(cached.json()["id"])
+    got = receiver.wait("dedup", 4)
+    time.sleep(1)
+    got = receiver.received("dedup")
+    assert {Receiver.payload(g)["data"]["id"] for g in got} == ids and len(got) == 4
+    assert len({g["headers"]["webhook-id"] for g in got}) == 4
+
+
+def test_rotation_signs_with_old_and_new_then_redelivery_reuses_the_id(service, receiver, clips):
+    [old] = _secrets(service)
+    rotated = httpx.post(f"{service.url}/v1/webhooks/secrets/rotate", params={"grace_seconds": 3600}).json()
+    new = rotated["secrets"][0]["secret"]
+    assert new != old and [s["secret"] for s in rotated["secrets"]] == [new, old]
+    job_id = service.submit(next(clips), webhook_url=receiver.url("rotated")).json()["id"]
+    [got] = receiver.wait("rotated", 1)
+    assert len(got["headers"]["webhook-signature"].split(" ")) == 2
+    for secret in (old, new):
+        Webhook(secret).verify(got["body"], got["headers"])
+    _settled(service, job_id, "job.succeeded")
+    again = httpx.post(f"{service.url}/v1/jobs/{job_id}/webhook/redeliver")
+    assert again.status_code == 200
+    second = receiver.wait("rotated", 2)[1]
+    assert second["headers"]["webhook-id"] == got["headers"]["webhook-id"] and second["body"] == got["body"]
+    httpx.post(f"{service.url}/v1/webhooks/secrets/rotate", params={"grace_seconds": 0})
+    assert len(_secrets(service)) == 1
+
+
+def test_private_address_refused_unless_allowed(service, clips):
+    clip = next(clips)
+    for url in ("http://10.1.2.3/hook", "http://169.254.169.254/latest", "http://[fd00::1]/x", "ftp://example.com/"):
+        r = service.submit(clip, webhook_url=url)
+        assert r.status_code == 422 and r.json()["code"].startswith("webhook_url_"), (url, r.text)
+    assert service.submit(clip, webhook_url="http://127.0.0.1:9/allowed-here").status_code == 202
