@@ -172,3 +172,26 @@ def test_private_address_refused_unless_allowed(service, clips):
         r = service.submit(clip, webhook_url=url)
         assert r.status_code == 422 and r.json()["code"].startswith("webhook_url_"), (url, r.text)
     assert service.submit(clip, webhook_url="http://127.0.0.1:9/allowed-here").status_code == 202
+
+
+def test_the_documented_receiver_example_verifies_and_accepts(service, clips):
+    import subprocess
+    import sys
+
+    from harness import ROOT
+
+    port = free_port()
+    env = {"EMOTIONQ_WEBHOOK_SECRETS": ",".join(_secrets(service)), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "webhook_receiver.py"), str(port)],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        job_id = service.submit(next(clips), webhook_url=f"http://127.0.0.1:{port}/emotionq").json()["id"]
+        delivered = _settled(service, job_id, "job.succeeded")
+        assert delivered["status"] == "delivered" and delivered["last_status"] == 204
+        forged = httpx.post(f"http://127.0.0.1:{port}/", content=b"{}", headers={
+            "webhook-id": "msg_x", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,AAAA"})
+        assert forged.status_code == 400
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert job_id in out and '"type": "job.succeeded"' in out
