@@ -131,6 +131,9 @@ def _sf_open(path):
     if sfile.format == "MP3":  # libsndfile stops at its length estimate: a VBR MP3 without
         sfile.close()  # a Xing header lost 14 of its 20 s. FFmpeg decodes to the end.
         return None
+    if sfile.frames == 0 and _truncated(sfile):
+        sfile.close()
+        raise _undecodable("the header declares audio that the file does not contain")
     return sfile
 
 
@@ -144,8 +147,6 @@ def _probe_soundfile(path) -> AudioInfo | None:
     if sfile is None:
         return None
     with sfile:
-        if sfile.frames == 0 and _truncated(sfile):
-            raise _undecodable("the header declares audio that the file does not contain")
         if sfile.frames >= _UNKNOWN_FRAMES:
             return None
         return AudioInfo(
@@ -163,8 +164,6 @@ def _decode_soundfile(path, max_seconds) -> np.ndarray | None:
     if sfile is None:
         return None
     with sfile:
-        if sfile.frames == 0 and _truncated(sfile):
-            raise _undecodable("the header declares audio that the file does not contain")
         if sfile.frames < _UNKNOWN_FRAMES:
             _check_length(sfile.frames / sfile.samplerate, max_seconds)
         if _truncated(sfile):
