@@ -202,13 +202,13 @@ def unmatched_keys(module, path: str | Path, scope_map=()) -> list[str] | None:
 
     funasr skips missing keys and shape mismatches with a log line only; this
     repeats its matching on a memory-mapped checkpoint (no weights read).
-    None when the file cannot be memory-mapped (old pickle format).
+    None when the file cannot be memory-mapped (the legacy, non-zip torch.save format).
     """
     import torch
 
     try:
         state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:  # noqa: BLE001 - legacy or pickled checkpoints: cannot check cheaply
+    except Exception:  # noqa: BLE001 - legacy (non-zip) checkpoints: cannot check cheaply
         return None
     for wrapper in ("state_dict", "model_state_dict", "model"):  # as funasr unwraps
         if isinstance(state, dict) and wrapper in state:
