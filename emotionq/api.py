@@ -86,6 +86,7 @@ class Services:
     blobs: BlobStore
     celery: Any
     notifier: events.Notifier
+    webhook_policy: delivery.Policy
 
     def view(self, job: dict, run: dict) -> dict:
         """The job object, with its webhook deliveries (blocking: call in a thread)."""
@@ -115,7 +116,8 @@ async def lifespan(app: FastAPI):
     store = open_store(settings.effective_store_url)
     store.purge_expired()
     notifier = events.Notifier(store=store, celery=celery, settings=settings)
-    app.state.services = Services(settings, store, BlobStore(settings.effective_blob_dir), celery, notifier)
+    app.state.services = Services(settings, store, BlobStore(settings.effective_blob_dir), celery, notifier,
+                                  delivery.Policy.from_settings(settings))
     mode = "embedded" if settings.embedded else "distributed"
     log.info("emotionq API %s in %s mode: broker %s, store %s", __version__, mode,
              settings.effective_broker_url.split("@")[-1], settings.effective_store_url.split("@")[-1])
@@ -123,13 +125,13 @@ async def lifespan(app: FastAPI):
     store.close()
 
 
-def _parse_webhook(fields: dict[str, str], settings: Settings) -> dict | None:
+def _parse_webhook(fields: dict[str, str], policy: delivery.Policy) -> dict | None:
     url = fields.get("webhook_url", "").strip()
     if not url:
         if fields.get("webhook_events", "").strip():
             raise InvalidRequest("webhook_events needs a webhook_url")
         return None
-    targets.check(url, allow=targets.parse_networks(settings.webhook_allow_networks))
+    targets.check(url, allow=policy.allow)
     return {"url": url, "events": events.parse_events(fields.get("webhook_events", ""))}
 
 
@@ -212,7 +214,7 @@ def create_app() -> FastAPI:
         settings = svc.settings
         upload = await receive(request, svc.blobs, max_bytes=settings.max_upload_bytes)
         priority, options, metadata = _parse_form(upload.fields)
-        webhook = await run_in_threadpool(_parse_webhook, upload.fields, settings)
+        webhook = await run_in_threadpool(_parse_webhook, upload.fields, svc.webhook_policy)
         path = svc.blobs.path(upload.sha256)
         try:
             info = await run_in_threadpool(probe, path)

@@ -25,7 +25,7 @@ from emotionq.celery_app import app
 from emotionq.errors import ConfigurationError, StoreUnavailable, TransientFault
 from emotionq.settings import get_settings
 from emotionq.store import open_store
-from emotionq.webhooks import delivery, targets
+from emotionq.webhooks import delivery
 from emotionq.webhooks.events import DELIVER_TASK, Notifier
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,7 @@ class Runtime:
 
     @cached_property
     def webhook_policy(self) -> delivery.Policy:
-        s = self.settings
-        return delivery.Policy(schedule=s.webhook_schedule, timeout_s=s.webhook_timeout_s,
-                               allow=targets.parse_networks(s.webhook_allow_networks))
+        return delivery.Policy.from_settings(self.settings)
 
     @cached_property
     def http(self) -> httpx.Client:

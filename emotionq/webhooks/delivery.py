@@ -27,6 +27,7 @@ import httpx
 
 from emotionq.clock import iso
 from emotionq.errors import InvalidRequest
+from emotionq.settings import Settings
 from emotionq.store import Store, Tx
 from emotionq.webhooks import secrets, targets
 
@@ -54,6 +55,11 @@ class Policy:
     schedule: tuple[float, ...]  # delay before attempt n+1, in seconds; its length bounds the attempts
     timeout_s: float
     allow: list
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(schedule=settings.webhook_schedule, timeout_s=settings.webhook_timeout_s,
+                   allow=targets.parse_networks(settings.webhook_allow_networks))
 
 
 def create(store: Store, *, job: dict, event: str, data: dict, ttl: int) -> dict:
