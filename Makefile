@@ -28,9 +28,11 @@ $(DEV_MODEL)/model.pt: | $(STAMP)
 	$(BIN)/emotionq model init $(DEV_MODEL) --arch tiny
 
 # Without EMOTIONQ_MODEL, `make run` uses an UNTRAINED tiny checkpoint (outputs say untrained: true).
+# For local use it also turns API keys off unless EMOTIONQ_AUTH is set (`emotionq run` alone requires keys).
 run: $(STAMP) $(DEV_MODEL)/model.pt
 	@test -n "$$EMOTIONQ_MODEL" || echo "emotionq: EMOTIONQ_MODEL unset: using the untrained checkpoint $(DEV_MODEL)" >&2
-	EMOTIONQ_MODEL=$${EMOTIONQ_MODEL:-$(abspath $(DEV_MODEL))} $(BIN)/emotionq run
+	EMOTIONQ_AUTH=$${EMOTIONQ_AUTH:-disabled} EMOTIONQ_MODEL=$${EMOTIONQ_MODEL:-$(abspath $(DEV_MODEL))} \
+		$(BIN)/emotionq run
 
 flower: $(STAMP)
 	$(BIN)/celery -A emotionq flower

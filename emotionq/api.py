@@ -14,14 +14,15 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from emotionq import __version__, jobs
+from emotionq import __version__, auth, jobs
 from emotionq.blobs import BlobStore
 from emotionq.dispatch import publish_run
 from emotionq.errors import (
     AudioError, AudioTooLong, BadInput, BrokerUnavailable, Conflict, EmotionQError, InvalidRequest, NotFound,
-    PayloadTooLarge, ServerFault, Unavailable,
+    Overloaded, PayloadTooLarge, ServerFault, Unauthorized, Unavailable,
 )
 from emotionq.inference.audio import probe
 from emotionq.registry import live
@@ -33,7 +34,6 @@ from emotionq.webhooks import delivery, events, secrets, targets
 
 log = logging.getLogger(__name__)
 
-ANONYMOUS = "anonymous"
 FORM_FIELDS = {"priority", "granularity", "embedding", "metadata", "webhook_url", "webhook_events"}
 MAX_METADATA_KEYS = 16
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
@@ -46,8 +46,10 @@ HTTP_STATUS: tuple[tuple[type[EmotionQError], int], ...] = (
     (AudioError, 422),
     (InvalidRequest, 422),
     (BadInput, 400),
+    (Unauthorized, 401),
     (NotFound, 404),
     (Conflict, 409),
+    (Overloaded, 429),
     (Unavailable, 503),
     (ServerFault, 500),
     (EmotionQError, 500),
@@ -63,7 +65,11 @@ def problem(status: int, code: str, detail: str, *, retryable: bool = False,
 
 async def _emotionq_error(request: Request, exc: EmotionQError) -> JSONResponse:
     status = next(code for cls, code in HTTP_STATUS if isinstance(exc, cls))
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, Unavailable) else None
+    headers = None
+    if isinstance(exc, Unavailable):
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+    elif isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": 'Bearer realm="emotionq"'}
     if status >= 500:
         log.error("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
     return problem(status, exc.code, exc.message, retryable=exc.retryable, headers=headers)
@@ -100,9 +106,15 @@ def services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(services)]
 
 
-def client_id() -> str:
-    """The caller's identity; every job belongs to one."""
-    return ANONYMOUS
+bearer = HTTPBearer(auto_error=False, description="an API key from `emotionq keys create CLIENT`")
+
+
+async def client_id(svc: ServicesDep,
+                    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """The caller's client, from its API key; every job belongs to one."""
+    if svc.settings.auth == "disabled":
+        return auth.ANONYMOUS
+    return await run_in_threadpool(auth.authenticate, svc.store, credentials.credentials if credentials else None)
 
 
 ClientDep = Annotated[str, Depends(client_id)]
@@ -119,6 +131,9 @@ async def lifespan(app: FastAPI):
     app.state.services = Services(settings, store, BlobStore(settings.effective_blob_dir), celery, notifier,
                                   delivery.Policy.from_settings(settings))
     mode = "embedded" if settings.embedded else "distributed"
+    if settings.auth == "disabled":
+        log.warning("EMOTIONQ_AUTH=disabled: every caller is the client %r, with no API key; for local use only",
+                    auth.ANONYMOUS)
     log.info("emotionq API %s in %s mode: broker %s, store %s", __version__, mode,
              settings.effective_broker_url.split("@")[-1], settings.effective_store_url.split("@")[-1])
     yield
@@ -202,7 +217,8 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/jobs", status_code=202, response_model=Job,
               responses={200: {"model": Job, "description": "finished within Prefer: wait"},
-                         409: {"model": Problem}, 413: {"model": Problem}})
+                         401: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem},
+                         429: {"model": Problem}})
     async def create_job(
         request: Request,
         svc: ServicesDep,
@@ -218,14 +234,14 @@ def create_app() -> FastAPI:
         path = svc.blobs.path(upload.sha256)
         try:
             info = await run_in_threadpool(probe, path)
-        except (AudioError, FileNotFoundError) as exc:
-            path.unlink(missing_ok=True)
-            if isinstance(exc, AudioError):
+            if info.duration_s > settings.max_audio_seconds:
+                raise AudioTooLong(f"the recording lasts {info.duration_s:.0f} s; the limit is "
+                                   f"{settings.max_audio_seconds:.0f} s: split it and send the parts")
+        except (BadInput, FileNotFoundError) as exc:
+            path.unlink(missing_ok=True)  # these bytes can never be accepted, so no job uses them
+            if isinstance(exc, BadInput):
                 raise
             raise AudioError("the upload could not be read back; retry") from exc
-        if info.duration_s > settings.max_audio_seconds:
-            raise AudioTooLong(f"the recording lasts {info.duration_s:.0f} s; the limit is "
-                               f"{settings.max_audio_seconds:.0f} s: split it and send the parts")
         submission = await run_in_threadpool(
             jobs.submit, svc.store, settings=settings, client=client, priority=priority,
             input={"filename": upload.filename, "content_type": upload.content_type, "bytes": upload.size,
@@ -250,7 +266,7 @@ def create_app() -> FastAPI:
             job, run = await _wait_for(svc, job["id"], client, wait)
         return await _job_response(svc, job, run, waited=wait or None)
 
-    @app.get("/v1/jobs/{job_id}", response_model=Job, responses={404: {"model": Problem}})
+    @app.get("/v1/jobs/{job_id}", response_model=Job, responses={401: {"model": Problem}, 404: {"model": Problem}})
     async def get_job(job_id: str, svc: ServicesDep, client: ClientDep,
                       prefer: Annotated[str | None, Header()] = None):
         """The job's status, and its output once it has succeeded."""
@@ -260,7 +276,7 @@ def create_app() -> FastAPI:
         return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"} if wait else None)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=Job,
-              responses={404: {"model": Problem}, 409: {"model": Problem}})
+              responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}})
     async def cancel_job(job_id: str, svc: ServicesDep, client: ClientDep):
         """Cancel a job that has not finished; identical jobs sharing its run are not affected."""
         await run_in_threadpool(jobs.cancel, svc.store, job_id=job_id, client=client)
@@ -269,7 +285,7 @@ def create_app() -> FastAPI:
         return await run_in_threadpool(svc.view, job, run)
 
     @app.post("/v1/jobs/{job_id}/webhook/redeliver", response_model=Job,
-              responses={404: {"model": Problem}, 409: {"model": Problem}})
+              responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}})
     async def redeliver_webhook(job_id: str, svc: ServicesDep, client: ClientDep):
         """Send the job's finished webhook deliveries again, under the same webhook-id."""
         job, run = await run_in_threadpool(jobs.load, svc.store, job_id=job_id, client=client)
@@ -281,12 +297,12 @@ def create_app() -> FastAPI:
             await run_in_threadpool(svc.notifier.enqueue, job_id, event)
         return await run_in_threadpool(svc.view, job, run)
 
-    @app.get("/v1/webhooks/secrets", response_model=WebhookSecrets)
+    @app.get("/v1/webhooks/secrets", response_model=WebhookSecrets, responses={401: {"model": Problem}})
     async def webhook_secrets(svc: ServicesDep, client: ClientDep):
         """The secrets that sign your webhooks now, newest first (verify against any of them)."""
         return {"secrets": await run_in_threadpool(secrets.active, svc.store, client=client)}
 
-    @app.post("/v1/webhooks/secrets/rotate", response_model=WebhookSecrets)
+    @app.post("/v1/webhooks/secrets/rotate", response_model=WebhookSecrets, responses={401: {"model": Problem}})
     async def rotate_webhook_secret(svc: ServicesDep, client: ClientDep, grace_seconds: float | None = None):
         """A new signing secret; the old ones keep signing too for `grace_seconds` (default a day)."""
         grace = svc.settings.webhook_secret_grace_seconds if grace_seconds is None else grace_seconds

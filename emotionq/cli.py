@@ -28,6 +28,9 @@ def _announce_mode() -> None:
     else:
         click.echo(f"emotionq: DISTRIBUTED mode: broker {s.effective_broker_url.split('@')[-1]}, "
                    f"store {s.effective_store_url.split('@')[-1]}", err=True)
+    if s.auth == "disabled":
+        click.echo("emotionq: API keys are NOT required (EMOTIONQ_AUTH=disabled): every caller is one "
+                   "anonymous client; for local use only", err=True)
     click.echo(f"emotionq: model {s.model} (revision {s.model_revision or 'hub default'}), "
                f"devices {', '.join(s.device_list)}, blobs in {s.effective_blob_dir}", err=True)
 
@@ -59,6 +62,57 @@ def worker() -> None:
     """One Celery worker per device (EMOTIONQ_DEVICES), each running one job at a time, and a webhook worker."""
     _announce_mode()
     sys.exit(supervisor.supervise(_worker_commands()))
+
+
+@main.group()
+def keys() -> None:
+    """API keys (stored hashed in the job store; a key is shown once, when created)."""
+
+
+@keys.command("create")
+@click.argument("client")
+def keys_create(client: str) -> None:
+    """A new key for CLIENT (a name such as 'acme'); a client's keys all see its jobs."""
+    from emotionq import auth
+
+    key, record = _run_admin(lambda store: auth.create(store, client=client))
+    click.echo(f"created key {record['id']} for client {client!r}; it is shown only now:", err=True)
+    click.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Every key's id, client and creation time."""
+    from emotionq import auth
+    from emotionq.clock import iso
+
+    for entry in _run_admin(auth.list_keys):
+        click.echo(f"{entry['id']}  {entry['client']}  created {iso(entry['created_at'])}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key KEY_ID (see `keys list`); it stops working at once."""
+    from emotionq import auth
+
+    entry = _run_admin(lambda store: auth.revoke(store, key_id=key_id))
+    click.echo(f"revoked key {key_id} of client {entry['client']!r}")
+
+
+def _run_admin(action):
+    """Run ``action(store)``; emotionq's own errors become a one-line message and exit code 1."""
+    from emotionq.errors import EmotionQError
+    from emotionq.store import open_store
+
+    try:
+        store = open_store(get_settings().effective_store_url)
+        try:
+            return action(store)
+        finally:
+            store.close()
+    except EmotionQError as exc:
+        raise click.ClickException(exc.message) from exc
 
 
 @main.group()

@@ -5,10 +5,13 @@ EmotionQError                 root; ``code`` is stable, ``retryable`` says wheth
 │   ├── InvalidRequest        a form field or header is malformed
 │   ├── PayloadTooLarge       the upload exceeds the byte limit
 │   ├── AudioTooLong          the recording exceeds the duration limit
-│   └── AudioError            the bytes cannot be decoded into usable audio
+│   └── AudioError            the bytes are not usable audio: undecodable, empty, too short,
+│                             non-finite or absurdly loud samples (``code`` says which)
+├── Unauthorized              no API key, or one that is unknown or revoked
 ├── NotFound                  no such job (or not yours)
 ├── Conflict                  the request clashes with the state of the job or an earlier request
 ├── Unavailable               a dependency (broker, store) is down or full: retry later
+│   ├── Overloaded            the queue for this priority is at its configured depth
 │   ├── BrokerUnavailable     the broker did not confirm the message
 │   └── StoreUnavailable      the job store did not answer
 ├── TransientFault            a worker-side fault worth retrying (CUDA OOM, store blip)
@@ -54,9 +57,13 @@ class AudioTooLong(BadInput):
 
 
 class AudioError(BadInput):
-    """Undecodable, empty, too short or non-finite audio. ``code`` names which."""
+    """Undecodable, empty, too short, non-finite or out-of-range audio. ``code`` names which."""
 
     code = "audio_undecodable"
+
+
+class Unauthorized(EmotionQError):
+    code = "unauthorized"
 
 
 class NotFound(EmotionQError):
@@ -70,6 +77,10 @@ class Conflict(EmotionQError):
 class Unavailable(EmotionQError):
     code = "unavailable"
     retryable = True
+
+
+class Overloaded(Unavailable):
+    code = "queue_full"
 
 
 class BrokerUnavailable(Unavailable):

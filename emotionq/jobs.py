@@ -11,6 +11,10 @@ one live or finished run, so the model never runs twice for the same question:
 
 A job's status is derived from its run (plus its own cancellation), so joining,
 finishing and failing are single atomic writes however many jobs share a run.
+
+The store also counts the runs waiting per priority (``depth``), in the same
+transactions that move runs in and out of ``queued``; a new run past
+``max_queued_<priority>`` is refused with Overloaded (HTTP 429).
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from emotionq.clock import iso
-from emotionq.errors import Conflict, NotFound
+from emotionq.errors import Conflict, NotFound, Overloaded
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store, Tx
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
 LEASE_GRACE_S = 60.0
+DEPTH_KEY = "depth"
 
 
 def new_id(prefix: str) -> str:
@@ -48,6 +53,24 @@ def _job_key(job_id: str) -> str:
 
 def _run_key(run_id: str) -> str:
     return f"run:{run_id}"
+
+
+def queue_depth(store: Store) -> dict[str, int]:
+    """Runs waiting to start, per priority."""
+    return {"high": 0, "low": 0, **(store.get(DEPTH_KEY) or {})}
+
+
+def _waiting(tx: Tx, priority: str) -> int:
+    return (tx.get(DEPTH_KEY) or {}).get(priority, 0)
+
+
+def _count(tx: Tx, priority: str, delta: int) -> int:
+    """Move the waiting count of ``priority`` by ``delta``; returns the count before."""
+    depth = {"high": 0, "low": 0, **(tx.get(DEPTH_KEY) or {})}
+    before = depth[priority]
+    depth[priority] = max(0, before + delta)
+    tx.put(DEPTH_KEY, depth)
+    return before
 
 
 @dataclass(frozen=True)
@@ -101,11 +124,18 @@ def submit(
         elif run is not None and run["state"] in (QUEUED, RUNNING):
             outcome = "coalesced"
             run["jobs"].append(job_id)
-            if priority == "high" and run["priority"] != "high" and run["state"] == QUEUED:
+            if (priority == "high" and run["priority"] != "high" and run["state"] == QUEUED
+                    and _waiting(tx, "high") < settings.max_queued_high):
                 run["priority"] = "high"  # re-publish at high priority; the first message to arrive wins
+                _count(tx, "low", -1)
+                _count(tx, "high", +1)
                 publish = True
         else:
             outcome, publish = "new", True
+            waiting = _count(tx, priority, +1)
+            if waiting >= settings.max_queued(priority):
+                raise Overloaded(f"{waiting} {priority}-priority jobs are waiting, the most this service queues; "
+                                 "retry later")
             run = {
                 "id": fresh_run_id, "key": key, "sha256": input["sha256"], "model": model,
                 "options": options, "duration_s": input["duration_s"], "priority": priority,
@@ -168,6 +198,7 @@ def cancel(store: Store, *, job_id: str, client: str) -> None:
         run["jobs"] = [j for j in run["jobs"] if j != job_id]
         if not run["jobs"] and run["state"] == QUEUED:
             run["state"], run["finished_at"] = CANCELED, time.time()
+            _count(tx, run["priority"], -1)
             _forget(tx, run)
         tx.put(_run_key(run["id"]), run)
 
@@ -209,6 +240,7 @@ def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliverie
                 return Claim(run, False, "poison")
         else:
             run["deliveries"] = 1
+            _count(tx, run["priority"], -1)
         now = time.time()
         run.update(state=RUNNING, owner=task_id, worker=worker, deadline=now + hard_limit_s + LEASE_GRACE_S)
         run["started_at"] = run["started_at"] or now
@@ -223,6 +255,8 @@ def complete(store: Store, *, run_id: str, task_id: str, output: dict, settings:
 
     def tx_complete(tx: Tx) -> dict | None:
         run = tx.get(_run_key(run_id))
+        if run is not None and run["state"] == SUCCEEDED and run["owner"] == task_id:
+            return run  # our own earlier commit, whose reply the store lost: report it again
         if run is None or run["state"] != RUNNING or run["owner"] != task_id:
             return None
         run.update(state=SUCCEEDED, output=output, finished_at=time.time(), deadline=None)
@@ -246,6 +280,7 @@ def requeue(store: Store, *, run_id: str, task_id: str) -> None:
         run = tx.get(_run_key(run_id))
         if run is not None and run["state"] == RUNNING and run["owner"] == task_id:
             run.update(state=QUEUED, owner=None, deadline=None, retries=run["retries"] + 1)
+            _count(tx, run["priority"], +1)
             tx.put(_run_key(run_id), run)
 
     store.transact(tx_requeue)
@@ -253,10 +288,14 @@ def requeue(store: Store, *, run_id: str, task_id: str) -> None:
 
 def _fail(tx: Tx, run_id: str, error: dict, *, only_owner: str | None, run: dict | None = None) -> dict | None:
     run = run or tx.get(_run_key(run_id))
+    if run is not None and run["state"] == FAILED and only_owner and run["owner"] == only_owner:
+        return run  # our own earlier commit, whose reply the store lost: report it again
     if run is None or run["state"] in TERMINAL:
         return None
     if only_owner is not None and run["owner"] not in (None, only_owner):
         return None
+    if run["state"] == QUEUED:
+        _count(tx, run["priority"], -1)
     run.update(state=FAILED, error=error, finished_at=time.time(), deadline=None)
     tx.put(_run_key(run_id), run)
     _forget(tx, run)

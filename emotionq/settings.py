@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     devices: str = Field("auto", description="'auto', 'cpu', or a comma list like 'cuda:0,cuda:1'")
     worker_device: str = Field("cpu", description="set per worker process by `emotionq worker`")
     worker_name: str = Field("", description="set per worker process by `emotionq worker`")
+    model_load_timeout_s: float = Field(600.0, gt=0, description="longest a worker process may take to load and "
+                                        "warm up the model before Celery counts it as hung")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per worker process")
     window_seconds: float = Field(30.0, gt=1, le=30)
 
@@ -47,6 +49,13 @@ class Settings(BaseSettings):
     max_retries: int = Field(3, ge=0, description="retries of transient faults (CUDA OOM, store blips)")
     max_deliveries: int = Field(3, ge=1, description="deliveries of a job whose worker died before it is failed")
     max_wait_seconds: float = Field(60.0, ge=0, description="longest 'Prefer: wait=N' honoured")
+    max_queued_high: int = Field(1000, ge=1, description="high-priority jobs waiting before uploads get 429")
+    max_queued_low: int = Field(10000, ge=1, description="low-priority jobs waiting before uploads get 429")
+    store_patience_s: float = Field(120.0, ge=0, description="how long a worker waits for a store that is down")
+
+    # Who may call the API.
+    auth: Literal["required", "disabled"] = Field(
+        "required", description="'disabled' serves every caller as one anonymous client: for local use only")
 
     # Webhooks.
     webhook_allow_networks: str = Field("", description="CIDRs callbacks may reach despite being private, "
@@ -105,6 +114,9 @@ class Settings(BaseSettings):
     @property
     def webhook_schedule(self) -> tuple[float, ...]:
         return tuple(float(x) for x in self.webhook_retry_schedule.split(",") if x.strip())
+
+    def max_queued(self, priority: Priority) -> int:
+        return self.max_queued_high if priority == "high" else self.max_queued_low
 
     def time_limits(self, duration_s: float) -> tuple[float, float]:
         """(soft, hard) seconds for one job, scaled to the length of its audio."""

@@ -25,6 +25,14 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+def fresh_redis_db(db: int) -> str:
+    """The URL of Redis database ``db`` of the machine's Redis, emptied: for a module that counts
+    what is queued (the store keeps one queue-depth counter per database)."""
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
 @contextlib.contextmanager
 def rabbitmq_vhost():
     """A RabbitMQ virtual host of its own (so no test sees another's queues), deleted afterwards."""
@@ -50,9 +58,7 @@ def store(request, tmp_path):
     if request.param == "sqlite":
         s = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
     else:
-        url = request.getfixturevalue("redis_url")
-        redis.Redis.from_url(url).flushdb()
-        s = open_store(url)
+        s = open_store(fresh_redis_db(14))  # not the services' database: this one is emptied per test
     yield s
     s.close()
 

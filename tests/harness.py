@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from emotionq.queues import INFERENCE_QUEUE
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,6 +21,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 class Service:
@@ -31,6 +41,19 @@ class Service:
                     "EMOTIONQ_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
         self.url = f"http://127.0.0.1:{self.port}"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.http = httpx.Client(base_url=self.url, timeout=120)
+
+    def create_key(self, client: str) -> str:
+        """A new API key for ``client``, made by the real `emotionq keys create`."""
+        out = subprocess.run([sys.executable, "-m", "emotionq.cli", "keys", "create", client], cwd=ROOT,
+                             env=self.env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    def as_client(self, client: str) -> httpx.Client:
+        """An HTTP client of the API that authenticates as ``client`` with a new key."""
+        return httpx.Client(base_url=self.url, timeout=120,
+                            headers={"Authorization": f"Bearer {self.create_key(client)}"})
 
     def _spawn(self, name: str, *args: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")
@@ -39,8 +62,11 @@ class Service:
                                             start_new_session=True)
 
     def start_api(self) -> None:
+        """Start the API; ``self.http`` then calls it as the client 'tests' (unless auth is disabled)."""
         self._spawn("api", "api")
         self._wait(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, 60, "api")
+        if self.env.get("EMOTIONQ_AUTH") != "disabled" and "authorization" not in self.http.headers:
+            self.http.headers["Authorization"] = f"Bearer {self.create_key('tests')}"
 
     def start_worker(self, *, wait: bool = True) -> None:
         self._spawn("worker", "worker")
@@ -63,11 +89,20 @@ class Service:
             raise AssertionError(f"{name} did not stop within {timeout} s")
 
     def stop_all(self) -> None:
+        self.http.close()
         for name in list(self.procs):
             try:
                 self.stop(name)
             except AssertionError:
                 pass
+
+    def inference_worker_pids(self) -> tuple[int, int]:
+        """(Celery main process, its pool child that holds the model) of this service's inference worker."""
+        for pid in _children(self.procs["worker"].pid):
+            if f"--queues {INFERENCE_QUEUE}" in _cmdline(pid):
+                [child] = _children(pid)
+                return pid, child
+        raise AssertionError("no inference worker is running")
 
     def celery(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "celery", "-A", "emotionq", *args], cwd=ROOT, env=self.env,
@@ -95,12 +130,12 @@ class Service:
 
     def submit(self, path: Path, *, headers: dict | None = None, **fields) -> httpx.Response:
         with open(path, "rb") as f:
-            return httpx.post(f"{self.url}/v1/jobs", files={"file": (path.name, f)},
-                              data={k: str(v) for k, v in fields.items()}, headers=headers or {}, timeout=120)
+            return self.http.post("/v1/jobs", files={"file": (path.name, f)},
+                                  data={k: str(v) for k, v in fields.items()}, headers=headers or {})
 
     def job(self, job_id: str, *, wait: float = 0) -> dict:
         headers = {"Prefer": f"wait={wait:g}"} if wait else {}
-        r = httpx.get(f"{self.url}/v1/jobs/{job_id}", headers=headers, timeout=wait + 30)
+        r = self.http.get(f"/v1/jobs/{job_id}", headers=headers, timeout=wait + 30)
         r.raise_for_status()
         return r.json()
 

@@ -48,14 +48,14 @@ def test_health_and_not_ready_without_workers(api):
 
 
 def test_not_multipart(api):
-    _problem(httpx.post(f"{api.url}/v1/jobs", content=b"RIFF....", headers={"content-type": "audio/wav"}),
+    _problem(api.http.post("/v1/jobs", content=b"RIFF....", headers={"content-type": "audio/wav"}),
              422, "not_multipart")
 
 
 def test_missing_file_part(api):
-    _problem(httpx.post(f"{api.url}/v1/jobs", data={"priority": "low"}, files={"other": ("a", b"x")}),
+    _problem(api.http.post("/v1/jobs", data={"priority": "low"}, files={"other": ("a", b"x")}),
              422, "missing_file")
-    _problem(httpx.post(f"{api.url}/v1/jobs", files={"priority": (None, "low")}), 422, "missing_file")
+    _problem(api.http.post("/v1/jobs", files={"priority": (None, "low")}), 422, "missing_file")
 
 
 @pytest.mark.parametrize("fields, fragment", [
@@ -93,18 +93,18 @@ def test_empty_and_undecodable_files(api, tmp_path):
 
 
 def test_unknown_job_is_404(api):
-    _problem(httpx.get(f"{api.url}/v1/jobs/job_nope"), 404, "not_found")
-    _problem(httpx.post(f"{api.url}/v1/jobs/job_nope/cancel"), 404, "not_found")
+    _problem(api.http.get("/v1/jobs/job_nope"), 404, "not_found")
+    _problem(api.http.post("/v1/jobs/job_nope/cancel"), 404, "not_found")
 
 
 def test_queued_job_can_be_canceled_once(api, clip):
     r = api.submit(clip)
     assert r.status_code == 202 and r.json()["status"] == "queued"
     job_id = r.json()["id"]
-    canceled = httpx.post(f"{api.url}/v1/jobs/{job_id}/cancel")
+    canceled = api.http.post(f"/v1/jobs/{job_id}/cancel")
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
     assert api.job(job_id)["finished_at"]
-    _problem(httpx.post(f"{api.url}/v1/jobs/{job_id}/cancel"), 409, "job_finished")
+    _problem(api.http.post(f"/v1/jobs/{job_id}/cancel"), 409, "job_finished")
 
 
 def test_idempotency_key(api, clip, speech_wav):
@@ -134,3 +134,46 @@ def test_loopback_webhook_refused_without_an_allowlist(api, clip):
     assert r.status_code == 422 and r.json()["code"] == "webhook_url_refused"
     r = api.submit(clip, webhook_events="job.started")
     assert r.status_code == 422 and "webhook_url" in r.json()["detail"]
+
+
+def test_calls_without_a_valid_api_key_are_401(api, clip):
+    for headers in ({}, {"Authorization": "Bearer eq_not-a-key"}, {"Authorization": "Basic dXNlcjpwYXNz"}):
+        r = httpx.post(f"{api.url}/v1/jobs", files={"file": clip.open("rb")}, headers=headers)
+        _problem(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    _problem(httpx.get(f"{api.url}/v1/jobs/job_nope"), 401, "unauthorized")
+    assert not list((api.workdir / "var" / "blobs" / "tmp").iterdir())  # refused before reading the upload
+
+
+def test_jobs_belong_to_the_client_of_the_key(api, clip):
+    job_id = api.submit(clip).json()["id"]
+    with api.as_client("bob") as bob:
+        _problem(bob.get(f"/v1/jobs/{job_id}"), 404, "not_found")
+        _problem(bob.post(f"/v1/jobs/{job_id}/cancel"), 404, "not_found")
+        _problem(bob.post(f"/v1/jobs/{job_id}/webhook/redeliver"), 404, "not_found")
+    with api.as_client("tests") as second_key_of_the_same_client:
+        assert second_key_of_the_same_client.get(f"/v1/jobs/{job_id}").json()["id"] == job_id
+
+
+def test_keys_are_stored_hashed_and_revocable(api, clip):
+    import subprocess
+    import sys
+
+    from harness import ROOT
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "emotionq.cli", "keys", *args], cwd=ROOT, env=api.env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    key = api.create_key("carol")
+    listing = cli("list")
+    [line] = [line for line in listing.splitlines() if " carol " in line]
+    assert key not in listing
+    store_bytes = b"".join(p.read_bytes() for p in (api.workdir / "var").glob("emotionq.sqlite3*"))
+    assert key.encode() not in store_bytes and key.removeprefix("eq_").encode() not in store_bytes
+    carol = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{api.url}/v1/webhooks/secrets", headers=carol).status_code == 200
+    cli("revoke", line.split()[0])
+    _problem(httpx.get(f"{api.url}/v1/webhooks/secrets", headers=carol), 401, "unauthorized")

@@ -20,7 +20,7 @@ def test_run_serves_then_ctrl_c_stops_everything(tmp_path, tiny_model_dir, speec
     port = free_port()
     env = {**os.environ, "EMOTIONQ_BROKER_URL": "", "EMOTIONQ_STORE_URL": "", "EMOTIONQ_PORT": str(port),
            "EMOTIONQ_VAR_DIR": str(tmp_path / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir),
-           "EMOTIONQ_DEVICES": "cpu", "EMOTIONQ_TORCH_THREADS": "1"}
+           "EMOTIONQ_DEVICES": "cpu", "EMOTIONQ_TORCH_THREADS": "1", "EMOTIONQ_AUTH": "disabled"}
     proc = subprocess.Popen([sys.executable, "-m", "emotionq.cli", "run"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -41,7 +41,7 @@ def test_run_serves_then_ctrl_c_stops_everything(tmp_path, tiny_model_dir, speec
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
         code = proc.wait(timeout=60)
     output = proc.stdout.read()
-    assert "EMBEDDED mode" in output
+    assert "EMBEDDED mode" in output and "API keys are NOT required" in output
     assert code == 0, output[-3000:]
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/healthz", timeout=2)

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from emotionq import jobs
-from emotionq.errors import Conflict, NotFound
+from emotionq.errors import Conflict, NotFound, Overloaded
 from emotionq.settings import Settings
 
 SETTINGS = Settings(_env_file=None)
@@ -136,3 +136,57 @@ def test_expired_lease_fails_the_job(store):
     jobs.claim(store, run_id=run_id, task_id="t1", worker="w", max_deliveries=3, hard_limit_s=-1000)
     view = jobs.view(*jobs.load(store, job_id=job_id, client="c1"))
     assert view["status"] == "failed" and view["error"]["code"] == "worker_lost"
+
+
+def test_queue_depth_counts_waiting_runs_per_priority(store):
+    a, b = _submit(store, sha="a" * 64), _submit(store, sha="b" * 64)
+    _submit(store, sha="a" * 64)  # coalesced: no new waiting run
+    h = _submit(store, sha="c" * 64, priority="high")
+    assert jobs.queue_depth(store) == {"high": 1, "low": 2}
+    _submit(store, sha="b" * 64, priority="high")  # raises b to high
+    assert jobs.queue_depth(store) == {"high": 2, "low": 1}
+    _claim(store, h.run["id"])
+    jobs.requeue(store, run_id=h.run["id"], task_id="t1")  # a transient fault puts it back
+    assert jobs.queue_depth(store) == {"high": 2, "low": 1}
+    _claim(store, h.run["id"], task="t2")
+    jobs.abandon_run(store, run_id=b.run["id"], error={"code": "broker_unavailable", "message": "x",
+                                                       "retryable": True})
+    for job_id in store.get(f"run:{a.run['id']}")["jobs"]:
+        jobs.cancel(store, job_id=job_id, client="c1")
+    assert jobs.queue_depth(store) == {"high": 0, "low": 0}
+
+
+def test_full_queue_refuses_new_runs_but_not_cached_or_coalesced_ones(store):
+    settings = Settings(_env_file=None, max_queued_low=2, max_queued_high=1)
+
+    def submit(sha, priority="low"):
+        return jobs.submit(store, settings=settings, client="c1", priority=priority, input=_input(sha),
+                           options=OPTS, metadata={}, model="m@1")
+
+    first = submit("a" * 64)
+    submit("b" * 64)
+    with pytest.raises(Overloaded, match="2 low-priority jobs are waiting"):
+        submit("c" * 64)
+    assert submit("a" * 64).outcome == "coalesced"
+    assert submit("c" * 64, priority="high").outcome == "new"  # its own limit
+    raised = submit("b" * 64, priority="high")  # high is full: joins without raising the run
+    assert raised.outcome == "coalesced" and not raised.publish and raised.run["priority"] == "low"
+    _claim(store, first.run["id"])
+    assert submit("d" * 64).outcome == "new"  # a started run frees its place
+    assert jobs.queue_depth(store) == {"high": 1, "low": 2}
+
+
+def test_completing_twice_reports_the_same_run(store):
+    """A commit whose reply was lost is retried by the worker; the retry must see its own result."""
+    run_id = _submit(store).run["id"]
+    _claim(store, run_id)
+    first = jobs.complete(store, run_id=run_id, task_id="t1", output={"top_label": "sad"}, settings=SETTINGS)
+    again = jobs.complete(store, run_id=run_id, task_id="t1", output={"top_label": "sad"}, settings=SETTINGS)
+    assert first and again and again["state"] == "succeeded"
+    assert jobs.complete(store, run_id=run_id, task_id="t9", output={}, settings=SETTINGS) is None
+    other = _submit(store, sha="e" * 64).run["id"]
+    _claim(store, other)
+    error = {"code": "audio_undecodable", "message": "x", "retryable": False}
+    assert jobs.fail(store, run_id=other, error=error, task_id="t1")
+    assert jobs.fail(store, run_id=other, error=error, task_id="t1")["state"] == "failed"
+    assert jobs.fail(store, run_id=other, error=error, task_id="t9") is None

@@ -45,7 +45,7 @@ def clips(speech_wav, tmp_path):
 
 
 def _secrets(service) -> list[str]:
-    return [s["secret"] for s in httpx.get(f"{service.url}/v1/webhooks/secrets").json()["secrets"]]
+    return [s["secret"] for s in service.http.get("/v1/webhooks/secrets").json()["secrets"]]
 
 
 def _settled(service, job_id: str, event: str, timeout: float = 60) -> dict:
@@ -149,7 +149,7 @@ def test_deduped_and_coalesced_jobs_each_get_their_own_webhook(service, receiver
 
 def test_rotation_signs_with_old_and_new_then_redelivery_reuses_the_id(service, receiver, clips):
     [old] = _secrets(service)
-    rotated = httpx.post(f"{service.url}/v1/webhooks/secrets/rotate", params={"grace_seconds": 3600}).json()
+    rotated = service.http.post("/v1/webhooks/secrets/rotate", params={"grace_seconds": 3600}).json()
     new = rotated["secrets"][0]["secret"]
     assert new != old and [s["secret"] for s in rotated["secrets"]] == [new, old]
     job_id = service.submit(next(clips), webhook_url=receiver.url("rotated")).json()["id"]
@@ -158,11 +158,11 @@ def test_rotation_signs_with_old_and_new_then_redelivery_reuses_the_id(service, 
     for secret in (old, new):
         Webhook(secret).verify(got["body"], got["headers"])
     _settled(service, job_id, "job.succeeded")
-    again = httpx.post(f"{service.url}/v1/jobs/{job_id}/webhook/redeliver")
+    again = service.http.post(f"/v1/jobs/{job_id}/webhook/redeliver")
     assert again.status_code == 200
     second = receiver.wait("rotated", 2)[1]
     assert second["headers"]["webhook-id"] == got["headers"]["webhook-id"] and second["body"] == got["body"]
-    httpx.post(f"{service.url}/v1/webhooks/secrets/rotate", params={"grace_seconds": 0})
+    service.http.post("/v1/webhooks/secrets/rotate", params={"grace_seconds": 0})
     assert len(_secrets(service)) == 1
 
 
