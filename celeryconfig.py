@@ -39,6 +39,9 @@ task_default_delivery_mode = "persistent"
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
+# Each pool process loads the model before it reports up; Celery's default 4 s would kill every
+# replacement process (after a crash or a hard time limit) while it is still loading.
+worker_proc_alive_timeout = _settings.model_load_timeout_s
 task_routes = {"emotionq.infer": {"queue": INFERENCE_QUEUE}, "emotionq.deliver_webhook": {"queue": WEBHOOK_QUEUE}}
 
 # Time limits: per job they scale with the audio (emotionq.dispatch); these are the caps.

@@ -24,7 +24,7 @@ from emotionq.blobs import BlobStore
 from emotionq.celery_app import app
 from emotionq.errors import ConfigurationError, StoreUnavailable, TransientFault
 from emotionq.settings import get_settings
-from emotionq.store import open_store
+from emotionq.store import PatientStore, open_store
 from emotionq.webhooks import delivery
 from emotionq.webhooks.events import DELIVER_TASK, Notifier
 
@@ -43,8 +43,8 @@ class Runtime:
         self._heartbeat: threading.Timer | None = None
 
     @cached_property
-    def store(self):
-        return open_store(self.settings.effective_store_url)
+    def store(self) -> PatientStore:
+        return PatientStore(open_store(self.settings.effective_store_url), patience_s=self.settings.store_patience_s)
 
     @cached_property
     def blobs(self) -> BlobStore:
@@ -84,7 +84,7 @@ class Runtime:
         """Tell /readyz this process has a model that answered; repeat while alive."""
         m = self.model
         try:
-            registry.announce(self.store, name=self.name, info={
+            registry.announce(self.store.inner, name=self.name, info={
                 "device": m.device, "dtype": m.dtype, "model": m.model_id, "untrained": m.untrained,
                 "pid": os.getpid()})
         except StoreUnavailable as exc:
@@ -97,7 +97,7 @@ class Runtime:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             try:
-                registry.withdraw(self.store, name=self.name)
+                registry.withdraw(self.store.inner, name=self.name)
             except StoreUnavailable:
                 pass
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from emotionq.errors import ConfigurationError
 from emotionq.store.base import Store, Tx
+from emotionq.store.patient import PatientStore
 
 BACKENDS = {
     "redis": "emotionq.store.redis:RedisStore",
@@ -35,4 +36,4 @@ def open_store(url: str) -> Store:
     return getattr(import_module(module), name)(url)
 
 
-__all__ = ["BACKENDS", "Store", "Tx", "open_store"]
+__all__ = ["BACKENDS", "PatientStore", "Store", "Tx", "open_store"]

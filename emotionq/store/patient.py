@@ -1,0 +1,54 @@
+"""A store that waits out an outage: what a worker needs, since it cannot do anything else meanwhile.
+
+The API fails fast instead (503 with Retry-After) and does not use this.
+Retrying a transaction whose commit reached the store but whose reply was lost
+is safe: the job logic recognises its own earlier commit (see ``emotionq.jobs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, TypeVar
+
+from emotionq.errors import StoreUnavailable
+from emotionq.store.base import Store, Tx
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FIRST_DELAY_S = 0.1
+MAX_DELAY_S = 5.0
+
+
+class PatientStore(Store):
+    def __init__(self, inner: Store, *, patience_s: float) -> None:
+        self.inner, self.patience_s, self.url = inner, patience_s, inner.url
+
+    def transact(self, fn: Callable[[Tx], T]) -> T:
+        return self._patiently(self.inner.transact, fn)
+
+    def get(self, key: str) -> dict | None:
+        return self._patiently(self.inner.get, key)
+
+    def ping(self) -> None:
+        self.inner.ping()
+
+    def purge_expired(self) -> int:
+        return self.inner.purge_expired()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _patiently(self, call: Callable[..., T], *args) -> T:
+        deadline = time.monotonic() + self.patience_s
+        delay = FIRST_DELAY_S
+        while True:
+            try:
+                return call(*args)
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("store unavailable, retrying in %.1f s: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY_S)
