@@ -18,6 +18,9 @@ from emotionq.errors import AudioError, AudioTooLong
 
 SAMPLE_RATE = 16000
 MIN_SAMPLES = 400  # 25 ms at 16 kHz: the shortest input that yields one emotion2vec frame
+# Float audio lives within +-1 (unnormalised integer scales reach 2**31). Far beyond that the
+# model's float32 layer norm overflows: the scores come out NaN, or as those of silence.
+MAX_ABS_SAMPLE = 1e10
 
 _FORMATS_HINT = "upload a WAV/FLAC/MP3/OGG/M4A file"
 _BLOCK_FRAMES = 1 << 16
@@ -43,6 +46,8 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         info = _probe_av(path)
     if info.duration_s <= 0:
         raise AudioError(f"the recording holds no audio samples: {_FORMATS_HINT} with sound in it", code="audio_empty")
+    if int(info.duration_s * SAMPLE_RATE + 0.5) < MIN_SAMPLES:  # what the resampler will give decode()
+        raise _too_short(info.duration_s)
     return info
 
 
@@ -59,18 +64,29 @@ def check_samples(samples: np.ndarray, *, max_seconds: float | None = None) -> n
     if samples.size == 0:
         raise AudioError(f"the recording holds no audio samples: {_FORMATS_HINT} with sound in it", code="audio_empty")
     if samples.size < MIN_SAMPLES:
-        raise AudioError(
-            f"the recording lasts {samples.size / SAMPLE_RATE * 1000:.0f} ms; at least 25 ms is needed: "
-            "upload a longer recording",
-            code="audio_too_short",
-        )
-    if not np.isfinite(samples).all():
+        raise _too_short(samples.size / SAMPLE_RATE)
+    peak = float(np.abs(samples).max())  # NaN if any sample is NaN
+    if not np.isfinite(peak):
         raise AudioError(
             "the recording contains NaN or infinite samples: re-export it as 16-bit PCM WAV or FLAC and upload that",
             code="audio_not_finite",
         )
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(
+            f"the recording's samples reach {peak:.3g}, far beyond any audio level (float audio lies within +-1): "
+            "its header probably misstates the sample format; re-export it as 16-bit PCM WAV or FLAC and upload that",
+            code="audio_out_of_range",
+        )
     _check_length(samples.size / SAMPLE_RATE, max_seconds)
     return samples
+
+
+def _too_short(seconds: float) -> AudioError:
+    return AudioError(
+        f"the recording lasts {seconds * 1000:.0f} ms; at least {MIN_SAMPLES / SAMPLE_RATE * 1000:g} ms is needed: "
+        "upload a longer recording",
+        code="audio_too_short",
+    )
 
 
 def _check_length(seconds: float, max_seconds: float | None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionq.errors import ConfigurationError, TransientFault
+from emotionq.errors import ConfigurationError, ServerFault, TransientFault
 from emotionq.inference.audio import SAMPLE_RATE, check_samples
 from emotionq.inference.checkpoint import read_marker, unmatched_keys
 from emotionq.inference.labels import LABELS, english
@@ -164,6 +164,9 @@ class EmotionModel:
                 else:  # frame-count-weighted mean of window means = mean over all frames
                     mean = sum(w["mean"].double() * w["n"] for w in windows).float() / total
                 scores = self._scores(mean)
+                if not torch.isfinite(mean).all():  # never store NaN as a result
+                    raise ServerFault(f"the model's output is not finite for {samples.size / SAMPLE_RATE:.1f} s "
+                                      "of audio", code="model_output_not_finite")
             except torch.cuda.OutOfMemoryError as exc:
                 self._empty_cache()
                 raise TransientFault(

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from emotionq.errors import AudioError, AudioTooLong, BadInput
-from emotionq.inference.audio import SAMPLE_RATE, decode, probe
+from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE, check_samples, decode, probe
 
 DURATION_TOLERANCE_S = 0.05
 
@@ -137,9 +137,53 @@ def test_infinite_samples_are_refused(tmp_path, speech):
     assert _code(tmp_path / "inf.wav") == "audio_not_finite"
 
 
-def test_10_ms_is_too_short(tmp_path, speech):
+def test_samples_far_beyond_any_audio_level_are_refused(tmp_path, speech):
+    # The model's float32 layer norm overflows: scores came out NaN (a 500 on GET) or as silence
+    sf.write(tmp_path / "loud.wav", speech * 1e30, SAMPLE_RATE, subtype="FLOAT")
+    assert _code(tmp_path / "loud.wav") == "audio_out_of_range"
+    with pytest.raises(AudioError) as caught:
+        check_samples(speech * np.float32(-1e12))
+    assert caught.value.code == "audio_out_of_range"
+
+
+def test_unnormalised_float_audio_is_accepted(tmp_path, speech):
+    # some tools write float WAV at integer scale (+-32768, or +-2**31); the model's layer norm copes
+    sf.write(tmp_path / "int_scale.wav", speech * 2.0**31, SAMPLE_RATE, subtype="FLOAT")
+    assert np.abs(decode(tmp_path / "int_scale.wav")).max() > 1e8
+
+
+def test_16_bit_data_under_a_float_header_is_not_finite(tmp_path, speech):
+    sf.write(tmp_path / "pcm.wav", speech, SAMPLE_RATE, subtype="PCM_16")
+    data = bytearray((tmp_path / "pcm.wav").read_bytes())
+    assert data[36:40] == b"data"
+    data[20:22], data[28:32], data[32:34], data[34:36] = (  # format 3 (IEEE float), 32-bit, byte rate, align
+        (3).to_bytes(2, "little"), (4 * SAMPLE_RATE).to_bytes(4, "little"), (4).to_bytes(2, "little"),
+        (32).to_bytes(2, "little"))
+    (tmp_path / "lying.wav").write_bytes(bytes(data))  # small negative samples read as NaN bit patterns
+    assert _code(tmp_path / "lying.wav") == "audio_not_finite"
+
+
+@pytest.mark.parametrize("call", [decode, probe])  # probe: refused at upload, not by a failed job
+def test_10_ms_is_too_short(tmp_path, speech, call):
     sf.write(tmp_path / "blip.wav", speech[:160], SAMPLE_RATE)
-    assert _code(tmp_path / "blip.wav") == "audio_too_short"
+    assert _code(tmp_path / "blip.wav", call) == "audio_too_short"
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
+def test_probe_and_decode_agree_on_too_short(tmp_path, speech, rate):
+    # around 25 ms at each rate: what probe lets through at upload, decode must accept in the worker
+    centre = round(MIN_SAMPLES * rate / SAMPLE_RATE)
+    for frames in range(centre - 3, centre + 4):
+        path = tmp_path / f"{frames}.wav"
+        sf.write(path, np.resize(speech[4000:], frames), rate, subtype="FLOAT")
+        verdicts = []
+        for call in (probe, decode):
+            try:
+                call(path)
+                verdicts.append("ok")
+            except AudioError as exc:
+                verdicts.append(exc.code)
+        assert verdicts[0] == verdicts[1], (rate, frames, verdicts)
 
 
 def test_25_ms_is_enough(tmp_path, speech):
