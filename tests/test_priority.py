@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from datetime import datetime
 
 import pytest
@@ -53,11 +54,11 @@ def test_high_jobs_overtake_a_running_backlog(service, speech_wav, tmp_path):
     clips = distinct_clips(speech_wav, tmp_path, LOW + HIGH)
     low = _submit_all(service, clips[:LOW], "low")
     high = _submit_all(service, clips[LOW:], "high")
+    all_high_queued = time.time()  # every high job's message is confirmed by RabbitMQ by now
     done = {j: service.finish(j) for j in low + high}
     assert {d["status"] for d in done.values()} == {"succeeded"}
-    last_high_created = max(_ts(done[j]["created_at"]) for j in high)
     last_high_started = max(_ts(done[j]["started_at"]) for j in high)
-    waiting_lows = [j for j in low if _ts(done[j]["started_at"]) > last_high_created]
+    waiting_lows = [j for j in low if _ts(done[j]["started_at"]) > all_high_queued]
     assert waiting_lows, "the backlog drained before the high jobs arrived; make the low jobs slower"
     overtaken = [j for j in waiting_lows if _ts(done[j]["started_at"]) < last_high_started]
     assert overtaken == [], f"{len(overtaken)} waiting low jobs started before a high one"
