@@ -189,7 +189,8 @@ async def _wait_for(svc: Services, job_id: str, client: str, seconds: float) -> 
     deadline = time.monotonic() + seconds
     delay = 0.02
     while True:
-        job, run = await run_in_threadpool(jobs.load, svc.store, job_id=job_id, client=client)
+        job, run = await run_in_threadpool(jobs.load, svc.store, job_id=job_id, client=client,
+                                           on_fail=svc.notifier.run_event)
         if jobs.status_of(job, run) in jobs.TERMINAL or time.monotonic() >= deadline:
             return job, run
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -256,11 +257,16 @@ def create_app() -> FastAPI:
             try:
                 await run_in_threadpool(publish_run, svc.celery, run, settings=settings, job_id=job["id"])
             except Unavailable as exc:
-                if submission.outcome != "new":  # a priority raise; the first message still serves the job
-                    log.warning("job %s: could not raise run %s to high priority: %s", job["id"], run["id"], exc)
+                if submission.outcome != "new":  # a priority raise (or an orphan: the next joiner retries)
+                    log.warning("job %s: could not republish run %s: %s", job["id"], run["id"], exc)
                 else:
                     await run_in_threadpool(jobs.abandon_run, svc.store, run_id=run["id"], error=exc.as_dict())
                     raise
+            else:
+                try:
+                    await run_in_threadpool(jobs.mark_published, svc.store, run_id=run["id"])
+                except Unavailable as exc:  # the message is out; at worst a joiner publishes it again
+                    log.warning("run %s: could not record its publication: %s", run["id"], exc)
         wait = _prefer_wait(prefer, settings)
         if wait and submission.outcome != "cache":
             job, run = await _wait_for(svc, job["id"], client, wait)

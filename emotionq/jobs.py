@@ -24,7 +24,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from emotionq.clock import iso
 from emotionq.errors import Conflict, NotFound, Overloaded
@@ -34,6 +34,7 @@ from emotionq.store import Store, Tx
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
 LEASE_GRACE_S = 60.0
+ORPHAN_AFTER_S = 60.0  # a queued run still unpublished this long after creation lost its publisher
 DEPTH_KEY = "depth"
 
 
@@ -124,6 +125,8 @@ def submit(
         elif run is not None and run["state"] in (QUEUED, RUNNING):
             outcome = "coalesced"
             run["jobs"].append(job_id)
+            if run["state"] == QUEUED and not run.get("published_at") and now - run["created_at"] > ORPHAN_AFTER_S:
+                publish = True  # its publisher died before publishing: publish it now, or nothing ever will
             if (priority == "high" and run["priority"] != "high" and run["state"] == QUEUED
                     and _waiting(tx, "high") < settings.max_queued_high):
                 run["priority"] = "high"  # re-publish at high priority; the first message to arrive wins
@@ -140,7 +143,7 @@ def submit(
                 "id": fresh_run_id, "key": key, "sha256": input["sha256"], "model": model,
                 "options": options, "duration_s": input["duration_s"], "priority": priority,
                 "state": QUEUED, "jobs": [job_id], "created_at": now, "started_at": None,
-                "finished_at": None, "owner": None, "deliveries": 0, "retries": 0,
+                "finished_at": None, "published_at": None, "owner": None, "deliveries": 0, "retries": 0,
                 "deadline": None, "worker": None, "output": None, "error": None,
             }
             tx.put(f"dedup:{key}", {"run_id": run["id"]}, ttl=run_ttl)
@@ -158,13 +161,30 @@ def submit(
     return store.transact(tx_submit)
 
 
+def mark_published(store: Store, *, run_id: str) -> None:
+    """Record that the broker confirmed a message for the run (so it is not an orphan)."""
+
+    def tx_mark(tx: Tx) -> None:
+        run = tx.get(_run_key(run_id))
+        if run is not None and not run.get("published_at"):
+            run["published_at"] = time.time()
+            tx.put(_run_key(run_id), run)
+
+    store.transact(tx_mark)
+
+
 def abandon_run(store: Store, *, run_id: str, error: dict) -> None:
     """A run whose message could not be published: fail it and forget its dedup entry."""
     store.transact(lambda tx: _fail(tx, run_id, error, only_owner=None))
 
 
-def load(store: Store, *, job_id: str, client: str) -> tuple[dict, dict]:
-    """A job and its run; another client's job is reported as missing."""
+def load(store: Store, *, job_id: str, client: str,
+         on_fail: Callable[[dict, str], None] | None = None) -> tuple[dict, dict]:
+    """A job and its run; another client's job is reported as missing.
+
+    A running run whose lease has expired (its worker vanished) is failed here,
+    and ``on_fail(run, "job.failed")`` tells the webhooks.
+    """
     job = store.get(_job_key(job_id))
     if job is None or job["client"] != client:
         raise NotFound(f"no job {job_id!r}; check the id (jobs are kept for a limited time)")
@@ -174,7 +194,9 @@ def load(store: Store, *, job_id: str, client: str) -> tuple[dict, dict]:
     if run["state"] == RUNNING and run["deadline"] and run["deadline"] < time.time():
         error = {"code": "worker_lost", "message": "the worker stopped answering before the job finished",
                  "retryable": True}
-        store.transact(lambda tx: _fail(tx, run["id"], error, only_owner=run["owner"]))
+        failed = store.transact(lambda tx: _fail(tx, run["id"], error, only_owner=run["owner"]))
+        if failed and on_fail:
+            on_fail(failed, "job.failed")
         run = store.get(_run_key(job["run_id"])) or run
     return job, run
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -134,8 +135,11 @@ def test_expired_lease_fails_the_job(store):
     run_id = _submit(store).run["id"]
     job_id = store.get(f"run:{run_id}")["jobs"][0]
     jobs.claim(store, run_id=run_id, task_id="t1", worker="w", max_deliveries=3, hard_limit_s=-1000)
-    view = jobs.view(*jobs.load(store, job_id=job_id, client="c1"))
+    told = []
+    view = jobs.view(*jobs.load(store, job_id=job_id, client="c1", on_fail=lambda run, e: told.append(e)))
     assert view["status"] == "failed" and view["error"]["code"] == "worker_lost"
+    jobs.load(store, job_id=job_id, client="c1", on_fail=lambda run, e: told.append(e))
+    assert told == ["job.failed"]  # once, when it failed
 
 
 def test_queue_depth_counts_waiting_runs_per_priority(store):
@@ -190,3 +194,15 @@ def test_completing_twice_reports_the_same_run(store):
     assert jobs.fail(store, run_id=other, error=error, task_id="t1")
     assert jobs.fail(store, run_id=other, error=error, task_id="t1")["state"] == "failed"
     assert jobs.fail(store, run_id=other, error=error, task_id="t9") is None
+
+
+def test_a_queued_run_whose_publisher_died_is_published_by_the_next_joiner(store, monkeypatch):
+    orphan = _submit(store)  # the API died here, before publishing
+    published = _submit(store, sha="b" * 64)
+    jobs.mark_published(store, run_id=published.run["id"])
+    assert not _submit(store).publish  # too young to tell from a slow publisher
+    later = time.time() + jobs.ORPHAN_AFTER_S + 1
+    monkeypatch.setattr(jobs.time, "time", lambda: later)
+    joiner = _submit(store)
+    assert (joiner.outcome, joiner.publish, joiner.run["id"]) == ("coalesced", True, orphan.run["id"])
+    assert not _submit(store, sha="b" * 64).publish  # its message is out: waiting is not orphaned
