@@ -48,8 +48,7 @@ def score_run(
             notify(claim.run, f"job.{claim.run['state']}")
         return claim.reason
     run = claim.run
-    if claim.reason == "claimed":
-        notify(run, "job.started")
+    notify(run, "job.started")  # again when redelivered: the first telling may have died with its worker
     try:
         path = blobs.path(run["sha256"])
         if not path.exists():

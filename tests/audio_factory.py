@@ -165,7 +165,7 @@ def make_corpus(directory: str | Path, *, max_upload_bytes: int = 2_000_000,
 
     # -- odd but valid audio
     silence = np.zeros(3 * 16000 + int(rng.integers(1, 1000)), "int16")
-    sf.write(add("silence.wav", ("succeeded",), 3.0), silence, 16000)
+    sf.write(add("silence.wav", ("succeeded",), len(silence) / 16000), silence, 16000)
     start = int(rng.integers(8000, 30000))  # somewhere inside the speech, plus a little noise
     blip = pcm[start:start + 400] + rng.normal(0, 1e-4, 400).astype("float32")
     sf.write(add("speech_25ms.wav", ("succeeded",), 0.025), blip, 16000, subtype="FLOAT")
