@@ -7,7 +7,7 @@ Cheap to import (torch and funasr load only with a model), so the API can use
 from emotionq.inference.audio import SAMPLE_RATE, AudioInfo, decode, probe
 from emotionq.inference.checkpoint import write_checkpoint
 from emotionq.inference.labels import LABELS, english
-from emotionq.inference.model import EmotionModel
+from emotionq.inference.model import EmotionModel, group_windows
 from emotionq.inference.windows import window_bounds
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "EmotionModel",
     "decode",
     "english",
+    "group_windows",
     "probe",
     "window_bounds",
     "write_checkpoint",

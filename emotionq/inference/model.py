@@ -1,9 +1,24 @@
 """emotion2vec loaded through funasr's ``AutoModel``: load once, warm up, score audio.
 
 The forward pass is funasr's own (``Emotion2vec.extract_features`` and its
-``proj`` head, as ``Emotion2vec.inference`` runs them), one window at a time,
-under ``torch.autocast`` on CUDA. torch and funasr are imported only when a
-model is loaded.
+``proj`` head, as ``Emotion2vec.inference`` runs them), under ``torch.autocast``
+on CUDA. ``predict`` scores one recording a window at a time; ``predict_batch``
+scores the windows of several recordings in padded forward passes that give
+what one at a time gives (to float tolerance). torch and funasr are imported
+only when a model is loaded.
+
+Padding, and why funasr's own ``padding_mask`` is not enough (the difference
+reported in ddlBoJack/emotion2vec issues 37 and 63): attention masks padded
+frames out exactly (``-inf`` before the softmax), ALiBi depends only on the
+distance between two frames, and the conv feature encoder, its layer norms and
+the MLPs work frame by frame, so none of them lets padding into a valid frame.
+The positional encoder does: five grouped convolutions (kernel 19) over the
+frames, which funasr feeds padded frames that are not zero (the conv features of
+zero samples go through layer norms with biases) and whose hidden layers turn
+padded frames non-zero again. Alone, a window's convolutions see zeros past its
+end; padded, its last ~45 frames see the padding, and through attention every
+frame changes. ``_zeroed_padding`` zeroes padded frames before each of those
+convolutions, which makes a padded window's frames those it gets alone.
 """
 
 from __future__ import annotations
@@ -17,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionq.errors import ConfigurationError, ServerFault, TransientFault
+from emotionq.errors import AudioError, ConfigurationError, ServerFault, TransientFault
 from emotionq.inference.audio import SAMPLE_RATE, check_samples
 from emotionq.inference.checkpoint import read_marker, unmatched_keys
 from emotionq.inference.labels import LABELS, english
@@ -25,6 +40,14 @@ from emotionq.inference.windows import FRAME_STRIDE, window_bounds
 
 FRAME_RATE = SAMPLE_RATE // FRAME_STRIDE  # 50 frames per second
 GRANULARITIES = ("utterance", "frame")
+OPTIONS = ("granularity", "embedding")  # predict's per-recording options
+# Padded seconds of audio per forward pass of predict_batch. On a GPU big passes keep it busy (four
+# 30 s windows). On a CPU they lose: past ~16 padded seconds the attention's batch x heads x T^2
+# tensors outgrow the caches and a pass runs slower than its windows one at a time, while
+# under it batching short windows pays (the weights are read once for all of them); see
+# benchmarks/batching.py.
+MAX_BATCH_S = {"cuda": 120.0, "cpu": 16.0}
+MAX_PAD_RATIO = 1.25  # padded samples of a forward pass / its real samples, at most
 
 log = logging.getLogger(__name__)
 
@@ -148,44 +171,91 @@ class EmotionModel:
         Returns plain JSON-ready data: ``scores`` (label -> probability), ``top_label``,
         ``top_score``, ``timeline`` (one entry per window), ``duration_s``, ``frame_rate``,
         ``model``; ``embedding`` (D floats) and ``frames`` (T x D) when asked for.
+        The windows of one recording are scored one per forward pass (no padding), so
+        memory stays that of one window; ``predict_batch`` scores several recordings together.
+        """
+        [result] = self.predict_batch(
+            [samples], options=[{"granularity": granularity, "embedding": embedding}], window_s=window_s,
+            max_batch_windows=1,
+        )
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def predict_batch(
+        self,
+        items: list[np.ndarray],
+        *,
+        options: list[dict] | None = None,
+        window_s: float = 30.0,
+        max_batch_windows: int = 16,
+        max_batch_s: float | None = None,
+    ) -> list[dict | Exception]:
+        """Score several recordings in shared forward passes.
+
+        Each result is what ``predict(items[i], **options[i], window_s=window_s)`` returns
+        (same keys, same semantics, equal to float tolerance), or the exception it would raise
+        for that item alone (AudioError from ``check_samples``, ValueError for a bad
+        granularity, ServerFault for a non-finite output), so one bad item fails alone.
+        A CUDA out-of-memory error raises TransientFault(code="cuda_oom") for the whole call
+        (retry with fewer items or a smaller ``max_batch_windows``); a bad ``window_s`` raises
+        ValueError.
+
+        Every item is cut into windows as ``predict`` cuts it (``window_bounds``); the windows
+        of all items are sorted longest first and grouped greedily, in that order, into forward
+        passes (``group_windows``): a pass holds at most ``max_batch_windows`` windows, at most
+        ``max_batch_s`` seconds of padded audio (windows x its longest window; a single window
+        longer than that still gets a pass of its own; unset: ``MAX_BATCH_S`` for the device,
+        120 on CUDA, 16 on CPU), and at most ``MAX_PAD_RATIO`` (1.25)
+        times its real samples. Windows are layer-normed alone, zero-padded, and scored with a
+        sample-level ``padding_mask``; the positional convolution sees zeros at padded frames
+        (see ``_zeroed_padding``), so a window's frames are those it gets alone.
         """
         import torch
 
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
-        samples = check_samples(np.ascontiguousarray(samples, dtype=np.float32).reshape(-1))
-        bounds = window_bounds(samples.size, window_s, sample_rate=SAMPLE_RATE)
+        if max_batch_windows < 1:
+            raise ValueError(f"max_batch_windows must be at least 1, not {max_batch_windows}")
+        if options is not None and len(options) != len(items):
+            raise ValueError(f"{len(options)} options for {len(items)} items")
+        window_bounds(0, window_s)  # ValueError for a bad window_s, for the whole call
+        if max_batch_s is None:
+            max_batch_s = MAX_BATCH_S["cuda" if self.device.startswith("cuda") else "cpu"]
+        results: list[dict | Exception | None] = [None] * len(items)
+        jobs: list[dict] = []  # one per item that passed its checks
+        for index, samples in enumerate(items):
+            try:
+                job = _job(index, samples, (options or [None] * len(items))[index], window_s)
+            except (AudioError, ValueError, TypeError) as exc:
+                results[index] = exc
+                continue
+            jobs.append(job)
+        windows = [(job, a, b) for job in jobs for a, b in job["bounds"]]
+        if not windows:
+            return results
         with self._lock:
             try:
-                windows = [self._window(samples[a:b], frames=granularity == "frame") for a, b in bounds]
-                total = sum(w["n"] for w in windows)
-                if len(windows) == 1:
-                    mean = windows[0]["mean"]
-                else:  # frame-count-weighted mean of window means = mean over all frames
-                    mean = sum(w["mean"].double() * w["n"] for w in windows).float() / total
-                scores = self._scores(mean)
-                if not torch.isfinite(mean).all():  # never store NaN as a result
-                    raise ServerFault(f"the model's output is not finite for {samples.size / SAMPLE_RATE:.1f} s "
-                                      "of audio", code="model_output_not_finite")
+                scored = self._score_windows(
+                    [job["samples"][a:b] for job, a, b in windows],
+                    frames=[job["granularity"] == "frame" for job, _, _ in windows],
+                    max_batch_windows=max_batch_windows,
+                    max_batch_s=max_batch_s,
+                )
+                per_job: dict[int, list[dict]] = {}
+                for (job, _, _), window in zip(windows, scored):
+                    per_job.setdefault(job["index"], []).append(window)
+                for job in jobs:
+                    results[job["index"]] = self._combine(job, per_job[job["index"]])
             except torch.cuda.OutOfMemoryError as exc:
                 self._empty_cache()
+                seconds = sum(b - a for _, a, b in windows) / SAMPLE_RATE
                 raise TransientFault(
-                    f"CUDA ran out of memory scoring {samples.size / SAMPLE_RATE:.1f} s of audio: retry later",
+                    f"CUDA ran out of memory scoring {seconds:.1f} s of audio in {len(jobs)} recordings: "
+                    "retry later, or with fewer recordings at once",
                     code="cuda_oom",
                 ) from exc
-        out = _summary(scores)
-        out["timeline"] = [
-            {"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE, **_summary(w["scores"], top_score=False)}
-            for (a, b), w in zip(bounds, windows)
-        ]
-        out["duration_s"] = samples.size / SAMPLE_RATE
-        out["frame_rate"] = FRAME_RATE
-        if embedding:
-            out["embedding"] = mean[0].cpu().tolist()
-        if granularity == "frame":
-            out["frames"] = [row for w in windows for row in w["frames"].tolist()]
-        out["model"] = self.info()
-        return out
+            finally:
+                self._trim_alibi_cache()
+        return results
 
     def close(self) -> None:
         """Free the model (and CUDA's cached blocks)."""
@@ -201,28 +271,107 @@ class EmotionModel:
             raise RuntimeError("the emotion model was closed")
         return self._module
 
-    def _window(self, window: np.ndarray, *, frames: bool) -> dict:
-        """funasr's Emotion2vec.inference for one window: layer-normed waveform -> frame features."""
+    def _score_windows(
+        self, windows: list[np.ndarray], *, frames: list[bool], max_batch_windows: int, max_batch_s: float
+    ) -> list[dict]:
+        """Score windows in the forward passes ``group_windows`` forms; results in input order."""
+        groups = group_windows(
+            [w.size for w in windows], max_windows=max_batch_windows, max_samples=int(max_batch_s * SAMPLE_RATE)
+        )
+        scored: list[dict | None] = [None] * len(windows)
+        for group in groups:
+            for i, result in zip(group, self._forward([windows[i] for i in group], [frames[i] for i in group])):
+                scored[i] = result
+        return scored
+
+    def _forward(self, windows: list[np.ndarray], frames: list[bool]) -> list[dict]:
+        """funasr's Emotion2vec.inference for several windows in one pass: per window ``n`` (its
+        frame count), ``mean`` (1 x D float32, over its valid frames), ``scores``, ``frames`` (n x D or None).
+
+        Each window is layer-normed over its own samples, then zero-padded to the longest; the
+        sample-level ``padding_mask`` (True = padding) keeps padded frames out of attention and
+        ``_zeroed_padding`` out of the positional convolution. Valid frames are those the model's
+        returned ``padding_mask`` leaves False (funasr's conv output-length formula).
+        """
         import torch
         import torch.nn.functional as F
 
         module = self._live_module()
         device = next(module.parameters()).device
         with torch.inference_mode():
-            source = torch.from_numpy(window).to(device)
-            if module.cfg.normalize:
-                source = F.layer_norm(source, source.shape)
-            source = source.view(1, -1)
-            with self._autocast(device):
-                x = module.extract_features(source, padding_mask=None)["x"]
-            x = x.float()  # (1, T, D)
-            mean = x.mean(dim=1)
-            return {
-                "n": x.shape[1],
-                "mean": mean,
-                "scores": self._scores(mean),
-                "frames": x[0].cpu() if frames else None,
-            }
+            sources = []
+            for window in windows:
+                source = torch.from_numpy(window).to(device)
+                if module.cfg.normalize:
+                    source = F.layer_norm(source, source.shape)
+                sources.append(source)
+            lengths = [s.numel() for s in sources]
+            if len(set(lengths)) == 1:
+                batch, padding_mask = torch.stack(sources), None
+            else:
+                batch = sources[0].new_zeros(len(sources), max(lengths))
+                for row, source in zip(batch, sources):
+                    row[: source.numel()] = source
+                padding_mask = torch.arange(batch.shape[1], device=device)[None, :] >= torch.tensor(
+                    lengths, device=device
+                )[:, None]
+            with self._autocast(device), _local_features_per_window(module, lengths), _zeroed_padding(
+                module, padding_mask
+            ):
+                out = module.extract_features(batch, padding_mask=padding_mask)
+            x = out["x"].float()  # (B, T, D)
+            pad = out["padding_mask"]  # (B, T) True = padded frame, or None
+            counts = [x.shape[1]] * len(windows) if pad is None else (~pad).sum(dim=-1).tolist()
+            results = []
+            for i, n in enumerate(counts):
+                valid = x[i, :n]  # the valid frames come first
+                mean = valid.mean(dim=0, keepdim=True)
+                results.append(
+                    {"n": n, "mean": mean, "scores": self._scores(mean), "frames": valid.cpu() if frames[i] else None}
+                )
+            return results
+
+    def _combine(self, job: dict, windows: list[dict]) -> dict | ServerFault:
+        """One recording's result from its scored windows, as ``predict`` returns it."""
+        import torch
+
+        samples, bounds = job["samples"], job["bounds"]
+        if len(windows) == 1:
+            mean = windows[0]["mean"]
+        else:  # frame-count-weighted mean of window means = mean over all frames
+            total = sum(w["n"] for w in windows)
+            mean = sum(w["mean"].double() * w["n"] for w in windows).float() / total
+        if not torch.isfinite(mean).all():  # never store NaN as a result
+            return ServerFault(f"the model's output is not finite for {samples.size / SAMPLE_RATE:.1f} s "
+                               "of audio", code="model_output_not_finite")
+        out = _summary(self._scores(mean))
+        out["timeline"] = [
+            {"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE, **_summary(w["scores"], top_score=False)}
+            for (a, b), w in zip(bounds, windows)
+        ]
+        out["duration_s"] = samples.size / SAMPLE_RATE
+        out["frame_rate"] = FRAME_RATE
+        if job["embedding"]:
+            out["embedding"] = mean[0].cpu().tolist()
+        if job["granularity"] == "frame":
+            out["frames"] = [row for w in windows for row in w["frames"].tolist()]
+        out["model"] = self.info()
+        return out
+
+    def _trim_alibi_cache(self) -> None:
+        """Shrink funasr's ALiBi cache back to one batch row.
+
+        funasr caches the bias as (largest batch seen x heads) x T x T for the longest T seen and
+        never shrinks it, so a batch of short windows followed by one long window would keep
+        batch x heads x T^2 floats for good; one row is what single windows need.
+        """
+        module = self._module
+        if module is None:
+            return
+        heads = module.modality_encoders["AUDIO"].modality_cfg.num_alibi_heads
+        for key, cached in list(module.alibi_biases.items()):
+            if cached.size(0) > heads:  # get_alibi(T, heads).repeat(batch, 1, 1): the first rows are one copy
+                module.alibi_biases[key] = cached[:heads].clone()
 
     def _scores(self, mean):
         """Softmax over the nine classes from a (1, D) mean feature, in float32."""
@@ -249,6 +398,120 @@ class EmotionModel:
 
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
+
+
+def group_windows(
+    lengths: list[int], *, max_windows: int, max_samples: int, max_pad_ratio: float = MAX_PAD_RATIO
+) -> list[list[int]]:
+    """Forward passes for windows of ``lengths`` samples: lists of indices, longest window first.
+
+    Windows are sorted longest first (ties in input order) and taken greedily in that order:
+    a window joins the current pass while the pass then holds at most ``max_windows`` windows,
+    at most ``max_samples`` padded samples (windows x its first, longest, window) and at most
+    ``max_pad_ratio`` x its real samples; otherwise it starts the next pass. A window that
+    alone exceeds ``max_samples`` gets a pass of its own. Memory per pass is bounded by the
+    padded samples (conv encoder) and by padded samples x longest window (attention).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    groups: list[list[int]] = []
+    real = 0
+    for i in order:
+        if groups:
+            group = groups[-1]
+            padded = (len(group) + 1) * lengths[group[0]]
+            if (
+                len(group) < max_windows
+                and padded <= max_samples
+                and padded <= max_pad_ratio * (real + lengths[i])
+            ):
+                group.append(i)
+                real += lengths[i]
+                continue
+        groups.append([i])
+        real = lengths[i]
+    return groups
+
+
+def _job(index: int, samples: np.ndarray, options: dict | None, window_s: float) -> dict:
+    """One recording of predict_batch, checked as predict checks it, with its windows."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown options {unknown}: predict takes {', '.join(OPTIONS)}")
+    granularity = options.get("granularity", "utterance")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    samples = check_samples(np.ascontiguousarray(samples, dtype=np.float32).reshape(-1))
+    return {
+        "index": index,
+        "samples": samples,
+        "bounds": window_bounds(samples.size, window_s, sample_rate=SAMPLE_RATE),
+        "granularity": granularity,
+        "embedding": bool(options.get("embedding", False)),
+    }
+
+
+@contextlib.contextmanager
+def _local_features_per_window(module, lengths: list[int]):
+    """Run the conv feature encoder on each window alone, over its own samples only.
+
+    The encoder works frame by frame (convolutions without padding, per-frame layer norms), so a
+    window's frames are the same alone or in a batch; but on a batch its activations (512
+    channels at 1/5 of the sample rate, x windows) outgrow the CPU caches, and it ran about half
+    again slower per window than one window at a time. Per window it keeps that speed, skips
+    the padding, and leaves padded frames zero (attention and ``_zeroed_padding`` ignore them).
+    The transformer, where batching pays, still sees the whole batch.
+    """
+    encoder = module.modality_encoders["AUDIO"]
+    if len(lengths) == 1:
+        yield
+        return
+    local_features = encoder.local_features  # the bound method funasr's forward calls
+
+    def per_window(features):  # (B, S) -> (B, T, D)
+        rows = [local_features(features[i : i + 1, :n]) for i, n in enumerate(lengths)]
+        out = rows[0].new_zeros(len(rows), max(r.shape[1] for r in rows), rows[0].shape[2])
+        for i, row in enumerate(rows):
+            out[i, : row.shape[1]] = row[0]
+        return out
+
+    encoder.local_features = per_window  # an instance attribute, for this call only (under the model lock)
+    try:
+        yield
+    finally:
+        del encoder.local_features
+
+
+@contextlib.contextmanager
+def _zeroed_padding(module, padding_mask):
+    """Zero padded frames at the input of each convolution of the positional encoder.
+
+    Alone, a window's positional convolutions see zeros past its end (their own zero padding);
+    padded in a batch they would see padded frames, which are not zero. The frame-level mask is
+    the model's own (``AudioEncoder.convert_padding_mask``), the one its attention uses.
+    """
+    import torch
+
+    encoder = module.modality_encoders["AUDIO"]
+    positional = encoder.relative_positional_encoder
+    if padding_mask is None or positional is None:
+        yield
+        return
+    masks: dict[int, torch.Tensor] = {}
+
+    def zero(conv, args):
+        (x,) = args  # (B, D, T)
+        if x.shape[-1] not in masks:
+            frame_mask = encoder.convert_padding_mask(x.transpose(1, 2), padding_mask)  # (B, T), True = padded
+            masks[x.shape[-1]] = frame_mask[:, None, :]
+        return (x.masked_fill(masks[x.shape[-1]], 0),)
+
+    handles = [m.register_forward_pre_hook(zero) for m in positional.modules() if isinstance(m, torch.nn.Conv1d)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _summary(scores: list[float], *, top_score: bool = True) -> dict:
