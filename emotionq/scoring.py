@@ -1,13 +1,14 @@
-"""Scoring one run: claim it, decode its audio, run the model, record the outcome.
+"""Scoring runs: claim them, decode their audio, run the model, record each outcome.
 
-Plain functions: the Celery task in ``emotionq.tasks`` only wires them up, and
-tests call them without a broker.
+Plain functions: the Celery task in ``emotionq.tasks`` only wires them up (and
+gathers the batch), and tests call them without a broker.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from emotionq import jobs
@@ -19,56 +20,96 @@ from emotionq.store import Store
 
 log = logging.getLogger(__name__)
 
+Notify = Callable[[dict, str], None]
 
-def score_run(
+
+@dataclass(frozen=True)
+class Member:
+    """One run in a batch, and the id of the task message that carries it."""
+
+    run_id: str
+    task_id: str
+
+
+def score_runs(
     *,
     store: Store,
     blobs: BlobStore,
     model,
     settings: Settings,
-    run_id: str,
-    task_id: str,
+    members: list[Member],
     worker: str,
     hard_limit_s: float,
-    notify: Callable[[dict, str], None] = lambda run, event: None,
-) -> str:
-    """Score ``run_id`` once; returns what happened ("succeeded", "failed", or why it was skipped).
+    notify: Notify = lambda run, event: None,
+) -> list[str]:
+    """Score ``members`` in shared forward passes; returns what happened to each, in order
+    ("succeeded", "failed", or why it was skipped).
 
-    Permanent faults (bad audio) fail the run at once. Transient faults
-    (TransientFault, StoreUnavailable) and anything unexpected propagate: the task
-    retries the former and fails the run for the latter. ``notify(run, event)`` is
-    told of job.started / job.succeeded / job.failed (for webhooks); it is told again
-    when a message comes back for a finished run, in case the first telling was lost.
+    Each run is claimed, decoded and recorded on its own, so a bad file fails
+    alone. Transient faults of the shared forward pass (TransientFault,
+    StoreUnavailable) and anything unexpected propagate, with every claimed run
+    still running: the caller requeues or fails them. ``notify(run, event)`` is
+    told of job.started / job.succeeded / job.failed (for webhooks); it is told
+    again when a message comes back for a finished run, in case the first
+    telling was lost.
     """
-    claim = jobs.claim(store, run_id=run_id, task_id=task_id, worker=worker,
-                       max_deliveries=settings.max_deliveries, hard_limit_s=hard_limit_s)
-    if not claim.go:
-        log.info("run %s skipped: %s", run_id, claim.reason)
-        if claim.reason in ("finished", "poison") and claim.run["state"] in ("succeeded", "failed"):
-            notify(claim.run, f"job.{claim.run['state']}")
-        return claim.reason
-    run = claim.run
-    notify(run, "job.started")  # again when redelivered: the first telling may have died with its worker
-    try:
-        path = blobs.path(run["sha256"])
-        if not path.exists():
-            raise BadInput(f"the audio blob {run['sha256']} is gone from {blobs.root}; upload it again",
-                           code="audio_missing")
+    outcomes: dict[int, str] = {}
+    claimed: list[tuple[int, Member, dict]] = []
+    for i, member in enumerate(members):
+        claim = jobs.claim(store, run_id=member.run_id, task_id=member.task_id, worker=worker,
+                           max_deliveries=settings.max_deliveries, hard_limit_s=hard_limit_s)
+        if not claim.go:
+            log.info("run %s skipped: %s", member.run_id, claim.reason)
+            if claim.reason in ("finished", "poison") and claim.run["state"] in ("succeeded", "failed"):
+                notify(claim.run, f"job.{claim.run['state']}")
+            outcomes[i] = claim.reason
+            continue
+        notify(claim.run, "job.started")  # again when redelivered: the first telling may have died with its worker
+        claimed.append((i, member, claim.run))
+
+    decoded: list[tuple[int, Member, dict, object, float]] = []
+    for i, member, run in claimed:
         started = time.perf_counter()
-        samples = decode(path, max_seconds=settings.max_audio_seconds)
-        decoded = time.perf_counter()
-        output = model.predict(samples, window_s=settings.window_seconds, **run["options"])
-        output["timing"] = {"decode_ms": round((decoded - started) * 1e3, 1),
-                            "inference_ms": round((time.perf_counter() - decoded) * 1e3, 1)}
-    except (TransientFault, StoreUnavailable):
-        raise
-    except EmotionQError as exc:
-        log.log(logging.INFO if isinstance(exc, BadInput) else logging.ERROR, "run %s failed: %s", run_id, exc)
-        failed = jobs.fail(store, run_id=run_id, error=exc.as_dict(), task_id=task_id)
-        if failed:
-            notify(failed, "job.failed")
-        return "failed"
-    done = jobs.complete(store, run_id=run_id, task_id=task_id, output=output, settings=settings)
-    if done:
-        notify(done, "job.succeeded")
-    return "succeeded"
+        try:
+            samples = _decode(blobs, run, settings)
+        except EmotionQError as exc:
+            outcomes[i] = _fail(store, member, exc, notify)
+            continue
+        decoded.append((i, member, run, samples, time.perf_counter() - started))
+
+    if decoded:
+        started = time.perf_counter()
+        results = model.predict_batch([d[3] for d in decoded], options=[d[2]["options"] for d in decoded],
+                                      window_s=settings.window_seconds, max_batch_windows=settings.batch_windows,
+                                      max_batch_s=settings.batch_pass_s)
+        inference_ms = round((time.perf_counter() - started) * 1e3, 1)
+        for (i, member, run, _, decode_s), result in zip(decoded, results):
+            if isinstance(result, EmotionQError) and not isinstance(result, TransientFault):
+                outcomes[i] = _fail(store, member, result, notify)
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            result["timing"] = {"decode_ms": round(decode_s * 1e3, 1), "inference_ms": inference_ms,
+                                "batch_size": len(decoded)}
+            done = jobs.complete(store, run_id=member.run_id, task_id=member.task_id, output=result,
+                                 settings=settings)
+            if done:
+                notify(done, "job.succeeded")
+            outcomes[i] = "succeeded"
+    return [outcomes[i] for i in range(len(members))]
+
+
+def _decode(blobs: BlobStore, run: dict, settings: Settings):
+    path = blobs.path(run["sha256"])
+    if not path.exists():
+        raise BadInput(f"the audio blob {run['sha256']} is gone from {blobs.root}; upload it again",
+                       code="audio_missing")
+    return decode(path, max_seconds=settings.max_audio_seconds)
+
+
+def _fail(store: Store, member: Member, exc: EmotionQError, notify: Notify) -> str:
+    log.log(logging.INFO if isinstance(exc, BadInput) else logging.ERROR, "run %s failed: %s", member.run_id, exc)
+    failed = jobs.fail(store, run_id=member.run_id, error=exc.as_dict(), task_id=member.task_id)
+    if failed:
+        notify(failed, "job.failed")
+    return "failed"

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Priority = Literal["high", "low"]
@@ -38,6 +38,14 @@ class Settings(BaseSettings):
                                         "warm up the model before Celery counts it as hung")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per worker process")
     window_seconds: float = Field(30.0, gt=1, le=30)
+    batch_size: int = Field(8, ge=1, le=64, description="jobs a worker scores together when they wait for it; "
+                            "1 turns batching off (it needs RabbitMQ: embedded mode never batches)")
+    batch_wait_ms: float = Field(10.0, ge=0, le=1000, description="how long a worker waits for a batch to fill")
+    batch_windows: int = Field(16, ge=1, description="windows (of at most window_seconds) per forward pass")
+    batch_pass_s: float | None = Field(None, gt=0, description="padded seconds of audio per forward pass; "
+                                       "unset: 16 on CPU (where big passes lose), 120 on CUDA")
+    batch_max_audio_s: float = Field(120.0, gt=0, description="seconds of audio a batch may add to its first "
+                                     "job, whose time limits it runs under (see the check below)")
 
     # Limits.
     max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0)
@@ -89,6 +97,19 @@ class Settings(BaseSettings):
         if self.broker_url:
             return self.broker_url
         return "filesystem://"
+
+    @model_validator(mode="after")
+    def _batch_fits_time_limit(self) -> Settings:
+        """A batch runs under its first job's soft limit (base + rate x its audio): the audio the batch
+        adds must fit the base part at the same rate, or a batch of short jobs could time out."""
+        extra_s = self.batch_max_audio_s * self.soft_time_limit_per_audio_second
+        if self.batch_size > 1 and extra_s > self.soft_time_limit_base:
+            raise ValueError(
+                f"batch_max_audio_s x soft_time_limit_per_audio_second = {extra_s:g} s exceeds "
+                f"soft_time_limit_base ({self.soft_time_limit_base:g} s): lower EMOTIONQ_BATCH_MAX_AUDIO_S "
+                "or raise EMOTIONQ_SOFT_TIME_LIMIT_BASE"
+            )
+        return self
 
     @property
     def effective_store_url(self) -> str:

@@ -20,6 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from emotionq import jobs, registry, scoring
+from emotionq.batching import Extra, Gatherer
 from emotionq.blobs import BlobStore
 from emotionq.celery_app import app
 from emotionq.errors import ConfigurationError, StoreUnavailable, TransientFault
@@ -68,6 +69,12 @@ class Runtime:
             self.notifier.run_event(run, event)
         except Exception:  # broker or store down: the deliveries stay pending in the store
             log.exception("run %s: could not queue %s webhooks", run["id"], event)
+
+    @cached_property
+    def gatherer(self) -> Gatherer | None:
+        """Takes more waiting jobs for a batch; None where batching is off."""
+        url = self.settings.effective_broker_url
+        return Gatherer(url, self.settings) if Gatherer.enabled_for(url, self.settings) else None
 
     @cached_property
     def model(self):
@@ -159,33 +166,71 @@ class InferTask(Task):
 @app.task(bind=True, base=InferTask, name="emotionq.infer", max_retries=None)
 def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = None,
           duration_s: float = 0.0, priority: str = "low") -> str:
-    """Score the run ``run_id``; the other arguments are there for Flower and logs."""
+    """Score the run ``run_id``, with the jobs waiting behind it (see ``emotionq.batching``).
+
+    The other arguments are there for Flower and logs. A retried job runs alone.
+    """
     rt = runtime()
     hard, soft = self.request.timelimit or (None, None)
     if not hard:
         soft, hard = rt.settings.time_limits(duration_s)
+    extras = rt.gatherer.gather() if rt.gatherer and not self.request.retries else []
+    members = [scoring.Member(run_id, self.request.id), *(scoring.Member(e.run_id, e.task_id) for e in extras)]
     try:
-        return scoring.score_run(store=rt.store, blobs=rt.blobs, model=rt.model, settings=rt.settings,
-                                 run_id=run_id, task_id=self.request.id, worker=rt.name, hard_limit_s=hard,
-                                 notify=rt.notify)
+        outcomes = scoring.score_runs(store=rt.store, blobs=rt.blobs, model=rt.model, settings=rt.settings,
+                                      members=members, worker=rt.name, hard_limit_s=hard, notify=rt.notify)
     except SoftTimeLimitExceeded:
-        _fail(run_id, self.request.id, "time_limit",
-              f"the job ran past its {soft:.0f} s limit for {duration_s:.0f} s of audio; it is not retried")
-        return "failed"
-    except (TransientFault, StoreUnavailable) as exc:
-        if self.request.retries >= rt.settings.max_retries:
-            _fail(run_id, self.request.id, exc.code, f"{exc.message} (gave up after {self.request.retries} retries)",
-                  retryable=True)
+        if not extras:
+            _fail(run_id, self.request.id, "time_limit",
+                  f"the job ran past its {soft:.0f} s limit for {duration_s:.0f} s of audio; it is not retried")
             return "failed"
-        try:
-            jobs.requeue(rt.store, run_id=run_id, task_id=self.request.id)
-        except StoreUnavailable:
-            pass
-        raise self.retry(exc=exc, countdown=backoff(self.request.retries))
-    except Exception as exc:  # a bug: fail the job with a reason rather than lose it
+        _release(extras)  # the batch was too slow, not necessarily this job: it tries again alone
+        return _retry(self, run_id, TransientFault(f"a batch of {len(members)} jobs ran past {soft:.0f} s",
+                                                   code="time_limit"))
+    except (TransientFault, StoreUnavailable) as exc:
+        _release(extras)
+        return _retry(self, run_id, exc)
+    except Exception as exc:  # a bug: fail the jobs with a reason rather than lose them
         log.exception("run %s: unexpected error", run_id)
-        _fail(run_id, self.request.id, "internal_error", f"{type(exc).__name__}: {exc}")
+        for member in members:
+            _fail(member.run_id, member.task_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        _settle(extras)
         return "failed"
+    _settle(extras)
+    return outcomes[0] if not extras else f"{outcomes[0]} (batch of {len(members)})"
+
+
+def _retry(task: Task, run_id: str, exc: TransientFault | StoreUnavailable) -> str:
+    """Retry a transient fault with backoff, or fail the run once retries are spent."""
+    rt = runtime()
+    if task.request.retries >= rt.settings.max_retries:
+        _fail(run_id, task.request.id, exc.code, f"{exc.message} (gave up after {task.request.retries} retries)",
+              retryable=True)
+        return "failed"
+    try:
+        jobs.requeue(rt.store, run_id=run_id, task_id=task.request.id)
+    except StoreUnavailable:
+        pass
+    raise task.retry(exc=exc, countdown=backoff(task.request.retries))
+
+
+def _release(extras: list[Extra]) -> None:
+    """Give a batch's extra jobs back: queued again in the store, their messages back on the queue."""
+    for extra in extras:
+        try:
+            jobs.requeue(runtime().store, run_id=extra.run_id, task_id=extra.task_id)
+            extra.release()
+        except Exception:  # the message comes back anyway when this process's connection drops
+            log.exception("run %s: could not give it back to the queue", extra.run_id)
+
+
+def _settle(extras: list[Extra]) -> None:
+    """Ack a batch's extra messages: their outcomes are recorded."""
+    for extra in extras:
+        try:
+            extra.done()
+        except Exception:  # redelivered then, and skipped as finished
+            log.exception("run %s: could not ack its message", extra.run_id)
 
 
 @app.task(bind=True, name=DELIVER_TASK, ignore_result=True)

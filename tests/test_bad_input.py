@@ -150,12 +150,13 @@ def test_every_bad_upload_ends_with_a_stable_code_and_nothing_is_lost(service, c
     # No worker crashed: the same processes served the whole corpus.
     after = _stats(service)
     assert _pids(after) == _pids(before), service.log("worker")[-3000:]
-    # Each run was delivered once and never retried; one task per accepted job (none was cached).
+    # Each run was delivered once and never retried (jobs waiting together are scored in one Celery
+    # task, so the store's records count, not the task total).
     store = redis.Redis.from_url(redis_url)
     for name, job in finished.items():
         run = json.loads(store.get("emotionq:run:" + job["dedup"]["run_id"]))
         assert (run["deliveries"], run["retries"]) == (1, 0), (name, run)
-    assert _tasks_run(after) - _tasks_run(before) == len(accepted)
+    assert 0 < _tasks_run(after) - _tasks_run(before) <= len(accepted)
     worker_log = service.log("worker")
     for sign in ("unexpected error", "WorkerLostError", "Retry in"):
         assert sign not in worker_log, worker_log[-3000:]

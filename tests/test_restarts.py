@@ -112,49 +112,45 @@ def _service(tmp, model_dir, *, broker: str, store: str) -> Service:
     return svc
 
 
+def _crash_under_load(service: Service, clips: list, measure_backlog, restart) -> tuple[int, Tally, dict]:
+    """Submit through a crash; returns (backlog when it crashed, the tally, the accepted jobs' outcomes)."""
+    backlog = []
+
+    def crash() -> None:
+        backlog.append(measure_backlog())
+        restart()
+
+    try:
+        tally = _submit_through(service, clips, crash)
+        outcomes = _outcomes(service, tally.accepted)
+    finally:
+        service.stop_all()
+    return backlog[0], tally, outcomes
+
+
+def _assert_nothing_lost(what: str, backlog: int, tally: Tally, outcomes: dict, code: str) -> None:
+    print(f"\n{what} crash with {backlog} jobs queued: {tally.submitted} submitted, {len(tally.accepted)} "
+          f"accepted, {len(tally.rejected)} refused with 503, outcomes {outcomes}")
+    assert backlog > 0, "nothing was queued when it crashed"
+    assert tally.unexpected == []
+    assert tally.rejected, "no upload met the outage"
+    assert {r["code"] for r in tally.rejected} == {code}
+    assert tally.submitted == len(tally.accepted) + len(tally.rejected)
+    assert outcomes == {"succeeded": len(tally.accepted), "failed": 0, "lost": 0}
+
+
 def test_broker_crash_loses_no_accepted_job(tmp_path, tiny_model_dir, clips):
     with PrivateRabbitMQ(tmp_path) as rabbit:
         service = _service(tmp_path, tiny_model_dir, broker=rabbit.url, store=fresh_redis_db(12))
-        try:
-            backlog = []
-
-            def crash() -> None:
-                backlog.append(rabbit.queue_depth("emotion"))
-                rabbit.restart(kill=True, down_s=DOWN_S)
-
-            tally = _submit_through(service, clips, crash)
-            outcomes = _outcomes(service, tally.accepted)
-        finally:
-            service.stop_all()
-    print(f"\nbroker crash with {backlog[0]} messages queued: {tally.submitted} submitted, "
-          f"{len(tally.accepted)} accepted, {len(tally.rejected)} refused with 503, outcomes {outcomes}")
-    assert backlog[0] > 0
-    assert tally.unexpected == []
-    assert tally.rejected, "no upload met the outage"
-    assert {r["code"] for r in tally.rejected} == {"broker_unavailable"}
-    assert tally.submitted == len(tally.accepted) + len(tally.rejected)
-    assert outcomes == {"succeeded": len(tally.accepted), "failed": 0, "lost": 0}
+        result = _crash_under_load(service, clips, lambda: rabbit.queue_depth("emotion"),
+                                   lambda: rabbit.restart(kill=True, down_s=DOWN_S))
+    _assert_nothing_lost("broker", *result, code="broker_unavailable")
 
 
 def test_durable_store_crash_loses_no_accepted_job(tmp_path, tiny_model_dir, clips):
     with PrivateRedis(tmp_path, aof=True) as store, rabbitmq_vhost() as broker:
         service = _service(tmp_path, tiny_model_dir, broker=broker, store=store.url)
-        try:
-            backlog = []
-
-            def crash() -> None:
-                backlog.append(json.loads(redis.Redis.from_url(store.url).get("emotionq:depth"))["low"])
-                store.restart(kill=True, down_s=DOWN_S)
-
-            tally = _submit_through(service, clips, crash)
-            outcomes = _outcomes(service, tally.accepted)
-        finally:
-            service.stop_all()
-    print(f"\nstore crash with {backlog[0]} jobs queued: {tally.submitted} submitted, "
-          f"{len(tally.accepted)} accepted, {len(tally.rejected)} refused with 503, outcomes {outcomes}")
-    assert backlog[0] > 0
-    assert tally.unexpected == []
-    assert tally.rejected, "no upload met the outage"
-    assert {r["code"] for r in tally.rejected} == {"store_unavailable"}
-    assert tally.submitted == len(tally.accepted) + len(tally.rejected)
-    assert outcomes == {"succeeded": len(tally.accepted), "failed": 0, "lost": 0}
+        result = _crash_under_load(
+            service, clips, lambda: json.loads(redis.Redis.from_url(store.url).get("emotionq:depth"))["low"],
+            lambda: store.restart(kill=True, down_s=DOWN_S))
+    _assert_nothing_lost("store", *result, code="store_unavailable")

@@ -1,0 +1,118 @@
+"""Gathering a batch: more inference messages for the job Celery just handed a worker.
+
+Celery gives each worker process one message at a time (prefetch 1, late acks),
+which keeps priority strict. When a job starts, its process takes up to
+``batch_size - 1`` more messages straight from the ``emotion`` queue with
+``basic.get`` (RabbitMQ hands them out highest priority first), waiting at most
+``batch_wait_ms`` for the batch to fill, and scores them all in one forward pass.
+
+- Priority: a high job waits at most for the batch already running.
+- Faults: the extra messages are acked only once their outcome is recorded, on a
+  connection owned by this process; if the process dies, RabbitMQ redelivers
+  the whole batch (Celery rejects the first message, the dropped connection
+  returns the rest), and the redelivery cap in ``emotionq.jobs`` still applies.
+- Extra messages run under the time limits of the batch's first job, so they
+  add at most ``batch_max_audio_s`` seconds of audio, which the settings check
+  fits within that job's base soft limit; a message that would pass that goes
+  back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from kombu import Connection, Message
+
+from emotionq.dispatch import INFER_TASK
+from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES
+from emotionq.settings import Settings
+
+log = logging.getLogger(__name__)
+POLL_S = 0.002
+
+
+@dataclass
+class Extra:
+    """An inference message taken from the queue for a batch."""
+
+    task_id: str
+    run_id: str
+    duration_s: float
+    message: Message
+
+    def done(self) -> None:
+        """Its outcome is recorded: drop the message."""
+        self.message.ack()
+
+    def release(self) -> None:
+        """Put the message back on the queue, unprocessed."""
+        self.message.reject(requeue=True)
+
+
+class Gatherer:
+    """Takes waiting inference messages on a connection of this process's own."""
+
+    def __init__(self, broker_url: str, settings: Settings) -> None:
+        self.settings, self._url = settings, broker_url
+        self._connection = Connection(broker_url, heartbeat=0)  # idle between jobs: no heartbeats to miss
+        self._queue = None
+
+    @classmethod
+    def enabled_for(cls, broker_url: str, settings: Settings) -> bool:
+        return settings.batch_size > 1 and broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+    def gather(self) -> list[Extra]:
+        """Up to ``batch_size - 1`` waiting messages; none if the broker does not answer."""
+        s = self.settings
+        wanted, budget = s.batch_size - 1, s.batch_max_audio_s
+        extras: list[Extra] = []
+        deadline = time.monotonic() + s.batch_wait_ms / 1000
+        try:
+            queue = self._bound_queue()
+            while len(extras) < wanted:
+                message = queue.get(no_ack=False, accept=["json"])
+                if message is None:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(POLL_S)
+                    continue
+                extra = _parse(message)
+                if extra is None or extra.duration_s > budget:
+                    message.reject(requeue=True)
+                    break  # leave it (and what follows it) to the next batch
+                budget -= extra.duration_s
+                extras.append(extra)
+        except Exception as exc:  # kombu raises many kinds; a batch of one is always fine
+            log.warning("could not gather a batch (%s); scoring one job", exc)
+            self._reset()
+        return extras
+
+    def close(self) -> None:
+        self._reset()
+
+    def _bound_queue(self):
+        if self._queue is None:
+            self._connection.ensure_connection(max_retries=1)
+            [queue] = [q for q in TASK_QUEUES if q.name == INFERENCE_QUEUE]
+            self._queue = queue(self._connection.default_channel)
+        return self._queue
+
+    def _reset(self) -> None:
+        self._queue = None
+        try:
+            self._connection.release()
+        except Exception:  # noqa: BLE001 - already broken
+            pass
+        self._connection = Connection(self._url, heartbeat=0)
+
+
+def _parse(message: Message) -> Extra | None:
+    """The run of a Celery (protocol 2) inference message; None for anything else."""
+    headers = message.headers or {}
+    if headers.get("task") != INFER_TASK:
+        return None
+    args, kwargs, _ = message.decode()
+    return Extra(task_id=headers["id"], run_id=args[0], duration_s=float(kwargs.get("duration_s", 0.0)),
+                 message=message)
