@@ -34,8 +34,9 @@ run: $(STAMP) $(DEV_MODEL)/model.pt
 	EMOTIONQ_AUTH=$${EMOTIONQ_AUTH:-disabled} EMOTIONQ_MODEL=$${EMOTIONQ_MODEL:-$(abspath $(DEV_MODEL))} \
 		$(BIN)/emotionq run
 
+# Flower on :5555 against EMOTIONQ_BROKER_URL; needs EMOTIONQ_FLOWER_AUTH=user:password (or =disabled, local use).
 flower: $(STAMP)
-	$(BIN)/celery -A emotionq flower
+	$(BIN)/emotionq flower
 
 test: $(STAMP) system-deps services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

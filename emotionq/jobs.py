@@ -227,6 +227,25 @@ def cancel(store: Store, *, job_id: str, client: str) -> None:
     store.transact(tx_cancel)
 
 
+def withdraw(store: Store, *, run_id: str, priority: Priority, error: dict) -> tuple[str, dict | None]:
+    """Take back a run whose message an operator is removing from the queue (``emotionq purge``).
+
+    Returns ("failed", run) if the run was waiting at ``priority``: it is failed with ``error`` now;
+    ("gone", run) if it had already ended or expired: the message was stale; otherwise ("kept", run):
+    it is running or waits at the other priority, and its message must go back to the queue.
+    """
+
+    def tx_withdraw(tx: Tx) -> tuple[str, dict | None]:
+        run = tx.get(_run_key(run_id))
+        if run is None or run["state"] in TERMINAL:
+            return "gone", run
+        if run["state"] != QUEUED or run["priority"] != priority:
+            return "kept", run
+        return "failed", _fail(tx, run_id, error, only_owner=None, run=run)
+
+    return store.transact(tx_withdraw)
+
+
 # --- the worker side -------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from emotionq import jobs
+from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
 from emotionq.errors import BadInput, EmotionQError, StoreUnavailable, TransientFault
 from emotionq.inference.audio import decode
@@ -60,6 +60,8 @@ def score_runs(
                            max_deliveries=settings.max_deliveries, hard_limit_s=hard_limit_s)
         if not claim.go:
             log.info("run %s skipped: %s", member.run_id, claim.reason)
+            if claim.reason == "poison":  # failed by this claim
+                metrics.run_finished(claim.run)
             if claim.reason in ("finished", "poison") and claim.run["state"] in ("succeeded", "failed"):
                 notify(claim.run, f"job.{claim.run['state']}")
             outcomes[i] = claim.reason
@@ -78,11 +80,14 @@ def score_runs(
         decoded.append((i, member, run, samples, time.perf_counter() - started))
 
     if decoded:
+        metrics.observe_batch(len(decoded))
         started = time.perf_counter()
         results = model.predict_batch([d[3] for d in decoded], options=[d[2]["options"] for d in decoded],
                                       window_s=settings.window_seconds, max_batch_windows=settings.batch_windows,
                                       max_batch_s=settings.batch_pass_s)
-        inference_ms = round((time.perf_counter() - started) * 1e3, 1)
+        inference_s = time.perf_counter() - started
+        metrics.observe_inference(inference_s, worker=worker)
+        inference_ms = round(inference_s * 1e3, 1)
         for (i, member, run, _, decode_s), result in zip(decoded, results):
             if isinstance(result, EmotionQError) and not isinstance(result, TransientFault):
                 outcomes[i] = _fail(store, member, result, notify)
@@ -94,6 +99,7 @@ def score_runs(
             done = jobs.complete(store, run_id=member.run_id, task_id=member.task_id, output=result,
                                  settings=settings)
             if done:
+                metrics.run_finished(done)
                 notify(done, "job.succeeded")
             outcomes[i] = "succeeded"
     return [outcomes[i] for i in range(len(members))]
@@ -111,5 +117,6 @@ def _fail(store: Store, member: Member, exc: EmotionQError, notify: Notify) -> s
     log.log(logging.INFO if isinstance(exc, BadInput) else logging.ERROR, "run %s failed: %s", member.run_id, exc)
     failed = jobs.fail(store, run_id=member.run_id, error=exc.as_dict(), task_id=member.task_id)
     if failed:
+        metrics.run_finished(failed)
         notify(failed, "job.failed")
     return "failed"

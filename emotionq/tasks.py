@@ -17,9 +17,9 @@ from functools import cached_property
 import httpx
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import task_postrun, worker_process_init, worker_process_shutdown
 
-from emotionq import jobs, registry, scoring
+from emotionq import jobs, metrics, registry, scoring
 from emotionq.batching import Extra, Gatherer
 from emotionq.blobs import BlobStore
 from emotionq.celery_app import app
@@ -100,6 +100,9 @@ class Runtime:
         self._heartbeat.daemon = True
         self._heartbeat.start()
 
+    def observe_gpu_memory(self) -> None:
+        metrics.observe_gpu_memory(worker=self.name, device=self.settings.worker_device)
+
     def withdraw(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -125,11 +128,18 @@ def _load_model_in_child(**_) -> None:
     _runtime = Runtime()  # never reuse the parent's connections after fork
     try:
         _runtime.announce()  # loads and warms up the model first
+        _runtime.observe_gpu_memory()
     except ConfigurationError as exc:
         # A worker without its model would fail every job it takes: stop the whole worker instead.
         log.critical("cannot serve: %s", exc)
         os.kill(os.getppid(), signal.SIGTERM)
         raise
+
+
+@task_postrun.connect
+def _observe_after_task(**_) -> None:
+    if _runtime is not None:
+        _runtime.observe_gpu_memory()
 
 
 @worker_process_shutdown.connect
@@ -152,6 +162,7 @@ def _fail(run_id: str, task_id: str, code: str, message: str, *, retryable: bool
         log.error("run %s: could not record failure %s (store down); its lease will expire", run_id, code)
         return
     if failed:
+        metrics.run_finished(failed)
         rt.notify(failed, "job.failed")
 
 

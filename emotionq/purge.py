@@ -1,0 +1,66 @@
+"""Purging one priority from the inference queue, and failing its jobs so that none is lost silently.
+
+Both priorities share ONE queue (``emotionq.queues``), so ``celery purge -Q emotion``
+would drop them all and leave their jobs ``queued`` for ever. Here every waiting
+message is taken, unacknowledged: one of the purged priority whose run still waits
+at that priority has the run failed (code ``purged``, webhooks told) and is then
+acked; one whose run has already ended is dropped as stale; every other message
+goes back to the queue. Fail first, ack second: if this process dies in between,
+RabbitMQ returns the message and a worker skips it as finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from celery import Celery
+
+from emotionq import jobs
+from emotionq.dispatch import INFER_TASK
+from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES, message_priority
+from emotionq.settings import Priority
+from emotionq.store import Store
+
+
+@dataclass
+class Purged:
+    failed: list[str] = field(default_factory=list)  # runs failed with code "purged"
+    stale: int = 0  # messages of the priority whose runs had already ended: dropped
+    kept: int = 0  # messages of the other priority, or of runs running or raised to it: left queued
+
+
+def purge_priority(celery: Celery, store: Store, *, priority: Priority,
+                   notify: Callable[[dict, str], None]) -> Purged:
+    """Remove the waiting messages of ``priority``; ``notify(run, "job.failed")`` for each run failed."""
+    error = {"code": "purged", "message": f"an operator purged the {priority}-priority queue before the job "
+             "started; submit it again", "retryable": True}
+    [queue] = [q for q in TASK_QUEUES if q.name == INFERENCE_QUEUE]
+    result, held = Purged(), []
+    with celery.connection_for_write() as conn:
+        bound = queue(conn.default_channel)
+        _, waiting, _ = bound.queue_declare(passive=True)
+        try:
+            for _ in range(waiting):  # what waits now; later uploads are not purged
+                message = bound.get(no_ack=False, accept=["json"])
+                if message is None:  # workers took the rest
+                    break
+                if (message.headers.get("task") != INFER_TASK
+                        or message.properties.get("priority", 0) != message_priority(priority)):
+                    held.append(message)
+                    continue
+                outcome, run = jobs.withdraw(store, run_id=message.decode()[0][0], priority=priority, error=error)
+                if outcome == "kept":
+                    held.append(message)
+                    continue
+                if outcome == "failed":
+                    result.failed.append(run["id"])
+                    notify(run, "job.failed")
+                else:
+                    result.stale += 1
+                message.ack()
+        finally:
+            for message in held:  # back where they were; unacked ones would come back anyway on disconnect
+                message.requeue()
+            result.kept = len(held)
+    return result
