@@ -15,8 +15,9 @@ EmotionQError                 root; ``code`` is stable, ``retryable`` says wheth
 │   ├── BrokerUnavailable     the broker did not confirm the message
 │   └── StoreUnavailable      the job store did not answer
 ├── TransientFault            a worker-side fault worth retrying (CUDA OOM, store blip)
-└── ServerFault               a bug or a misconfiguration: an operator must look
-    └── ConfigurationError    a setting names something that does not exist
+├── ServerFault               a bug or a misconfiguration: an operator must look
+│   └── ConfigurationError    a setting names something that does not exist
+└── APIError                  raised by emotionq.client: the API answered with a problem, or not at all
 
 HTTP status codes for these live in one place: ``emotionq.api``.
 """
@@ -102,3 +103,19 @@ class ServerFault(EmotionQError):
 
 class ConfigurationError(ServerFault):
     code = "configuration_error"
+
+
+class APIError(EmotionQError):
+    """A problem+json answer of the API, as the client sees it; ``status`` is None when the API did not answer."""
+
+    def __init__(self, message: str, *, code: str, status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status, self.retryable, self.retry_after = status, retryable, retry_after
+
+    @property
+    def detail(self) -> str:
+        return self.message
+
+    def __str__(self) -> str:
+        return f"{self.status or 'no answer'} {self.code}: {self.message}"
