@@ -1,0 +1,265 @@
+"""The upload page (emotionq/web), in headless Chromium against the real API, broker, store and worker.
+
+The browser is Debian's ``chromium`` (scripts/system-deps installs it), driven by playwright; every check
+reads what the page drew (the DOM and a screenshot's pixels) against the job the API returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+
+import httpx
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect, sync_playwright
+
+from conftest import distinct_clips
+from emotionq.inference.labels import LABELS
+from harness import Service
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
+
+# The label colours of emotionq/web/style.css (the test reads them off the page and checks against these).
+COLOURS = {"angry": "#d55e00", "disgusted": "#009e73", "fearful": "#cc79a7", "happy": "#e69f00",
+           "neutral": "#7f7f7f", "other": "#56b4e9", "sad": "#0072b2", "surprised": "#f0e442",
+           "unknown": "#c4c4c4"}
+ORDER = ["uploading", "queued", "running", "succeeded"]
+VIEWPORT = {"width": 900, "height": 1600}  # tall enough that the page never scrolls: screenshot = layout coords
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def _near(pixel, rgb, tol: int = 10) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip(pixel[:3], rgb))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_model_dir, amqp_url, redis_url) -> dict:
+    return {"EMOTIONQ_VAR_DIR": str(tmp_path_factory.mktemp("web-var")), "EMOTIONQ_MODEL": str(tiny_model_dir),
+            "EMOTIONQ_BROKER_URL": amqp_url, "EMOTIONQ_STORE_URL": redis_url, "EMOTIONQ_WINDOW_SECONDS": "30"}
+
+
+@pytest.fixture(scope="module")
+def service(env, tmp_path_factory):
+    """The API (API keys required) and a worker."""
+    svc = Service(env=env, workdir=tmp_path_factory.mktemp("web"))
+    svc.start_api()
+    svc.start_worker()
+    yield svc
+    svc.stop_all()
+
+
+@pytest.fixture(scope="module")
+def open_api(service, env, tmp_path_factory):
+    """A second API on the same broker and store (so the same worker) with EMOTIONQ_AUTH=disabled."""
+    svc = Service(env={**env, "EMOTIONQ_AUTH": "disabled"}, workdir=tmp_path_factory.mktemp("web-open"))
+    svc.start_api()
+    yield svc
+    svc.stop_all()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: run scripts/system-deps"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page (empty localStorage) that records every status the job section shows."""
+    context = browser.new_context(viewport=VIEWPORT)
+    p = context.new_page()
+    p.add_init_script("""
+        window.__seen = [];
+        new MutationObserver(() => {
+          const s = document.getElementById("job")?.dataset.status;
+          if (s && window.__seen.at(-1) !== s) window.__seen.push(s);
+        }).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-status"]});
+    """)
+    yield p
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def long_wav(tmp_path_factory):
+    """70 s of speech: with windows of at most 30 s, three of 23.3 s in the timeline."""
+    from audio_factory import make_speech
+
+    return make_speech(tmp_path_factory.mktemp("long") / "long.wav", seconds=70.0, rate=16000)
+
+
+def _open(page: Page, url: str, key: str | None = None) -> None:
+    page.goto(url)
+    assert page.url == f"{url}/ui/"  # GET / redirects to the page
+    if key is not None:
+        page.get_by_label("API key").fill(key)
+
+
+def _finish(page: Page, timeout_s: float = 120) -> str:
+    """Waits for the page to show a finished job; returns its id (as the page shows it)."""
+    page.wait_for_selector('#job[data-status="succeeded"], #job[data-status="failed"], #job[data-status="refused"]',
+                           timeout=timeout_s * 1000)
+    status = page.locator("#job").get_attribute("data-status")
+    assert status == "succeeded", (status, page.locator("#problem").inner_text())
+    seen = page.evaluate("window.__seen")
+    assert seen[0] == "uploading" and seen[-1] == "succeeded", seen
+    assert seen == sorted(seen, key=ORDER.index), f"statuses went backwards: {seen}"
+    return page.locator("#facts dt:text-is('job') + dd").inner_text()
+
+
+def _screenshot(page: Page, path) -> Image.Image:
+    """The whole page as a PNG at ``path`` (kept in the test's tmp_path to look at), read back."""
+    page.screenshot(path=path, full_page=True)
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _check_bars(page: Page, job: dict, shot: Image.Image) -> None:
+    """Nine bars, highest first, each as wide as its score (in the DOM and in the screenshot's pixels)."""
+    scores = job["output"]["scores"]
+    rows = page.locator("#bars li")
+    expect(rows).to_have_count(len(LABELS))
+    shown = rows.evaluate_all("rows => rows.map(r => r.dataset.label)")
+    assert shown == sorted(LABELS, key=lambda label: -scores[label]), shown
+    for i, label in enumerate(shown):
+        row = rows.nth(i)
+        assert row.locator(".pct").inner_text() == f"{scores[label] * 100:.1f}%"
+        assert row.locator(".fill").evaluate("e => getComputedStyle(e).backgroundColor") == \
+            "rgb({}, {}, {})".format(*_rgb(COLOURS[label]))
+        track, fill = row.locator(".track").bounding_box(), row.locator(".fill").bounding_box()
+        assert abs(fill["width"] - scores[label] * track["width"]) <= 1, (label, fill, track, scores[label])
+        # The pixels: along the middle of the track, the label's colour covers its score's share.
+        y = int(track["y"] + track["height"] / 2)
+        xs = range(int(track["x"]), int(track["x"] + track["width"]))
+        coloured = sum(_near(shot.getpixel((x, y)), _rgb(COLOURS[label])) for x in xs)
+        assert abs(coloured - scores[label] * len(xs)) <= 2, (label, coloured, scores[label] * len(xs))
+    top = job["output"]["top_label"]
+    assert shown[0] == top and page.locator("#status").inner_text() == f"Succeeded: mostly {top}."
+
+
+def test_upload_with_a_key_shows_the_scores_as_bars(service, page, speech_wav, tmp_path):
+    key = service.create_key("web")
+    [clip] = distinct_clips(speech_wav, tmp_path, 1)  # bytes no other test sent: the job really runs
+    _open(page, service.url, key)
+    page.get_by_label("Audio file").set_input_files(clip)
+    job_id = _finish(page)
+    job = httpx.get(f"{service.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+    assert job["status"] == "succeeded" and job["input"]["filename"] == clip.name  # the key's client owns it
+    assert len(job["output"]["timeline"]) == 1
+    expect(page.locator("#timeline-box")).to_be_hidden()
+    expect(page.locator("#untrained")).to_be_visible()  # the tiny checkpoint is untrained: the page says so
+    shot = _screenshot(page, tmp_path / "short.png")
+    assert shot.size == (VIEWPORT["width"], VIEWPORT["height"])  # nothing scrolled: pixels = layout coordinates
+    _check_bars(page, job, shot)
+    page.reload()  # the key is remembered in this browser
+    expect(page.get_by_label("API key")).to_have_value(key)
+
+
+def test_long_recording_shows_a_timeline_window_by_window(service, page, long_wav, tmp_path):
+    key = service.create_key("web-long")
+    [clip] = distinct_clips(long_wav, tmp_path, 1)
+    _open(page, service.url, key)
+    polls = []
+    page.on("request", lambda r: "/v1/jobs/" in r.url and polls.append(r.headers.get("prefer")))
+    page.get_by_label("Audio file").set_input_files(clip)
+    job_id = _finish(page, timeout_s=240)
+    assert "running" in page.evaluate("window.__seen")  # scoring 70 s takes long enough to be seen running
+    assert polls and set(polls) == {"wait=2"}, polls  # long polls, not a busy loop
+    job = httpx.get(f"{service.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+    timeline = job["output"]["timeline"]
+    assert len(timeline) == 3, timeline
+    shot = _screenshot(page, tmp_path / "long.png")
+    _check_bars(page, job, shot)
+    windows = page.locator("#timeline .window")
+    expect(windows).to_have_count(len(timeline))
+    strip = page.locator("#timeline").bounding_box()
+    for i, w in enumerate(timeline):
+        column = windows.nth(i)
+        assert column.get_attribute("data-top") == w["top_label"]
+        box = column.bounding_box()
+        share = (w["end"] - w["start"]) / job["output"]["duration_s"]
+        assert abs(box["width"] - share * strip["width"]) <= 3, (i, box, strip, share)  # 1 px gaps between
+        top = column.locator(".top").bounding_box()  # the strip under each column: the top label's colour
+        pixel = shot.getpixel((int(top["x"] + top["width"] / 2), int(top["y"] + top["height"] / 2)))
+        assert _near(pixel, _rgb(COLOURS[w["top_label"]])), (i, pixel, w["top_label"])
+        for label in LABELS:  # and the column is stacked from every label's share of the window
+            part = column.locator(".stack span").nth(LABELS.index(label)).bounding_box()
+            assert abs(part["height"] - w["scores"][label] * column.locator(".stack").bounding_box()["height"]) <= 1
+    ticks = page.locator("#axis span").all_inner_texts()
+    assert ticks[0] == "0:00" and len(ticks) >= 3, ticks  # a time axis in m:ss
+
+
+def test_refused_upload_shows_the_problem_detail(service, page, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("meeting notes, not a recording\n" * 50)
+    with open(notes, "rb") as f:
+        problem = service.http.post("/v1/jobs", files={"file": (notes.name, f)})
+    assert problem.status_code == 422 and problem.headers["content-type"] == "application/problem+json"
+    _open(page, service.url, service.create_key("web-refused"))
+    page.get_by_label("Audio file").set_input_files(notes)
+    expect(page.locator("#job")).to_have_attribute("data-status", "refused")
+    expect(page.get_by_role("alert")).to_contain_text(f"422 {problem.json()['code']}")
+    expect(page.get_by_role("alert")).to_contain_text(problem.json()["detail"])
+    expect(page.locator(".steps li").first).to_have_text("refused")
+    _screenshot(page, tmp_path / "refused.png")
+
+
+def test_failed_job_shows_its_error_code_and_message(service, page, speech_wav, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    samples, rate = sf.read(speech_wav, dtype="float32")
+    samples[1000] = np.nan  # decodes at upload; the worker finds the NaN and fails the job, not retried
+    nan_wav = tmp_path / "nan.wav"
+    sf.write(nan_wav, np.concatenate([samples, np.random.default_rng().random(8, "float32")]), rate, subtype="FLOAT")
+    key = service.create_key("web-failed")
+    _open(page, service.url, key)
+    page.get_by_label("Audio file").set_input_files(nan_wav)
+    expect(page.locator("#job")).to_have_attribute("data-status", "failed", timeout=120_000)
+    job_id = page.locator("#facts dt:text-is('job') + dd").inner_text()
+    job = httpx.get(f"{service.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+    assert job["status"] == "failed" and job["error"]["code"] == "audio_not_finite", job
+    expect(page.get_by_role("alert")).to_contain_text(job["error"]["code"])
+    expect(page.get_by_role("alert")).to_contain_text(job["error"]["message"])
+    expect(page.locator(".steps li").last).to_have_text("failed")
+    expect(page.locator("#result")).to_be_hidden()
+
+
+def test_without_a_key_the_page_asks_for_one(service, page, speech_wav):
+    _open(page, service.url)
+    page.get_by_label("Audio file").set_input_files(speech_wav)
+    expect(page.get_by_role("alert")).to_contain_text("401 unauthorized")
+    expect(page.get_by_label("API key")).to_be_focused()
+
+
+def test_dropped_file_needs_no_key_when_auth_is_disabled(open_api, page, speech_wav, tmp_path):
+    [clip] = distinct_clips(speech_wav, tmp_path, 1)
+    _open(page, open_api.url)
+    data = base64.b64encode(clip.read_bytes()).decode()
+    dropped = page.evaluate_handle("""([name, data]) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, {type: "audio/wav"}));
+        return dt;
+    }""", [clip.name, data])
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    job_id = _finish(page)
+    job = open_api.job(job_id)
+    assert job["input"]["filename"] == clip.name and job["input"]["sha256"]
+    _check_bars(page, job, _screenshot(page, tmp_path / "dropped.png"))
+
+
+def test_the_page_is_outside_auth_and_the_openapi_schema(service):
+    r = httpx.get(f"{service.url}/ui/")  # no API key
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert httpx.get(f"{service.url}/ui/app.js").status_code == 200
+    assert httpx.get(f"{service.url}/").headers["location"] == "ui/"
+    paths = httpx.get(f"{service.url}/openapi.json").json()["paths"]
+    assert "/" not in paths and not [p for p in paths if p.startswith("/ui")], sorted(paths)
