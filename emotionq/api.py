@@ -9,15 +9,18 @@ import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from emotionq import __version__, auth, jobs
+from emotionq import __version__, auth, jobs, metrics, openapi
 from emotionq.blobs import BlobStore
 from emotionq.dispatch import publish_run
 from emotionq.errors import (
@@ -26,7 +29,10 @@ from emotionq.errors import (
 )
 from emotionq.inference.audio import probe
 from emotionq.registry import live
-from emotionq.schemas import Job, JobOptions, Problem, WebhookSecrets
+from emotionq.openapi import LOCATION, UPLOAD_BODY, job_examples, problem_responses
+from emotionq.schemas import (
+    JOB_CANCELED, JOB_DEDUPED, JOB_FAILED, JOB_QUEUED, JOB_SUCCEEDED, Job, JobOptions, WebhookSecrets,
+)
 from emotionq.settings import Settings, get_settings
 from emotionq.store import Store, open_store
 from emotionq.upload import receive
@@ -38,6 +44,7 @@ FORM_FIELDS = {"priority", "granularity", "embedding", "metadata", "webhook_url"
 MAX_METADATA_KEYS = 16
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
 RETRY_AFTER_S = 5
+WEB_DIR = Path(__file__).with_name("web")  # the upload page: static files, no build step
 
 # Every error's HTTP status, most specific class first.
 HTTP_STATUS: tuple[tuple[type[EmotionQError], int], ...] = (
@@ -98,6 +105,11 @@ class Services:
         """The job object, with its webhook deliveries (blocking: call in a thread)."""
         return jobs.view(job, run, delivery.for_job(self.store, job))
 
+    def run_failed(self, run: dict, event: str) -> None:
+        """A run that its vanished worker left, failed on reading: count it and tell the webhooks."""
+        metrics.run_finished(run)
+        self.notifier.run_event(run, event)
+
 
 def services(request: Request) -> Services:
     return request.app.state.services
@@ -118,6 +130,10 @@ async def client_id(svc: ServicesDep,
 
 
 ClientDep = Annotated[str, Depends(client_id)]
+JobId = Annotated[str, PathParam(description="the id POST /v1/jobs answered with", examples=[JOB_QUEUED["id"]])]
+PreferWait = Annotated[str | None, Header(
+    description="wait=N: answer once the job has finished, if that takes at most N seconds "
+                "(capped by EMOTIONQ_MAX_WAIT_SECONDS); otherwise the job as it stands", examples=["wait=30"])]
 
 
 @asynccontextmanager
@@ -190,7 +206,7 @@ async def _wait_for(svc: Services, job_id: str, client: str, seconds: float) -> 
     delay = 0.02
     while True:
         job, run = await run_in_threadpool(jobs.load, svc.store, job_id=job_id, client=client,
-                                           on_fail=svc.notifier.run_event)
+                                           on_fail=svc.run_failed)
         if jobs.status_of(job, run) in jobs.TERMINAL or time.monotonic() >= deadline:
             return job, run
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -210,22 +226,37 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="emotionq", version=__version__, lifespan=lifespan,
         description="Speech emotion recognition (emotion2vec) as a queued service.",
-        responses={422: {"model": Problem}, 503: {"model": Problem}},
     )
+    openapi.install(app)
     app.add_exception_handler(EmotionQError, _emotionq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(metrics.HTTPMetrics)
+    app.mount("/ui", StaticFiles(directory=WEB_DIR, html=True), name="ui")  # no API key: the page asks for one
 
-    @app.post("/v1/jobs", status_code=202, response_model=Job,
-              responses={200: {"model": Job, "description": "finished within Prefer: wait"},
-                         401: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem},
-                         429: {"model": Problem}})
+    @app.get("/", include_in_schema=False)
+    async def home():
+        """The upload page (relative, so it works behind a path prefix)."""
+        return RedirectResponse("ui/")
+
+    @app.post("/v1/jobs", status_code=202, response_model=Job, openapi_extra={"requestBody": UPLOAD_BODY},
+              responses={202: {"description": "queued, or joined an identical queued or running job",
+                               "headers": {"Location": LOCATION}, **job_examples(queued=JOB_QUEUED)},
+                         200: {"model": Job, "description": "finished: a reused result (dedup.source cache), or "
+                               "within Prefer: wait", **job_examples(reused=JOB_DEDUPED, succeeded=JOB_SUCCEEDED,
+                                                                    failed=JOB_FAILED)},
+                         **problem_responses(
+                             "unauthorized", "idempotency_key_reused", "payload_too_large", "audio_undecodable",
+                             "audio_too_long", "invalid_form", "webhook_url_refused", "queue_full",
+                             "broker_unavailable", "store_unavailable")})
     async def create_job(
         request: Request,
         svc: ServicesDep,
         client: ClientDep,
-        idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-        prefer: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header(
+            max_length=255, description="a retry with the same key and request returns the same job",
+            examples=["upload-c-1842-attempt"])] = None,
+        prefer: PreferWait = None,
     ):
         """Upload audio (multipart field `file`) and queue it; identical audio reuses earlier work."""
         settings = svc.settings
@@ -267,14 +298,16 @@ def create_app() -> FastAPI:
                     await run_in_threadpool(jobs.mark_published, svc.store, run_id=run["id"])
                 except Unavailable as exc:  # the message is out; at worst a joiner publishes it again
                     log.warning("run %s: could not record its publication: %s", run["id"], exc)
+        metrics.JOBS_SUBMITTED.labels(priority, submission.outcome).inc()
         wait = _prefer_wait(prefer, settings)
         if wait and submission.outcome != "cache":
             job, run = await _wait_for(svc, job["id"], client, wait)
         return await _job_response(svc, job, run, waited=wait or None)
 
-    @app.get("/v1/jobs/{job_id}", response_model=Job, responses={401: {"model": Problem}, 404: {"model": Problem}})
-    async def get_job(job_id: str, svc: ServicesDep, client: ClientDep,
-                      prefer: Annotated[str | None, Header()] = None):
+    @app.get("/v1/jobs/{job_id}", response_model=Job,
+             responses={200: job_examples(succeeded=JOB_SUCCEEDED, queued=JOB_QUEUED, failed=JOB_FAILED),
+                        **problem_responses("unauthorized", "not_found", "invalid_parameter", "store_unavailable")})
+    async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: PreferWait = None):
         """The job's status, and its output once it has succeeded."""
         wait = _prefer_wait(prefer, svc.settings)
         job, run = await _wait_for(svc, job_id, client, wait)
@@ -282,8 +315,9 @@ def create_app() -> FastAPI:
         return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"} if wait else None)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=Job,
-              responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}})
-    async def cancel_job(job_id: str, svc: ServicesDep, client: ClientDep):
+              responses={200: job_examples(canceled=JOB_CANCELED), **problem_responses(
+                  "unauthorized", "not_found", "job_finished", "invalid_parameter", "store_unavailable")})
+    async def cancel_job(job_id: JobId, svc: ServicesDep, client: ClientDep):
         """Cancel a job that has not finished; identical jobs sharing its run are not affected."""
         await run_in_threadpool(jobs.cancel, svc.store, job_id=job_id, client=client)
         job, run = await run_in_threadpool(jobs.load, svc.store, job_id=job_id, client=client)
@@ -291,8 +325,9 @@ def create_app() -> FastAPI:
         return await run_in_threadpool(svc.view, job, run)
 
     @app.post("/v1/jobs/{job_id}/webhook/redeliver", response_model=Job,
-              responses={401: {"model": Problem}, 404: {"model": Problem}, 409: {"model": Problem}})
-    async def redeliver_webhook(job_id: str, svc: ServicesDep, client: ClientDep):
+              responses={200: job_examples(succeeded=JOB_SUCCEEDED), **problem_responses(
+                  "unauthorized", "not_found", "no_webhook", "invalid_parameter", "store_unavailable")})
+    async def redeliver_webhook(job_id: JobId, svc: ServicesDep, client: ClientDep):
         """Send the job's finished webhook deliveries again, under the same webhook-id."""
         job, run = await run_in_threadpool(jobs.load, svc.store, job_id=job_id, client=client)
         if not job.get("webhook"):
@@ -303,17 +338,18 @@ def create_app() -> FastAPI:
             await run_in_threadpool(svc.notifier.enqueue, job_id, event)
         return await run_in_threadpool(svc.view, job, run)
 
-    @app.get("/v1/webhooks/secrets", response_model=WebhookSecrets, responses={401: {"model": Problem}})
+    @app.get("/v1/webhooks/secrets", response_model=WebhookSecrets,
+             responses=problem_responses("unauthorized", "store_unavailable"))
     async def webhook_secrets(svc: ServicesDep, client: ClientDep):
         """The secrets that sign your webhooks now, newest first (verify against any of them)."""
         return {"secrets": await run_in_threadpool(secrets.active, svc.store, client=client)}
 
-    @app.post("/v1/webhooks/secrets/rotate", response_model=WebhookSecrets, responses={401: {"model": Problem}})
-    async def rotate_webhook_secret(svc: ServicesDep, client: ClientDep, grace_seconds: float | None = None):
+    @app.post("/v1/webhooks/secrets/rotate", response_model=WebhookSecrets,
+              responses=problem_responses("unauthorized", "invalid_parameter", "store_unavailable"))
+    async def rotate_webhook_secret(svc: ServicesDep, client: ClientDep, grace_seconds: Annotated[float | None, Query(
+            ge=0, allow_inf_nan=False, description="how long the old secrets keep signing", examples=[3600])] = None):
         """A new signing secret; the old ones keep signing too for `grace_seconds` (default a day)."""
         grace = svc.settings.webhook_secret_grace_seconds if grace_seconds is None else grace_seconds
-        if grace < 0:
-            raise InvalidRequest("grace_seconds must be 0 or more")
         return {"secrets": await run_in_threadpool(secrets.rotate, svc.store, client=client, grace_seconds=grace)}
 
     @app.get("/healthz")
@@ -321,7 +357,14 @@ def create_app() -> FastAPI:
         """Liveness: the API process answers."""
         return {"status": "ok", "version": __version__}
 
-    @app.get("/readyz", responses={503: {"model": Problem}})
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(svc: ServicesDep):
+        """Prometheus text format, without an API key (scrapers have none): keep it off the public internet."""
+        depth = metrics.QueueDepth(lambda: jobs.queue_depth(svc.store),
+                                   limits={p: svc.settings.max_queued(p) for p in ("high", "low")})
+        return Response(await run_in_threadpool(metrics.api_exposition, depth), media_type=metrics.CONTENT_TYPE)
+
+    @app.get("/readyz", responses=problem_responses("no_workers", "store_unavailable", "broker_unavailable"))
     async def readyz(svc: ServicesDep):
         """Readiness: store and broker answer, and at least one worker has a model that answered."""
         await run_in_threadpool(svc.store.ping)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Priority = Literal["high", "low"]
@@ -82,6 +82,21 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    # Clients: `emotionq submit` and `emotionq status` (their --url and --key win over these).
+    api_url: str = Field("", description="the API they call; default http://HOST:PORT")
+    api_key: SecretStr | None = Field(None, description="an API key from `emotionq keys create CLIENT`")
+
+    # Operators: Prometheus and Flower.
+    worker_metrics_port: int = Field(0, ge=0, le=65535, description="`emotionq worker` serves the Prometheus "
+                                     "metrics of all its worker processes here, on EMOTIONQ_HOST; 0 = off")
+    worker_metrics_dir: Path | None = Field(None, description="prometheus-client multiprocess files of the worker "
+                                            "processes (emptied at start); default a fresh temporary directory")
+    flower_auth: str = Field("", description="'user:password' for Flower's basic auth (`emotionq flower` "
+                             "requires it), or 'disabled' for local use")
+    flower_port: int = Field(5555, ge=1, le=65535)
+    flower_broker_api: str = Field("", description="RabbitMQ management API for Flower's queue lengths; default "
+                                   "http://<broker user:password@host>:15672/api/")
+
     @field_validator("broker_url", "store_url")
     @classmethod
     def _strip(cls, value: str) -> str:
@@ -91,6 +106,10 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when neither server is configured: everything runs from ``var_dir``."""
         return not self.broker_url and not self.store_url
+
+    @property
+    def effective_api_url(self) -> str:
+        return self.api_url or f"http://{self.host}:{self.port}"
 
     @property
     def effective_broker_url(self) -> str:
