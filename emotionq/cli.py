@@ -225,16 +225,16 @@ def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, c
 
     files = bulk.audio_files(paths)
     if not files:
-        raise click.UsageError("no audio files found (looked for " + " ".join(sorted(batch.AUDIO_SUFFIXES)) + ")")
+        raise click.UsageError("no audio files found (looked for " + " ".join(sorted(bulk.AUDIO_SUFFIXES)) + ")")
     failed = 0
     with (open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)) as out, \
             _client(url, key) as client, tqdm(total=len(files), unit="file", disable=None) as bar:
         if fmt == "csv":
-            tqdm.write(batch.csv_header(), file=out)
+            tqdm.write(bulk.csv_header(), file=out)
         try:
             for result in bulk.score(client, files, priority=priority, wait=wait, timeout=timeout,
                                       concurrency=concurrency):
-                tqdm.write(batch.format_row(result, fmt), file=out)  # above the bar, not through it
+                tqdm.write(bulk.format_row(result, fmt), file=out)  # above the bar, not through it
                 out.flush()
                 failed += result["error"] is not None
                 bar.update()

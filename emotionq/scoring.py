@@ -13,7 +13,7 @@ from typing import Callable
 
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
-from emotionq.errors import BadInput, EmotionQError, StoreUnavailable, TransientFault
+from emotionq.errors import BadInput, EmotionQError, TransientFault
 from emotionq.inference.audio import decode
 from emotionq.settings import Settings
 from emotionq.store import Store

@@ -87,7 +87,7 @@ def test_failure_is_not_cached(store):
 
 
 def test_high_priority_join_republishes_once(store):
-    low = _submit(store, priority="low")
+    _submit(store, priority="low")
     high = _submit(store, priority="high")
     assert high.outcome == "coalesced" and high.publish and high.run["priority"] == "high"
     assert not _submit(store, priority="high").publish
