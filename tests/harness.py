@@ -43,6 +43,15 @@ class Service:
         self.procs: dict[str, subprocess.Popen] = {}
         self.http = httpx.Client(base_url=self.url, timeout=120)
 
+    @classmethod
+    def distributed(cls, workdir: Path, *, broker: str, store: str, model, **settings) -> Service:
+        """A service on ``broker`` and ``store`` (empty strings: embedded mode) serving ``model``, its
+        files under ``workdir``; ``settings`` are emotionq settings by name (``max_deliveries=2``)."""
+        env = {"EMOTIONQ_BROKER_URL": broker, "EMOTIONQ_STORE_URL": store,
+               "EMOTIONQ_VAR_DIR": str(workdir / "var"), "EMOTIONQ_MODEL": str(model)}
+        env.update({f"EMOTIONQ_{name.upper()}": str(value) for name, value in settings.items()})
+        return cls(env=env, workdir=workdir)
+
     def create_key(self, client: str) -> str:
         """A new API key for ``client``, made by the real `emotionq keys create`."""
         out = subprocess.run([sys.executable, "-m", "emotionq.cli", "keys", "create", client], cwd=ROOT,

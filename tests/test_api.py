@@ -18,10 +18,8 @@ MAX_SECONDS = 6
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("api")
-    svc = Service(workdir=tmp, env={
-        "EMOTIONQ_BROKER_URL": "", "EMOTIONQ_STORE_URL": "", "EMOTIONQ_VAR_DIR": str(tmp / "var"),
-        "EMOTIONQ_MODEL": str(tiny_model_dir), "EMOTIONQ_MAX_UPLOAD_BYTES": str(MAX_BYTES),
-        "EMOTIONQ_MAX_AUDIO_SECONDS": str(MAX_SECONDS)})
+    svc = Service.distributed(tmp, broker="", store="", model=tiny_model_dir,  # embedded mode
+                              max_upload_bytes=MAX_BYTES, max_audio_seconds=MAX_SECONDS)
     svc.start_api()
     yield svc
     svc.stop_all()

@@ -30,11 +30,8 @@ TERMINAL = ("succeeded", "failed", "canceled")
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model_dir, amqp_url, redis_url):
     tmp = tmp_path_factory.mktemp("bad-input")
-    svc = Service(env={
-        "EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir),
-        "EMOTIONQ_BROKER_URL": amqp_url, "EMOTIONQ_STORE_URL": redis_url,
-        "EMOTIONQ_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES), "EMOTIONQ_MAX_AUDIO_SECONDS": str(MAX_AUDIO_SECONDS),
-    }, workdir=tmp)
+    svc = Service.distributed(tmp, broker=amqp_url, store=redis_url, model=tiny_model_dir,
+                              max_upload_bytes=MAX_UPLOAD_BYTES, max_audio_seconds=MAX_AUDIO_SECONDS)
     svc.start_api()
     svc.start_worker()
     yield svc

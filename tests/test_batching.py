@@ -28,10 +28,8 @@ def api(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("batching")
     with rabbitmq_vhost() as amqp:
         store = fresh_redis_db(9)
-        svc = Service(workdir=tmp, env={
-            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": store,
-            "EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir),
-            "EMOTIONQ_BATCH_SIZE": str(BATCH), "EMOTIONQ_BATCH_WAIT_MS": "20"})
+        svc = Service.distributed(tmp, broker=amqp, store=store, model=tiny_model_dir,
+                                  batch_size=BATCH, batch_wait_ms=20)
         svc.store_url = store
         svc.start_api()
         yield svc

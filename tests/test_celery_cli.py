@@ -31,9 +31,7 @@ WORKER = f"emotionq-cpu@{os.uname().nodename}"
 def service(tmp_path_factory, tiny_model_dir, redis_url):
     tmp = tmp_path_factory.mktemp("celery-cli")
     with rabbitmq_vhost() as amqp:
-        svc = Service(workdir=tmp, env={
-            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": redis_url, "EMOTIONQ_VAR_DIR": str(tmp / "var"),
-            "EMOTIONQ_MODEL": str(tiny_model_dir)})
+        svc = Service.distributed(tmp, broker=amqp, store=redis_url, model=tiny_model_dir)
         svc.start_api()
         svc.start_worker()
         yield svc

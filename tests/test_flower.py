@@ -31,10 +31,8 @@ AUTH = ("ops", "correct-horse")
 def service(tmp_path_factory, tiny_model_dir, redis_url):
     tmp = tmp_path_factory.mktemp("flower")
     with rabbitmq_vhost() as amqp:
-        svc = Service(workdir=tmp, env={
-            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": redis_url, "EMOTIONQ_VAR_DIR": str(tmp / "var"),
-            "EMOTIONQ_MODEL": str(tiny_model_dir), "EMOTIONQ_FLOWER_PORT": str(free_port()),
-            "EMOTIONQ_FLOWER_AUTH": ":".join(AUTH)})
+        svc = Service.distributed(tmp, broker=amqp, store=redis_url, model=tiny_model_dir,
+                                  flower_port=free_port(), flower_auth=":".join(AUTH))
         svc.start_api()
         svc.start_worker()
         yield svc

@@ -41,9 +41,8 @@ def store_url():
 def service(tmp_path_factory, tiny_model_dir, store_url):
     tmp = tmp_path_factory.mktemp("metrics")
     with rabbitmq_vhost() as amqp:
-        svc = Service(workdir=tmp, env={
-            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": store_url, "EMOTIONQ_VAR_DIR": str(tmp / "var"),
-            "EMOTIONQ_MODEL": str(tiny_model_dir), "EMOTIONQ_WORKER_METRICS_PORT": str(free_port())})
+        svc = Service.distributed(tmp, broker=amqp, store=store_url, model=tiny_model_dir,
+                                  worker_metrics_port=free_port())
         svc.start_api()
         yield svc
         svc.stop_all()

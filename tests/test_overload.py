@@ -16,10 +16,8 @@ MAX_LOW, MAX_HIGH = 4, 2
 @pytest.fixture
 def service(tmp_path, tiny_model_dir):
     with rabbitmq_vhost() as amqp:
-        svc = Service(workdir=tmp_path, env={
-            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": fresh_redis_db(11),
-            "EMOTIONQ_VAR_DIR": str(tmp_path / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir),
-            "EMOTIONQ_MAX_QUEUED_LOW": str(MAX_LOW), "EMOTIONQ_MAX_QUEUED_HIGH": str(MAX_HIGH)})
+        svc = Service.distributed(tmp_path, broker=amqp, store=fresh_redis_db(11), model=tiny_model_dir,
+                                  max_queued_low=MAX_LOW, max_queued_high=MAX_HIGH)
         svc.start_api()  # no worker yet: the queue only fills
         yield svc
         svc.stop_all()

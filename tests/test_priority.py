@@ -23,9 +23,7 @@ def _ts(value: str) -> float:
 @pytest.fixture
 def service(tmp_path, tiny_model_dir, redis_url):
     with rabbitmq_vhost() as amqp:
-        svc = Service(workdir=tmp_path, env={
-            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": redis_url,
-            "EMOTIONQ_VAR_DIR": str(tmp_path / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir)})
+        svc = Service.distributed(tmp_path, broker=amqp, store=redis_url, model=tiny_model_dir)
         svc.start_api()
         yield svc
         svc.stop_all()

@@ -105,8 +105,7 @@ def clips(tmp_path_factory):
 
 
 def _service(tmp, model_dir, *, broker: str, store: str) -> Service:
-    svc = Service(workdir=tmp, env={"EMOTIONQ_BROKER_URL": broker, "EMOTIONQ_STORE_URL": store,
-                                    "EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(model_dir)})
+    svc = Service.distributed(tmp, broker=broker, store=store, model=model_dir)
     svc.start_api()
     svc.start_worker()
     return svc

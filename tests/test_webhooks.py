@@ -21,11 +21,8 @@ SCHEDULE = "0,0.3,0.6,1,1,1.5,1.5,2"  # 8 attempts over about 8 s
 def service(tmp_path_factory, tiny_model_dir, redis_url):
     tmp = tmp_path_factory.mktemp("webhooks")
     with rabbitmq_vhost() as amqp:
-        svc = Service(workdir=tmp, env={
-            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": redis_url,
-            "EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir),
-            "EMOTIONQ_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8,::1/128",
-            "EMOTIONQ_WEBHOOK_RETRY_SCHEDULE": SCHEDULE})
+        svc = Service.distributed(tmp, broker=amqp, store=redis_url, model=tiny_model_dir,
+                                  webhook_allow_networks="127.0.0.0/8,::1/128", webhook_retry_schedule=SCHEDULE)
         svc.start_api()
         svc.start_worker()
         yield svc

@@ -41,13 +41,10 @@ def receiver():
 def service(tmp_path_factory, tiny_model_dir, redis_url):
     tmp = tmp_path_factory.mktemp("worker-faults")
     with rabbitmq_vhost() as amqp:
-        svc = Service(workdir=tmp, env={
-            "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": redis_url,
-            "EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir),
-            "EMOTIONQ_MAX_DELIVERIES": str(MAX_DELIVERIES),
-            "EMOTIONQ_SOFT_TIME_LIMIT_BASE": str(SOFT_LIMIT_S), "EMOTIONQ_SOFT_TIME_LIMIT_PER_AUDIO_SECOND": "0",
-            "EMOTIONQ_HARD_TIME_LIMIT_GRACE": str(GRACE_S),
-            "EMOTIONQ_WEBHOOK_ALLOW_NETWORKS": "127.0.0.0/8"})
+        svc = Service.distributed(tmp, broker=amqp, store=redis_url, model=tiny_model_dir,
+                                  max_deliveries=MAX_DELIVERIES, soft_time_limit_base=SOFT_LIMIT_S,
+                                  soft_time_limit_per_audio_second=0, hard_time_limit_grace=GRACE_S,
+                                  webhook_allow_networks="127.0.0.0/8")
         svc.start_api()
         svc.start_worker()
         yield svc
