@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from kombu import Connection, Message
 
 from emotionq.dispatch import INFER_TASK
-from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES
+from emotionq.queues import INFERENCE
 from emotionq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ class Gatherer:
     def _bound_queue(self):
         if self._queue is None:
             self._connection.ensure_connection(max_retries=1)
-            [queue] = [q for q in TASK_QUEUES if q.name == INFERENCE_QUEUE]
-            self._queue = queue(self._connection.default_channel)
+            self._queue = INFERENCE(self._connection.default_channel)
         return self._queue
 
     def _reset(self) -> None:

@@ -18,7 +18,7 @@ from celery import Celery
 
 from emotionq import jobs
 from emotionq.dispatch import INFER_TASK
-from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES, message_priority
+from emotionq.queues import INFERENCE, message_priority
 from emotionq.settings import Priority
 from emotionq.store import Store
 
@@ -35,10 +35,9 @@ def purge_priority(celery: Celery, store: Store, *, priority: Priority,
     """Remove the waiting messages of ``priority``; ``notify(run, "job.failed")`` for each run failed."""
     error = {"code": "purged", "message": f"an operator purged the {priority}-priority queue before the job "
              "started; submit it again", "retryable": True}
-    [queue] = [q for q in TASK_QUEUES if q.name == INFERENCE_QUEUE]
     result, held = Purged(), []
     with celery.connection_for_write() as conn:
-        bound = queue(conn.default_channel)
+        bound = INFERENCE(conn.default_channel)
         _, waiting, _ = bound.queue_declare(passive=True)
         try:
             for _ in range(waiting):  # what waits now; later uploads are not purged

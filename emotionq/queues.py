@@ -18,9 +18,10 @@ WEBHOOK_QUEUE = "webhooks"
 MAX_PRIORITY = 3  # declared once; a queue's x-max-priority can never change
 PRIORITY: dict[str, int] = {"low": 0, "high": MAX_PRIORITY}
 
+INFERENCE = Queue(INFERENCE_QUEUE, Exchange(INFERENCE_QUEUE, type="direct"), routing_key=INFERENCE_QUEUE,
+                  durable=True, max_priority=MAX_PRIORITY)  # also read directly: batching, purge
 TASK_QUEUES = (
-    Queue(INFERENCE_QUEUE, Exchange(INFERENCE_QUEUE, type="direct"), routing_key=INFERENCE_QUEUE,
-          durable=True, max_priority=MAX_PRIORITY),
+    INFERENCE,
     Queue(WEBHOOK_QUEUE, Exchange(WEBHOOK_QUEUE, type="direct"), routing_key=WEBHOOK_QUEUE, durable=True),
 )
 
