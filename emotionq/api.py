@@ -19,13 +19,14 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emotionq import __version__, auth, jobs, metrics, openapi
 from emotionq.blobs import BlobStore
 from emotionq.dispatch import publish_run
 from emotionq.errors import (
-    AudioError, AudioTooLong, BadInput, BrokerUnavailable, Conflict, EmotionQError, InvalidRequest, NotFound,
-    Overloaded, PayloadTooLarge, ServerFault, Unauthorized, Unavailable,
+    AudioError, AudioTooLong, BadInput, BlobStoreUnavailable, BrokerUnavailable, ClientGone, Conflict, EmotionQError,
+    InvalidRequest, NotFound, Overloaded, PayloadTooLarge, RequestTimeout, ServerFault, Unauthorized, Unavailable,
 )
 from emotionq.inference.audio import probe
 from emotionq.registry import live
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 FORM_FIELDS = {"priority", "granularity", "embedding", "metadata", "webhook_url", "webhook_events"}
 MAX_METADATA_KEYS = 16
+MAX_METADATA_DEPTH = 8  # nested arrays/objects; json.loads recurses, so depth is bounded before parsing
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
 RETRY_AFTER_S = 5
 WEB_DIR = Path(__file__).with_name("web")  # the upload page: static files, no build step
@@ -49,10 +51,12 @@ WEB_DIR = Path(__file__).with_name("web")  # the upload page: static files, no b
 # Every error's HTTP status, most specific class first.
 HTTP_STATUS: tuple[tuple[type[EmotionQError], int], ...] = (
     (PayloadTooLarge, 413),
+    (RequestTimeout, 408),
     (AudioTooLong, 422),
     (AudioError, 422),
     (InvalidRequest, 422),
     (BadInput, 400),
+    (ClientGone, 499),  # nginx's "client closed request": nobody reads the answer, but metrics count it
     (Unauthorized, 401),
     (NotFound, 404),
     (Conflict, 409),
@@ -77,9 +81,22 @@ async def _emotionq_error(request: Request, exc: EmotionQError) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_S)}
     elif isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": 'Bearer realm="emotionq"'}
-    if status >= 500:
+    if isinstance(exc, ClientGone):
+        log.info("%s %s: %s", request.method, request.url.path, exc.message)
+    elif status >= 500:
         log.error("%s %s -> %d %s: %s", request.method, request.url.path, status, exc.code, exc.message)
     return problem(status, exc.code, exc.message, retryable=exc.retryable, headers=headers)
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own errors (no such route, a method the route lacks) as problems like all others."""
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    detail = {404: f"no such resource: {request.url.path}; see /docs for the API's routes",
+              405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+    return problem(exc.status_code, code, detail, headers=exc.headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -87,9 +104,32 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return problem(422, "invalid_request", detail)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("%s %s failed", request.method, request.url.path)
-    return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+class UnexpectedErrors:
+    """ASGI middleware: an exception no handler took is logged once, with its traceback, and answered
+    as a problem. (An ``Exception`` handler would not do: Starlette re-raises after calling it, and
+    the server logs the same error a second time.)"""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            if not started:  # else the answer is cut short; the client sees the connection end
+                await problem(500, "internal_error", "an unexpected error occurred; it has been logged")(
+                    scope, receive, send)
 
 
 @dataclass
@@ -182,6 +222,9 @@ def _parse_form(fields: dict[str, str]) -> tuple[str, dict, dict]:
     options = JobOptions(granularity=granularity, embedding=embedding in ("true", "1")).model_dump()
     metadata: dict = {}
     if fields.get("metadata", "").strip():
+        if _nesting(fields["metadata"]) > MAX_METADATA_DEPTH:
+            raise InvalidRequest(f"metadata nests arrays and objects more than {MAX_METADATA_DEPTH} levels deep; "
+                                 "flatten it", code="metadata_too_deep")
         try:
             metadata = json.loads(fields["metadata"])
         except json.JSONDecodeError as exc:
@@ -191,6 +234,18 @@ def _parse_form(fields: dict[str, str]) -> tuple[str, dict, dict]:
     return priority, options, metadata
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
+
+
+def _nesting(text: str) -> int:
+    """How deeply JSON ``text`` nests arrays and objects (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for bracket in re.sub(r"[^\[\]{}]", "", _JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _prefer_wait(prefer: str | None, settings: Settings) -> float:
     match = PREFER_WAIT.search(prefer or "")
     return min(float(match.group(1)), settings.max_wait_seconds) if match else 0.0
@@ -198,6 +253,20 @@ def _prefer_wait(prefer: str | None, settings: Settings) -> float:
 
 def _model_key(settings: Settings) -> str:
     return f"{settings.model}@{settings.model_revision or 'default'}"
+
+
+async def _file_blob(svc: Services, upload, submission) -> None:
+    """File an accepted upload under its hash (after the store has the job: a refused request files
+    nothing, and whatever deletes unreferenced blobs sees the reference before the blob)."""
+    try:
+        await run_in_threadpool(upload.blob.commit)
+    except OSError as exc:
+        if submission.outcome != "new":  # the run it joined has the audio of its first upload
+            log.warning("job %s: could not store its copy of the audio: %s", submission.job["id"], exc)
+            return
+        error = BlobStoreUnavailable(f"the audio could not be stored ({exc}); retry shortly")
+        await run_in_threadpool(jobs.abandon_run, svc.store, run_id=submission.run["id"], error=error.as_dict())
+        raise error from exc
 
 
 async def _wait_for(svc: Services, job_id: str, client: str, seconds: float) -> tuple[dict, dict]:
@@ -230,8 +299,9 @@ def create_app() -> FastAPI:
     openapi.install(app)
     app.add_exception_handler(EmotionQError, _emotionq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(metrics.HTTPMetrics)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(UnexpectedErrors)
+    app.add_middleware(metrics.HTTPMetrics)  # outermost: it counts the 500s UnexpectedErrors answers
     app.mount("/ui", StaticFiles(directory=WEB_DIR, html=True), name="ui")  # no API key: the page asks for one
 
     @app.get("/", include_in_schema=False)
@@ -247,7 +317,8 @@ def create_app() -> FastAPI:
                                                                     failed=JOB_FAILED)},
                          **problem_responses(
                              "unauthorized", "idempotency_key_reused", "payload_too_large", "audio_undecodable",
-                             "audio_too_long", "invalid_form", "webhook_url_refused", "queue_full",
+                             "audio_too_long", "invalid_form", "metadata_too_deep", "incomplete_body",
+                             "request_timeout", "webhook_url_refused", "queue_full",
                              "broker_unavailable", "store_unavailable")})
     async def create_job(
         request: Request,
@@ -260,28 +331,27 @@ def create_app() -> FastAPI:
     ):
         """Upload audio (multipart field `file`) and queue it; identical audio reuses earlier work."""
         settings = svc.settings
-        upload = await receive(request, svc.blobs, max_bytes=settings.max_upload_bytes)
-        priority, options, metadata = _parse_form(upload.fields)
-        webhook = await run_in_threadpool(_parse_webhook, upload.fields, svc.webhook_policy)
-        path = svc.blobs.path(upload.sha256)
+        upload = await receive(request, svc.blobs, max_bytes=settings.max_upload_bytes,
+                               idle_timeout_s=settings.http_body_timeout_s)
         try:
-            info = await run_in_threadpool(probe, path)
+            priority, options, metadata = _parse_form(upload.fields)
+            webhook = await run_in_threadpool(_parse_webhook, upload.fields, svc.webhook_policy)
+            info = await run_in_threadpool(probe, upload.blob.path, max_seconds=settings.max_audio_seconds)
             if info.duration_s > settings.max_audio_seconds:
                 raise AudioTooLong(f"the recording lasts {info.duration_s:.0f} s; the limit is "
                                    f"{settings.max_audio_seconds:.0f} s: split it and send the parts")
-        except (BadInput, FileNotFoundError) as exc:
-            path.unlink(missing_ok=True)  # these bytes can never be accepted, so no job uses them
-            if isinstance(exc, BadInput):
-                raise
-            raise AudioError("the upload could not be read back; retry") from exc
-        submission = await run_in_threadpool(
-            jobs.submit, svc.store, settings=settings, client=client, priority=priority,
-            input={"filename": upload.filename, "content_type": upload.content_type, "bytes": upload.size,
-                   "duration_s": round(info.duration_s, 3), "sha256": upload.sha256},
-            options=options, metadata=metadata, model=_model_key(settings), webhook=webhook,
-            idempotency_key=idempotency_key,
-        )
-        job, run = submission.job, submission.run
+            submission = await run_in_threadpool(
+                jobs.submit, svc.store, settings=settings, client=client, priority=priority,
+                input={"filename": upload.filename, "content_type": upload.content_type, "bytes": upload.size,
+                       "duration_s": round(info.duration_s, 3), "sha256": upload.sha256},
+                options=options, metadata=metadata, model=_model_key(settings), webhook=webhook,
+                idempotency_key=idempotency_key,
+            )
+            job, run = submission.job, submission.run
+            if submission.outcome in ("new", "coalesced"):  # the run needs the audio: file it now
+                await _file_blob(svc, upload, submission)
+        finally:
+            upload.blob.abort()  # a refused upload leaves nothing behind (after commit there is nothing)
         if submission.outcome == "cache":
             await run_in_threadpool(svc.notifier.job_event, job, run, "job.succeeded")
         if submission.publish:

@@ -4,17 +4,22 @@ EmotionQError                 root; ``code`` is stable, ``retryable`` says wheth
 ├── BadInput                  the request or the audio is wrong: fix it, do not retry
 │   ├── InvalidRequest        a form field or header is malformed
 │   ├── PayloadTooLarge       the upload exceeds the byte limit
+│   ├── RequestTimeout        the client stopped sending its request body part-way
 │   ├── AudioTooLong          the recording exceeds the duration limit
 │   └── AudioError            the bytes are not usable audio: undecodable, empty, too short,
 │                             non-finite or absurdly loud samples (``code`` says which)
+├── ClientGone                the client closed the connection before its request was read
 ├── Unauthorized              no API key, or one that is unknown or revoked
 ├── NotFound                  no such job (or not yours)
 ├── Conflict                  the request clashes with the state of the job or an earlier request
 ├── Unavailable               a dependency (broker, store) is down or full: retry later
 │   ├── Overloaded            the queue for this priority is at its configured depth
 │   ├── BrokerUnavailable     the broker did not confirm the message
-│   └── StoreUnavailable      the job store did not answer
+│   ├── StoreUnavailable      the job store did not answer
+│   └── BlobStoreUnavailable  the audio could not be stored or fetched
 ├── TransientFault            a worker-side fault worth retrying (CUDA OOM, store blip)
+├── RunTimeLimit              a run went past the time limit of the audio it really holds
+├── Canceled                  nobody wants the run any more: its work stopped
 ├── ServerFault               a bug or a misconfiguration: an operator must look
 │   └── ConfigurationError    a setting names something that does not exist
 └── APIError                  raised by emotionq.client: the API answered with a problem, or not at all
@@ -53,6 +58,10 @@ class PayloadTooLarge(BadInput):
     code = "payload_too_large"
 
 
+class RequestTimeout(BadInput):
+    code = "request_timeout"
+
+
 class AudioTooLong(BadInput):
     code = "audio_too_long"
 
@@ -61,6 +70,12 @@ class AudioError(BadInput):
     """Undecodable, empty, too short, non-finite or out-of-range audio. ``code`` names which."""
 
     code = "audio_undecodable"
+
+
+class ClientGone(EmotionQError):
+    """Not an error of ours, nor one anybody can be told of: counted and logged as the client's doing."""
+
+    code = "client_disconnected"
 
 
 class Unauthorized(EmotionQError):
@@ -92,9 +107,21 @@ class StoreUnavailable(Unavailable):
     code = "store_unavailable"
 
 
+class BlobStoreUnavailable(Unavailable):
+    code = "blob_store_unavailable"
+
+
 class TransientFault(EmotionQError):
     code = "transient_fault"
     retryable = True
+
+
+class RunTimeLimit(EmotionQError):
+    code = "time_limit"
+
+
+class Canceled(EmotionQError):
+    code = "canceled"
 
 
 class ServerFault(EmotionQError):

@@ -22,6 +22,7 @@ PROBLEM_JSON = "application/problem+json"
 STATUS_MEANINGS = {
     401: "no API key, or one that is unknown or revoked",
     404: "no such job, or another client's",
+    408: "the upload stalled: send it again",
     409: "the request clashes with the job or with an earlier request",
     413: "the upload is over the byte limit",
     422: "bad input: fix the request, do not retry it",

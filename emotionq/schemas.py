@@ -184,6 +184,12 @@ PROBLEM_EXAMPLES: dict[str, dict] = {name: _problem(*args) for name, args in {
     "audio_too_long": (422, "audio_too_long", "the recording lasts 5400 s; the limit is 3600 s: split it and send "
                        "the parts"),
     "invalid_form": (422, "invalid_request", "priority must be 'high' or 'low', not 'urgent'"),
+    "metadata_too_deep": (422, "metadata_too_deep", "metadata nests arrays and objects more than 8 levels deep; "
+                          "flatten it"),
+    "incomplete_body": (422, "incomplete_body", "the multipart body ended before its closing boundary: the upload "
+                        "is incomplete; send it again"),
+    "request_timeout": (408, "request_timeout", "no part of the upload arrived for 30 s; the request was dropped: "
+                        "send it again on a steady connection"),
     "invalid_parameter": (422, "invalid_request", "query.grace_seconds: Input should be greater than or equal to 0"),
     "webhook_url_refused": (422, "webhook_url_refused", "webhook_url resolves to 10.0.0.7, a private, loopback, "
                             "link-local or reserved address; use a public URL (operators can allow networks with "

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # HTTP.
     host: str = "127.0.0.1"
     port: int = 8000
+    http_header_timeout_s: float = Field(10.0, gt=0, description="a connection must send a request's line and "
+                                         "headers within this; slower ones are closed (408)")
+    http_body_timeout_s: float = Field(30.0, gt=0, description="longest pause between two pieces of an upload "
+                                       "before it is dropped (408)")
+    http_keep_alive_s: int = Field(5, ge=1, description="idle keep-alive connections are closed after this")
+    http_max_connections: int = Field(1000, ge=1, description="open connections (and requests in progress) per "
+                                      "API process; past it requests are answered 503")
 
     # Clients: `emotionq submit` and `emotionq status` (their --url and --key win over these).
     api_url: str = Field("", description="the API they call; default http://HOST:PORT")

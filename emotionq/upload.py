@@ -1,15 +1,21 @@
-"""Multipart uploads streamed straight into the blob store, hashed on the way, never held in memory."""
+"""Multipart uploads streamed straight into the blob store, hashed on the way, never held in memory.
+
+A body is accepted only whole: one that ends before its closing boundary, stalls for longer than
+the idle timeout, or whose client hangs up is refused, and what had arrived of it is deleted.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.requests import ClientDisconnect, Request
 
 from emotionq.blobs import BlobStore, BlobWriter
-from emotionq.errors import InvalidRequest, PayloadTooLarge
+from emotionq.errors import ClientGone, InvalidRequest, PayloadTooLarge, RequestTimeout
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
@@ -23,6 +29,7 @@ class Upload:
     size: int = 0
     filename: str | None = None
     content_type: str | None = None
+    blob: BlobWriter | None = None  # the received file, not yet filed: the caller commits or aborts it
 
 
 class _Receiver:
@@ -86,8 +93,8 @@ class _Receiver:
             self.upload.fields[self._name] = self._value.decode("utf-8", "replace")
 
 
-async def receive(request: Request, blobs: BlobStore, *, max_bytes: int) -> Upload:
-    """Parse a ``multipart/form-data`` request; the ``file`` part lands in ``blobs``."""
+async def receive(request: Request, blobs: BlobStore, *, max_bytes: int, idle_timeout_s: float) -> Upload:
+    """Parse a ``multipart/form-data`` request; the ``file`` part lands in a pending blob of ``blobs``."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidRequest("send the audio as multipart/form-data with a 'file' part", code="not_multipart")
@@ -98,12 +105,18 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int) -> Uplo
     receiver = _Receiver(blobs, max_bytes)
     parser = MultipartParser(params[b"boundary"], receiver.callbacks())
     try:
-        async for chunk in request.stream():
+        async for chunk in _body(request, idle_timeout_s):
             parser.write(chunk)
         parser.finalize()
+        if parser.state != MultipartState.END:
+            raise InvalidRequest("the multipart body ended before its closing boundary: the upload is incomplete; "
+                                 "send it again", code="incomplete_body")
     except MultipartParseError as exc:
         _abort(receiver)
         raise InvalidRequest(f"the multipart body is malformed: {exc}", code="malformed_multipart") from exc
+    except ClientDisconnect as exc:
+        _abort(receiver)
+        raise ClientGone("the client closed the connection before the upload was complete") from exc
     except BaseException:
         _abort(receiver)
         raise
@@ -111,8 +124,23 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int) -> Uplo
         raise InvalidRequest("no 'file' part: send the audio as form field 'file'", code="missing_file")
     upload = receiver.upload
     upload.size = receiver.writer.size
-    upload.sha256 = receiver.writer.commit()
+    upload.sha256 = receiver.writer.close()
+    upload.blob = receiver.writer
     return upload
+
+
+async def _body(request: Request, idle_timeout_s: float) -> AsyncIterator[bytes]:
+    """The request body's chunks; RequestTimeout if none arrives for ``idle_timeout_s``."""
+    chunks = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), idle_timeout_s)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(f"no part of the upload arrived for {idle_timeout_s:g} s; the request was "
+                                 "dropped: send it again on a steady connection") from None
+        yield chunk
 
 
 def _abort(receiver: _Receiver) -> None:

@@ -175,3 +175,171 @@ def test_keys_are_stored_hashed_and_revocable(api, clip):
     assert httpx.get(f"{api.url}/v1/webhooks/secrets", headers=carol).status_code == 200
     cli("revoke", line.split()[0])
     _problem(httpx.get(f"{api.url}/v1/webhooks/secrets", headers=carol), 401, "unauthorized")
+
+
+# -- hardening: what an attack on the running service found ---------------------------------------------------------
+
+BOUNDARY = "emotionq-test-boundary"
+
+
+def _file_part(path, *, close: bool) -> bytes:
+    """A multipart body with one 'file' part; without its closing boundary unless ``close``."""
+    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
+            "Content-Type: audio/wav\r\n\r\n").encode()
+    return head + path.read_bytes() + (f"\r\n--{BOUNDARY}--\r\n".encode() if close else b"")
+
+
+def _blobs(api) -> set[str]:
+    """The hashes of the audio files filed in the blob store."""
+    return {p.name for p in (api.workdir / "var" / "blobs").glob("??/*")}
+
+
+def _leftovers(api) -> list:
+    return list((api.workdir / "var" / "blobs" / "tmp").iterdir())
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_deeply_nested_metadata_is_a_422_not_a_500(api, clip):
+    nested = "[" * 400 + "]" * 400  # well under the field-size cap; json.loads would recurse 400 deep
+    assert "8 levels" in _problem(api.submit(clip, metadata=nested), 422, "metadata_too_deep")["detail"]
+    assert api.submit(clip, metadata='{"a": {"b": [1, {"c": "[[[[[[[[[[x"}]}}').status_code == 202
+
+
+def test_a_body_cut_before_its_closing_boundary_is_refused_and_not_kept(api, clip):
+    before = _blobs(api)
+    body = _file_part(clip, close=False)[:-2000]  # the file's last bytes, and the closing boundary, missing
+    r = api.http.post("/v1/jobs", content=body,
+                      headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"})
+    _problem(r, 422, "incomplete_body")
+    assert _blobs(api) == before and not _leftovers(api)
+    whole = api.http.post("/v1/jobs", content=_file_part(clip, close=True),
+                          headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"})
+    assert whole.status_code == 202, whole.text
+
+
+def _api_metrics(api) -> dict[tuple, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{api.url}/metrics").text
+    return {(s.labels.get("method"), s.labels.get("route"), s.labels.get("status")): s.value
+            for family in text_string_to_metric_families(text) if family.name == "emotionq_http_requests"
+            for s in family.samples if s.name == "emotionq_http_requests_total"}
+
+
+def test_a_client_that_hangs_up_mid_upload_is_counted_as_its_doing(api, clip):
+    import socket
+
+    mark = len(api.log("api"))
+    before = _api_metrics(api)
+    body = _file_part(clip, close=True)
+    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: test\r\nAuthorization: {api.http.headers['authorization']}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", api.port)) as s:
+        s.sendall(head.encode() + body[: len(body) // 2])
+        time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while _api_metrics(api).get(("POST", "/v1/jobs", "499"), 0) <= before.get(("POST", "/v1/jobs", "499"), 0):
+        assert time.monotonic() < deadline, "the hang-up was not counted as 499"
+        time.sleep(0.1)
+    after = _api_metrics(api)
+    assert after.get(("POST", "/v1/jobs", "500"), 0) == before.get(("POST", "/v1/jobs", "500"), 0)
+    log = api.log("api")[mark:]
+    assert "closed the connection" in log and "Traceback" not in log and "ERROR" not in log, log
+    assert not _leftovers(api)
+
+
+def test_an_unexpected_error_is_answered_as_a_problem_and_logged_once(api):
+    import json
+    import sqlite3
+
+    with sqlite3.connect(api.workdir / "var" / "emotionq.sqlite3") as db:  # a job record the code cannot read
+        db.execute("INSERT OR REPLACE INTO docs (key, doc, expires_at) VALUES (?, ?, NULL)",
+                   ("job:job_unreadable", json.dumps({"client": "tests"})))
+    mark = len(api.log("api"))
+    _problem(api.http.get("/v1/jobs/job_unreadable"), 500, "internal_error")
+    time.sleep(0.5)
+    log = api.log("api")[mark:]
+    assert log.count("Traceback") == 1 and "GET /v1/jobs/job_unreadable failed" in log, log
+    assert "Exception in ASGI application" not in log
+
+
+def test_unknown_routes_and_methods_are_problems_with_a_code(api):
+    r = api.http.get("/v1/nothing-here")
+    assert r.headers["content-type"] == "application/problem+json"
+    assert _problem(r, 404, "not_found")["detail"].startswith("no such resource")
+    _problem(api.http.delete("/v1/jobs"), 405, "method_not_allowed")
+    assert "POST" in api.http.delete("/v1/jobs").headers["allow"]
+
+
+def test_refused_uploads_leave_no_audio_behind(api, speech_wav, tmp_path):
+    kept, refused_only = distinct_clips(speech_wav, tmp_path, 2)
+    before = _blobs(api)
+    assert api.submit(refused_only, webhook_url="http://10.0.0.1/hook").json()["code"] == "webhook_url_refused"
+    assert api.submit(refused_only, priority="urgent").json()["code"] == "invalid_request"
+    assert api.submit(kept, headers={"Idempotency-Key": "hardening-8"}).status_code == 202
+    r = api.submit(refused_only, headers={"Idempotency-Key": "hardening-8"})
+    assert r.status_code == 409 and r.json()["code"] == "idempotency_key_reused"
+    assert _blobs(api) == before | {_sha256(kept)}  # only the accepted upload's audio
+    # A refusal never removes audio that an accepted job uses, though it sent the same bytes.
+    assert api.submit(kept, webhook_url="http://10.0.0.1/hook").status_code == 422
+    assert api.submit(kept, headers={"Idempotency-Key": "hardening-8"}, priority="high").status_code == 409
+    assert _sha256(kept) in _blobs(api) and not _leftovers(api)
+
+
+HEADER_TIMEOUT_S = 2
+MAX_CONNECTIONS = 12
+
+
+@pytest.fixture(scope="module")
+def guarded_api(tmp_path_factory, tiny_model_dir):
+    svc = Service.distributed(tmp_path_factory.mktemp("guarded-api"), broker="", store="", model=tiny_model_dir,
+                              http_header_timeout_s=HEADER_TIMEOUT_S, http_max_connections=MAX_CONNECTIONS)
+    svc.start_api()
+    yield svc
+    svc.stop_all()
+
+
+def _drip(sockets: list, request: bytes, *, every_s: float, for_s: float) -> dict[int, tuple[float, bytes]]:
+    """Send ``request`` one byte at a time on each socket; {index: (seconds until closed, what came back)}."""
+    import select
+
+    started, closed, answers = time.monotonic(), {}, {i: b"" for i in range(len(sockets))}
+    for k in range(int(for_s / every_s)):
+        for i, s in enumerate(sockets):
+            if i not in closed:
+                try:
+                    s.send(request[k % len(request): k % len(request) + 1])
+                except OSError:
+                    closed[i] = (time.monotonic() - started, answers[i])
+        readable, _, _ = select.select([s for i, s in enumerate(sockets) if i not in closed], [], [], every_s)
+        for s in readable:
+            i = sockets.index(s)
+            chunk = s.recv(4096)
+            answers[i] += chunk
+            if not chunk:
+                closed[i] = (time.monotonic() - started, answers[i])
+        if len(closed) == len(sockets):
+            break
+    return closed
+
+
+def test_slow_clients_are_timed_out_and_connections_are_bounded(guarded_api):
+    import socket
+
+    sockets = [socket.create_connection(("127.0.0.1", guarded_api.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        refused = httpx.get(f"{guarded_api.url}/healthz")  # every connection slot is held by a slow client
+        assert refused.status_code == 503
+        closed = _drip(sockets, b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n", every_s=0.5, for_s=HEADER_TIMEOUT_S + 6)
+    finally:
+        for s in sockets:
+            s.close()
+    assert len(closed) == MAX_CONNECTIONS, f"{MAX_CONNECTIONS - len(closed)} slow connections were left open"
+    assert all(seconds < HEADER_TIMEOUT_S + 2 and answer.startswith(b"HTTP/1.1 408")
+               for seconds, answer in closed.values()), closed
+    assert httpx.get(f"{guarded_api.url}/healthz").status_code == 200  # the slots are free again

@@ -39,11 +39,12 @@ class AudioInfo:
     format: str
 
 
-def probe(path: str | os.PathLike) -> AudioInfo:
-    """Read the header (decoding only when a container gives no duration)."""
+def probe(path: str | os.PathLike, *, max_seconds: float | None = None) -> AudioInfo:
+    """Read the header (decoding only when a container gives no duration, and then at most
+    ``max_seconds``: AudioTooLong past that)."""
     info = _probe_soundfile(path)
     if info is None:
-        info = _probe_av(path)
+        info = _probe_av(path, max_seconds)
     if info.duration_s <= 0:
         raise AudioError(f"the recording holds no audio samples: {_FORMATS_HINT} with sound in it", code="audio_empty")
     if int(info.duration_s * SAMPLE_RATE + 0.5) < MIN_SAMPLES:  # what the resampler will give decode()
@@ -222,7 +223,7 @@ def _av_duration(container) -> float | None:
     return None
 
 
-def _probe_av(path) -> AudioInfo:
+def _probe_av(path, max_seconds: float | None) -> AudioInfo:
     with _av_open(path) as container:
         stream = container.streams.audio[0]
         duration = _av_duration(container)
@@ -233,7 +234,7 @@ def _probe_av(path) -> AudioInfo:
             if duration is None or abs(counted - duration) > 0.5:
                 duration = counted
     if duration is None:  # e.g. a stream without an index: count what decodes
-        duration = _decode_av(path, None).size / SAMPLE_RATE
+        duration = _decode_av(path, max_seconds).size / SAMPLE_RATE
     if rate <= 0 or channels <= 0:
         raise _undecodable("no sample rate or channel count")
     return AudioInfo(duration_s=duration, sample_rate=rate, channels=channels, format=fmt)
