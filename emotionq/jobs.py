@@ -206,7 +206,9 @@ def status_of(job: dict, run: dict) -> str:
 
 
 def cancel(store: Store, *, job_id: str, client: str) -> None:
-    """Cancel a job that has not finished. Its run stops only if no other job still wants it."""
+    """Cancel a job that has not finished. Its run stops only if no other job still wants it: a queued
+    run is canceled here; a running one by its worker, which checks between forward passes
+    (``stop_if_unwanted``)."""
 
     def tx_cancel(tx: Tx) -> None:
         job = tx.get(_job_key(job_id))
@@ -291,6 +293,40 @@ def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliverie
     return store.transact(tx_claim)
 
 
+def record_decoded(store: Store, *, run_id: str, task_id: str, duration_s: float) -> None:
+    """Record how long the audio really is, once decoded (a header may claim anything)."""
+
+    def tx_record(tx: Tx) -> None:
+        run = tx.get(_run_key(run_id))
+        if run is not None and run["state"] == RUNNING and run["owner"] == task_id:
+            run["decoded_duration_s"] = round(duration_s, 3)
+            tx.put(_run_key(run_id), run)
+
+    store.transact(tx_record)
+
+
+def stop_if_unwanted(store: Store, *, run_id: str, task_id: str) -> dict | None:
+    """Cancel our running run if every job that wanted it was canceled; returns it if so.
+
+    The worker calls this between forward passes. Deciding and recording in one transaction means
+    a job that joins meanwhile either keeps the run going or, once it is canceled, starts a new one.
+    """
+    run = store.get(_run_key(run_id))
+    if run is None or run["jobs"] or run["state"] != RUNNING or run["owner"] != task_id:
+        return None  # the cheap, usual answer: somebody still wants it
+
+    def tx_stop(tx: Tx) -> dict | None:
+        run = tx.get(_run_key(run_id))
+        if run is None or run["jobs"] or run["state"] != RUNNING or run["owner"] != task_id:
+            return None
+        run.update(state=CANCELED, finished_at=time.time(), deadline=None)
+        tx.put(_run_key(run_id), run)
+        _forget(tx, run)
+        return run
+
+    return store.transact(tx_stop)
+
+
 def complete(store: Store, *, run_id: str, task_id: str, output: dict, settings: Settings) -> dict | None:
     """Record a result; later identical requests reuse it. Returns the run, or None if it was taken from us."""
 
@@ -368,7 +404,7 @@ def view(job: dict, run: dict, deliveries: list[dict] | None = None) -> dict[str
         "created_at": iso(created),
         "started_at": iso(started) if status != CANCELED or run["started_at"] else None,
         "finished_at": iso(finished) if status in TERMINAL else None,
-        "input": job["input"],
+        "input": {**job["input"], "duration_s": run.get("decoded_duration_s") or job["input"]["duration_s"]},
         "options": job["options"],
         "metadata": job["metadata"],
         "output": run["output"] if status == SUCCEEDED else None,

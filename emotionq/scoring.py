@@ -13,8 +13,8 @@ from typing import Callable
 
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
-from emotionq.errors import BadInput, EmotionQError, TransientFault
-from emotionq.inference.audio import decode
+from emotionq.errors import BadInput, Canceled, EmotionQError, RunTimeLimit, TransientFault
+from emotionq.inference.audio import SAMPLE_RATE, decode
 from emotionq.settings import Settings
 from emotionq.store import Store
 
@@ -41,6 +41,7 @@ def score_runs(
     worker: str,
     hard_limit_s: float,
     notify: Notify = lambda run, event: None,
+    started: float | None = None,
 ) -> list[str]:
     """Score ``members`` in shared forward passes; returns what happened to each, in order
     ("succeeded", "failed", or why it was skipped).
@@ -52,7 +53,13 @@ def score_runs(
     told of job.started / job.succeeded / job.failed (for webhooks); it is told
     again when a message comes back for a finished run, in case the first
     telling was lost.
+
+    Between forward passes, a run whose jobs were all canceled is stopped (recorded canceled),
+    and the batch is held to the soft time limit of the audio it really holds, decoded, from
+    ``started`` (``time.monotonic()`` when the task began; default now): past it RunTimeLimit
+    propagates, as Celery's own soft limit would.
     """
+    started = time.monotonic() if started is None else started
     outcomes: dict[int, str] = {}
     claimed: list[tuple[int, Member, dict]] = []
     for i, member in enumerate(members):
@@ -71,24 +78,32 @@ def score_runs(
 
     decoded: list[tuple[int, Member, dict, object, float]] = []
     for i, member, run in claimed:
-        started = time.perf_counter()
+        decode_began = time.perf_counter()
         try:
             samples = _decode(blobs, run, settings)
         except EmotionQError as exc:
             outcomes[i] = _fail(store, member, exc, notify)
             continue
-        decoded.append((i, member, run, samples, time.perf_counter() - started))
+        jobs.record_decoded(store, run_id=member.run_id, task_id=member.task_id, duration_s=samples.size / SAMPLE_RATE)
+        decoded.append((i, member, run, samples, time.perf_counter() - decode_began))
 
     if decoded:
         metrics.observe_batch(len(decoded))
-        started = time.perf_counter()
+        watch = _Watch(store, [d[1] for d in decoded], settings=settings, started=started,
+                       audio_s=sum(d[3].size for d in decoded) / SAMPLE_RATE)
+        began = time.perf_counter()
         results = model.predict_batch([d[3] for d in decoded], options=[d[2]["options"] for d in decoded],
                                       window_s=settings.window_seconds, max_batch_windows=settings.batch_windows,
-                                      max_batch_s=settings.batch_pass_s)
-        inference_s = time.perf_counter() - started
+                                      max_batch_s=settings.batch_pass_s, before_pass=watch)
+        inference_s = time.perf_counter() - began
         metrics.observe_inference(inference_s, worker=worker)
         inference_ms = round(inference_s * 1e3, 1)
-        for (i, member, run, _, decode_s), result in zip(decoded, results):
+        for k, ((i, member, run, _, decode_s), result) in enumerate(zip(decoded, results)):
+            if isinstance(result, Canceled):
+                log.info("run %s stopped: every job that wanted it was canceled", member.run_id)
+                metrics.run_finished(watch.stopped[k])
+                outcomes[i] = "canceled"
+                continue
             if isinstance(result, EmotionQError) and not isinstance(result, TransientFault):
                 outcomes[i] = _fail(store, member, result, notify)
                 continue
@@ -103,6 +118,28 @@ def score_runs(
                 notify(done, "job.succeeded")
             outcomes[i] = "succeeded"
     return [outcomes[i] for i in range(len(members))]
+
+
+class _Watch:
+    """``predict_batch``'s ``before_pass``: stops runs nobody wants, and holds the batch to its time limit."""
+
+    def __init__(self, store: Store, members: list[Member], *, settings: Settings, started: float,
+                 audio_s: float) -> None:
+        self.store, self.members, self.audio_s = store, members, audio_s
+        self.soft_s = settings.time_limits(audio_s)[0]
+        self.deadline = started + self.soft_s
+        self.stopped: dict[int, dict] = {}  # member index -> the run, recorded canceled
+
+    def __call__(self) -> set[int]:
+        if time.monotonic() > self.deadline:
+            raise RunTimeLimit(f"the job ran past its {self.soft_s:.0f} s limit for {self.audio_s:.0f} s of "
+                               "audio (as decoded); it is not retried")
+        for k, member in enumerate(self.members):
+            if k not in self.stopped:
+                run = jobs.stop_if_unwanted(self.store, run_id=member.run_id, task_id=member.task_id)
+                if run is not None:
+                    self.stopped[k] = run
+        return set(self.stopped)
 
 
 def _decode(blobs: BlobStore, run: dict, settings: Settings):

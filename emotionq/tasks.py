@@ -12,6 +12,7 @@ import random
 import signal
 import socket
 import threading
+import time
 from functools import cached_property
 
 import httpx
@@ -23,7 +24,7 @@ from emotionq import jobs, metrics, registry, scoring
 from emotionq.batching import Extra, Gatherer
 from emotionq.blobs import BlobStore
 from emotionq.celery_app import app
-from emotionq.errors import ConfigurationError, StoreUnavailable, TransientFault
+from emotionq.errors import ConfigurationError, RunTimeLimit, StoreUnavailable, TransientFault
 from emotionq.settings import get_settings
 from emotionq.store import PatientStore, open_store
 from emotionq.webhooks import delivery
@@ -181,6 +182,7 @@ def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = 
 
     The other arguments are there for Flower and logs. A retried job runs alone.
     """
+    started = time.monotonic()
     rt = runtime()
     hard, soft = self.request.timelimit or (None, None)
     if not hard:
@@ -189,10 +191,11 @@ def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = 
     members = [scoring.Member(run_id, self.request.id), *(scoring.Member(e.run_id, e.task_id) for e in extras)]
     try:
         outcomes = scoring.score_runs(store=rt.store, blobs=rt.blobs, model=rt.model, settings=rt.settings,
-                                      members=members, worker=rt.name, hard_limit_s=hard, notify=rt.notify)
-    except SoftTimeLimitExceeded:
+                                      members=members, worker=rt.name, hard_limit_s=hard, notify=rt.notify,
+                                      started=started)
+    except (SoftTimeLimitExceeded, RunTimeLimit) as exc:
         if not extras:
-            _fail(run_id, self.request.id, "time_limit",
+            _fail(run_id, self.request.id, "time_limit", exc.message if isinstance(exc, RunTimeLimit) else
                   f"the job ran past its {soft:.0f} s limit for {duration_s:.0f} s of audio; it is not retried")
             return "failed"
         _release(extras)  # the batch was too slow, not necessarily this job: it tries again alone

@@ -103,6 +103,18 @@ def _encode(wav: Path, path: Path, rng, *args: str) -> Path:
     return path
 
 
+def claim_duration(webm: Path, seconds: float) -> Path:
+    """Rewrite the Duration a WebM (Matroska) header states, leaving the audio as it is."""
+    import struct
+
+    data = bytearray(webm.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Segment Info > Duration, an 8-byte float in milliseconds
+    assert at > 0, "no 8-byte Duration element in the WebM header"
+    data[at + 3:at + 11] = struct.pack(">d", seconds * 1000)
+    webm.write_bytes(bytes(data))
+    return webm
+
+
 def make_corpus(directory: str | Path, *, max_upload_bytes: int = 2_000_000,
                 max_audio_seconds: float = 20.0) -> list[Case]:
     """Write the bad-input corpus into ``directory``, for a service with these limits.
@@ -154,6 +166,14 @@ def make_corpus(directory: str | Path, *, max_upload_bytes: int = 2_000_000,
     as_float = np.frombuffer(raw[44:44 + (len(raw) - 44) // 4 * 4], "<f4")
     expect = ("failed", "audio_not_finite" if not np.isfinite(as_float).all() else "audio_out_of_range")
     add("lying_sample_format.wav", expect).write_bytes(bytes(lying))
+    # a container whose header claims nearly the limit, holding 3 s: accounted as what it holds
+    claim_duration(_encode(speech, add("claims_longer.webm", ("succeeded",), 3.0), rng, "-c:a", "libopus"),
+                   max_audio_seconds - 1)
+    # one that claims 3 s and holds twice the limit: decoding stops at the limit, whatever the header says
+    over = _salted_speech(directory / "over.wav", rng, seconds=max_audio_seconds * 2, rate=8000)
+    claim_duration(_encode(over, add("claims_shorter.webm", ("failed", "audio_too_long")), rng, "-c:a", "libopus",
+                           "-b:a", "8k"), 3.0)
+    over.unlink()
 
     # -- not audio, with an audio name
     add("random.mp3", undecodable).write_bytes(rng.bytes(40_000))

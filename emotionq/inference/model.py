@@ -28,11 +28,12 @@ import gc
 import logging
 import os
 import threading
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
 
-from emotionq.errors import AudioError, ConfigurationError, ServerFault, TransientFault
+from emotionq.errors import AudioError, Canceled, ConfigurationError, ServerFault, TransientFault
 from emotionq.inference.audio import SAMPLE_RATE, check_samples
 from emotionq.inference.checkpoint import read_marker, unmatched_keys
 from emotionq.inference.labels import LABELS, english
@@ -190,6 +191,7 @@ class EmotionModel:
         window_s: float = 30.0,
         max_batch_windows: int = 16,
         max_batch_s: float | None = None,
+        before_pass: Callable[[], Collection[int]] | None = None,
     ) -> list[dict | Exception]:
         """Score several recordings in shared forward passes.
 
@@ -210,6 +212,10 @@ class EmotionModel:
         times its real samples. Windows are layer-normed alone, zero-padded, and scored with a
         sample-level ``padding_mask``; the positional convolution sees zeros at padded frames
         (see ``_zeroed_padding``), so a window's frames are those it gets alone.
+
+        ``before_pass()``, if given, is called before each forward pass and returns the indices
+        of items nobody wants any more: their remaining windows are skipped and their results
+        are Canceled. It may raise to abort the whole call (a time limit).
         """
         import torch
 
@@ -232,19 +238,29 @@ class EmotionModel:
         windows = [(job, a, b) for job in jobs for a, b in job["bounds"]]
         if not windows:
             return results
+        dropped: set[int] = set()
+
+        def skip() -> set[int]:
+            if before_pass is not None:
+                dropped.update(before_pass())
+            return dropped
+
         with self._lock:
             try:
                 scored = self._score_windows(
                     [job["samples"][a:b] for job, a, b in windows],
+                    owners=[job["index"] for job, _, _ in windows],
                     frames=[job["granularity"] == "frame" for job, _, _ in windows],
                     max_batch_windows=max_batch_windows,
                     max_batch_s=max_batch_s,
+                    skip=skip,
                 )
                 per_job: dict[int, list[dict]] = {}
                 for (job, _, _), window in zip(windows, scored):
                     per_job.setdefault(job["index"], []).append(window)
                 for job in jobs:
-                    results[job["index"]] = self._combine(job, per_job[job["index"]])
+                    results[job["index"]] = (Canceled("nobody wants this recording's result any more")
+                                             if job["index"] in dropped else self._combine(job, per_job[job["index"]]))
             except torch.cuda.OutOfMemoryError as exc:
                 self._empty_cache()
                 seconds = sum(b - a for _, a, b in windows) / SAMPLE_RATE
@@ -272,14 +288,21 @@ class EmotionModel:
         return self._module
 
     def _score_windows(
-        self, windows: list[np.ndarray], *, frames: list[bool], max_batch_windows: int, max_batch_s: float
-    ) -> list[dict]:
-        """Score windows in the forward passes ``group_windows`` forms; results in input order."""
+        self, windows: list[np.ndarray], *, owners: list[int], frames: list[bool], max_batch_windows: int,
+        max_batch_s: float, skip: Callable[[], set[int]],
+    ) -> list[dict | None]:
+        """Score windows in the forward passes ``group_windows`` forms; results in input order.
+
+        Before each pass, ``skip()`` names the owners whose windows are no longer wanted (None for them)."""
         groups = group_windows(
             [w.size for w in windows], max_windows=max_batch_windows, max_samples=int(max_batch_s * SAMPLE_RATE)
         )
         scored: list[dict | None] = [None] * len(windows)
         for group in groups:
+            unwanted = skip()
+            group = [i for i in group if owners[i] not in unwanted]
+            if not group:
+                continue
             for i, result in zip(group, self._forward([windows[i] for i in group], [frames[i] for i in group])):
                 scored[i] = result
         return scored

@@ -1,0 +1,43 @@
+"""The worker's scoring of runs, called directly on a real store, blob store and the tiny model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from emotionq import jobs, scoring
+from emotionq.blobs import BlobStore
+from emotionq.errors import RunTimeLimit
+from emotionq.settings import Settings
+from emotionq.store import open_store
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from emotionq.inference import EmotionModel
+
+    return EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1)
+
+
+def _queued_run(store, blobs, settings, path, *, claims_s: float) -> str:
+    writer = blobs.writer(max_bytes=10**8)
+    writer.write(path.read_bytes())
+    writer.close()
+    writer.commit()
+    sub = jobs.submit(store, settings=settings, client="c", priority="low", options={},
+                      input={"filename": path.name, "content_type": None, "bytes": 1, "duration_s": claims_s,
+                             "sha256": writer.sha256}, metadata={}, model="m")
+    return sub.run["id"]
+
+
+def test_time_limit_follows_the_decoded_audio_not_the_header(tmp_path, model, speech_wav):
+    """A header may claim an hour: the run is still held to the limit of the 3 s it holds."""
+    store, blobs = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), BlobStore(tmp_path / "blobs")
+    settings = Settings(_env_file=None, soft_time_limit_base=5, soft_time_limit_per_audio_second=1, batch_size=1)
+    run_id = _queued_run(store, blobs, settings, speech_wav, claims_s=3540)
+    assert settings.time_limits(3540)[0] > 1000  # what Celery's soft limit would be, from the header
+    with pytest.raises(RunTimeLimit, match="limit for 3 s of audio"):
+        scoring.score_runs(store=store, blobs=blobs, model=model, settings=settings, hard_limit_s=60,
+                           members=[scoring.Member(run_id, "task-1")], worker="w", started=time.monotonic() - 9)
+    assert store.get(f"run:{run_id}")["decoded_duration_s"] == pytest.approx(3.0, abs=0.01)
