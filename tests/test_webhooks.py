@@ -9,7 +9,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from conftest import distinct_clips, rabbitmq_vhost
-from harness import Service, free_port
+from harness import ROOT, Service, free_port
 from webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
@@ -22,7 +22,8 @@ def service(tmp_path_factory, tiny_model_dir, redis_url):
     tmp = tmp_path_factory.mktemp("webhooks")
     with rabbitmq_vhost() as amqp:
         svc = Service.distributed(tmp, broker=amqp, store=redis_url, model=tiny_model_dir,
-                                  webhook_allow_networks="127.0.0.0/8,::1/128", webhook_retry_schedule=SCHEDULE)
+                                  webhook_allow_networks="127.0.0.1/32,::1/128", webhook_retry_schedule=SCHEDULE)
+        svc.env["PYTHONPATH"] = str(ROOT / "tests" / "rebinding_dns")  # see test_dns_rebinding_...
         svc.start_api()
         svc.start_worker()
         yield svc
@@ -192,3 +193,18 @@ def test_the_documented_receiver_example_verifies_and_accepts(service, clips):
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
     assert job_id in out and '"type": "job.succeeded"' in out
+
+
+def test_dns_rebinding_cannot_reach_an_address_that_was_not_checked(service, receiver, clips):
+    """The webhook worker resolves ``rebind.emotionq.test`` to 127.0.0.1 (allowed), then 127.0.0.2
+    (not allowed), in turn (tests/rebinding_dns): the delivery must go to the address it checked."""
+    elsewhere = Receiver(port=receiver.port, host="127.0.0.2")
+    try:
+        job_id = service.submit(next(clips), webhook_url=f"http://rebind.emotionq.test:{receiver.port}/rebind").json()["id"]
+        delivered = _settled(service, job_id, "job.succeeded")
+        assert delivered["status"] == "delivered" and delivered["attempts"] == 1, delivered
+        [got] = receiver.received("rebind")
+        assert got["headers"]["Host"] == f"rebind.emotionq.test:{receiver.port}"
+        assert elsewhere.received("rebind") == []
+    finally:
+        elsewhere.close()

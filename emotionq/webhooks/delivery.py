@@ -90,9 +90,11 @@ def attempt(store: Store, *, job_id: str, event: str, policy: Policy, http: http
     started = time.perf_counter()
     status, error, retry_after = None, None, None
     try:
-        targets.check(record["url"], allow=policy.allow)  # again: DNS may have changed since submission
+        target = targets.check(record["url"], allow=policy.allow)  # again: DNS may have changed since submission
+        url, host, extensions = target.pinned()  # connect to the address just checked, not a fresh lookup
         now = datetime.now(timezone.utc)
         headers = {
+            **host,
             "webhook-id": record["id"],
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": secrets.signature_header(signing, msg_id=record["id"], timestamp=now,
@@ -100,7 +102,7 @@ def attempt(store: Store, *, job_id: str, event: str, policy: Policy, http: http
             "content-type": "application/json",
             "user-agent": USER_AGENT,
         }
-        response = http.post(record["url"], content=record["body"].encode(), headers=headers,
+        response = http.post(url, content=record["body"].encode(), headers=headers, extensions=extensions,
                              timeout=policy.timeout_s, follow_redirects=False)
         status = response.status_code
         if status == 429 or status >= 500:
