@@ -1,4 +1,6 @@
-"""The HTTP server's guard against slow clients: uvicorn's h11 protocol with a deadline for headers.
+"""The API's HTTP server: uvicorn with emotionq's logging, connection cap and slow-client guard.
+
+``python -m emotionq.server`` is what ``emotionq api`` runs.
 
 uvicorn times out idle keep-alive connections, but a connection that sends its request line and
 headers one byte at a time is never timed out (each byte resets nothing, and nothing waits on
@@ -13,10 +15,13 @@ proxy with its own limits (README: Running it safely).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 
 import h11
+import uvicorn
 from prometheus_client import Counter
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from emotionq.settings import get_settings
@@ -74,3 +79,21 @@ class HeaderDeadlineProtocol(H11Protocol):
         if self.conn.our_state is h11.IDLE:
             self.transport.write(REQUEST_TIMEOUT)
         self.transport.close()
+
+
+def log_config() -> dict:
+    """uvicorn's logging, plus emotionq's own loggers at INFO in the same format."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["emotionq"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def main() -> None:
+    s = get_settings()
+    uvicorn.run("emotionq.api:create_app", factory=True, host=s.host, port=s.port, access_log=False,
+                http=HeaderDeadlineProtocol, limit_concurrency=s.http_max_connections,
+                timeout_keep_alive=s.http_keep_alive_s, log_config=log_config())
+
+
+if __name__ == "__main__":
+    main()

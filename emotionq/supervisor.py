@@ -47,12 +47,8 @@ def _celery_worker(*, pool: str, concurrency: int, queue: str, name: str) -> lis
 
 
 def api_command(settings: Settings) -> list[str]:
-    """uvicorn with emotionq's guard against slow clients (``emotionq.server``) and a connection cap."""
-    return [sys.executable, "-m", "uvicorn", "emotionq.api:create_app", "--factory",
-            "--host", settings.host, "--port", str(settings.port), "--no-access-log",
-            "--http", "emotionq.server:HeaderDeadlineProtocol",
-            "--limit-concurrency", str(settings.http_max_connections),
-            "--timeout-keep-alive", str(settings.http_keep_alive_s)]
+    """The API: uvicorn with emotionq's logging, slow-client guard and connection cap (``emotionq.server``)."""
+    return [sys.executable, "-m", "emotionq.server"]
 
 
 def supervise(commands: list[tuple[str, list[str], dict[str, str]]]) -> int:
