@@ -7,8 +7,8 @@ Cheap to import (torch and funasr load only with a model), so the API can use
 from emotionq.inference.audio import SAMPLE_RATE, AudioInfo, decode, probe
 from emotionq.inference.checkpoint import write_checkpoint
 from emotionq.inference.labels import LABELS, english
-from emotionq.inference.model import EmotionModel, group_windows
-from emotionq.inference.windows import window_bounds
+from emotionq.inference.model import EmotionModel
+from emotionq.inference.windows import group_windows, window_bounds
 
 __all__ = [
     "LABELS",

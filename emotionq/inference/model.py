@@ -1,24 +1,11 @@
-"""emotion2vec loaded through funasr's ``AutoModel``: load once, warm up, score audio.
+"""emotion2vec through funasr: load once, warm up, score audio (``EmotionModel``).
 
 The forward pass is funasr's own (``Emotion2vec.extract_features`` and its
 ``proj`` head, as ``Emotion2vec.inference`` runs them), under ``torch.autocast``
 on CUDA. ``predict`` scores one recording a window at a time; ``predict_batch``
 scores the windows of several recordings in padded forward passes that give
-what one at a time gives (to float tolerance). torch and funasr are imported
-only when a model is loaded.
-
-Padding, and why funasr's own ``padding_mask`` is not enough (the difference
-reported in ddlBoJack/emotion2vec issues 37 and 63): attention masks padded
-frames out exactly (``-inf`` before the softmax), ALiBi depends only on the
-distance between two frames, and the conv feature encoder, its layer norms and
-the MLPs work frame by frame, so none of them lets padding into a valid frame.
-The positional encoder does: five grouped convolutions (kernel 19) over the
-frames, which funasr feeds padded frames that are not zero (the conv features of
-zero samples go through layer norms with biases) and whose hidden layers turn
-padded frames non-zero again. Alone, a window's convolutions see zeros past its
-end; padded, its last ~45 frames see the padding, and through attention every
-frame changes. ``_zeroed_padding`` zeroes padded frames before each of those
-convolutions, which makes a padded window's frames those it gets alone.
+what one at a time gives (to float tolerance: see ``funasr_patches`` for the
+padding fix). torch and funasr are imported only when a model is loaded.
 """
 
 from __future__ import annotations
@@ -26,18 +13,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import os
 import threading
 from collections.abc import Callable, Collection
-from pathlib import Path
 
 import numpy as np
 
-from emotionq.errors import AudioError, Canceled, ConfigurationError, ServerFault, TransientFault
+from emotionq.errors import AudioError, Canceled, ServerFault, TransientFault
 from emotionq.inference.audio import SAMPLE_RATE, check_samples
-from emotionq.inference.checkpoint import read_marker, unmatched_keys
-from emotionq.inference.labels import LABELS, english
-from emotionq.inference.windows import FRAME_STRIDE, window_bounds
+from emotionq.inference.funasr_patches import local_features_per_window, trim_alibi_cache, zeroed_padding
+from emotionq.inference.labels import LABELS
+from emotionq.inference.loading import autocast_dtype, load_automodel
+from emotionq.inference.windows import FRAME_STRIDE, group_windows, window_bounds
 
 FRAME_RATE = SAMPLE_RATE // FRAME_STRIDE  # 50 frames per second
 GRANULARITIES = ("utterance", "frame")
@@ -48,7 +34,6 @@ OPTIONS = ("granularity", "embedding")  # predict's per-recording options
 # under it batching short windows pays (the weights are read once for all of them); see
 # benchmarks/batching.py.
 MAX_BATCH_S = {"cuda": 120.0, "cpu": 16.0}
-MAX_PAD_RATIO = 1.25  # padded samples of a forward pass / its real samples, at most
 
 log = logging.getLogger(__name__)
 
@@ -76,45 +61,9 @@ class EmotionModel:
         hub: str = "ms",
     ) -> EmotionModel:
         """Load ``model`` (hub id or local directory), check it, warm it up; ConfigurationError if it cannot."""
-        import torch
-
-        local = _local_dir(model)
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigurationError(f"device {device!r} was asked for but CUDA is not available: use cpu")
-        kwargs = dict(
-            model=model,
-            device=device,
-            hub=hub,
-            disable_update=True,
-            disable_pbar=True,
-            ncpu=threads or torch.get_num_threads(),  # funasr calls torch.set_num_threads(ncpu), default 4
-        )
-        if revision:
-            kwargs["model_revision"] = revision
-        if local is not None and (local / "model.pt").is_file():
-            kwargs["init_param"] = str(local / "model.pt")  # funasr resolves a relative one against the cwd
-        try:
-            from funasr import AutoModel
-
-            automodel = AutoModel(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - funasr raises anything from asserts to KeyError
-            reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"  # funasr's can run to pages
-            if local is None:
-                reason = f"the hub did not provide it (no network, or no such id/revision?) [{reason}]"
-            raise ConfigurationError(
-                f"cannot load the emotion model {model!r}: {reason}. "
-                "Name a reachable hub id or a directory with config.yaml and model.pt "
-                "(python -m emotionq.inference.checkpoint DIR writes an untrained one)"
-            ) from exc
-        if threads:
-            torch.set_num_threads(threads)
-        _check_module(automodel, model)
-        automodel.model.eval()
-        model_path = automodel.kwargs.get("model_path")
-        untrained = bool(model_path and os.path.isdir(model_path) and read_marker(model_path).get("untrained"))
-        self = cls(
-            automodel, model_id=model, revision=revision, untrained=untrained, autocast_dtype=_autocast_dtype(device)
-        )
+        automodel, untrained = load_automodel(model, revision=revision, device=device, threads=threads, hub=hub)
+        self = cls(automodel, model_id=model, revision=revision, untrained=untrained,
+                   autocast_dtype=autocast_dtype(device))
         self._warm_up()
         return self
 
@@ -208,10 +157,10 @@ class EmotionModel:
         passes (``group_windows``): a pass holds at most ``max_batch_windows`` windows, at most
         ``max_batch_s`` seconds of padded audio (windows x its longest window; a single window
         longer than that still gets a pass of its own; unset: ``MAX_BATCH_S`` for the device,
-        120 on CUDA, 16 on CPU), and at most ``MAX_PAD_RATIO`` (1.25)
+        120 on CUDA, 16 on CPU), and at most ``windows.MAX_PAD_RATIO`` (1.25)
         times its real samples. Windows are layer-normed alone, zero-padded, and scored with a
         sample-level ``padding_mask``; the positional convolution sees zeros at padded frames
-        (see ``_zeroed_padding``), so a window's frames are those it gets alone.
+        (see ``funasr_patches.zeroed_padding``), so a window's frames are those it gets alone.
 
         ``before_pass()``, if given, is called before each forward pass and returns the indices
         of items nobody wants any more: their remaining windows are skipped and their results
@@ -226,17 +175,8 @@ class EmotionModel:
         window_bounds(0, window_s)  # ValueError for a bad window_s, for the whole call
         if max_batch_s is None:
             max_batch_s = MAX_BATCH_S["cuda" if self.device.startswith("cuda") else "cpu"]
-        results: list[dict | Exception | None] = [None] * len(items)
-        jobs: list[dict] = []  # one per item that passed its checks
-        for index, samples in enumerate(items):
-            try:
-                job = _job(index, samples, (options or [None] * len(items))[index], window_s)
-            except (AudioError, ValueError, TypeError) as exc:
-                results[index] = exc
-                continue
-            jobs.append(job)
-        windows = [(job, a, b) for job in jobs for a, b in job["bounds"]]
-        if not windows:
+        results, checked = _checked_items(items, options, window_s)
+        if not checked:
             return results
         dropped: set[int] = set()
 
@@ -247,30 +187,22 @@ class EmotionModel:
 
         with self._lock:
             try:
-                scored = self._score_windows(
-                    [job["samples"][a:b] for job, a, b in windows],
-                    owners=[job["index"] for job, _, _ in windows],
-                    frames=[job["granularity"] == "frame" for job, _, _ in windows],
-                    max_batch_windows=max_batch_windows,
-                    max_batch_s=max_batch_s,
-                    skip=skip,
-                )
-                per_job: dict[int, list[dict]] = {}
-                for (job, _, _), window in zip(windows, scored):
-                    per_job.setdefault(job["index"], []).append(window)
-                for job in jobs:
-                    results[job["index"]] = (Canceled("nobody wants this recording's result any more")
-                                             if job["index"] in dropped else self._combine(job, per_job[job["index"]]))
+                scored = self._score_items(checked, max_batch_windows=max_batch_windows, max_batch_s=max_batch_s,
+                                           skip=skip)
+                for item in checked:
+                    results[item["index"]] = (Canceled("nobody wants this recording's result any more")
+                                              if item["index"] in dropped else self._combine(item, scored[item["index"]]))
             except torch.cuda.OutOfMemoryError as exc:
                 self._empty_cache()
-                seconds = sum(b - a for _, a, b in windows) / SAMPLE_RATE
+                seconds = sum(item["samples"].size for item in checked) / SAMPLE_RATE
                 raise TransientFault(
-                    f"CUDA ran out of memory scoring {seconds:.1f} s of audio in {len(jobs)} recordings: "
+                    f"CUDA ran out of memory scoring {seconds:.1f} s of audio in {len(checked)} recordings: "
                     "retry later, or with fewer recordings at once",
                     code="cuda_oom",
                 ) from exc
             finally:
-                self._trim_alibi_cache()
+                if self._module is not None:
+                    trim_alibi_cache(self._module)
         return results
 
     def close(self) -> None:
@@ -287,25 +219,27 @@ class EmotionModel:
             raise RuntimeError("the emotion model was closed")
         return self._module
 
-    def _score_windows(
-        self, windows: list[np.ndarray], *, owners: list[int], frames: list[bool], max_batch_windows: int,
-        max_batch_s: float, skip: Callable[[], set[int]],
-    ) -> list[dict | None]:
-        """Score windows in the forward passes ``group_windows`` forms; results in input order.
-
-        Before each pass, ``skip()`` names the owners whose windows are no longer wanted (None for them)."""
-        groups = group_windows(
-            [w.size for w in windows], max_windows=max_batch_windows, max_samples=int(max_batch_s * SAMPLE_RATE)
-        )
+    def _score_items(self, items: list[dict], *, max_batch_windows: int, max_batch_s: float,
+                     skip: Callable[[], set[int]]) -> dict[int, list[dict | None]]:
+        """Every window of ``items`` scored, in the forward passes ``group_windows`` forms: per item index,
+        its windows' results in order. Before each pass, ``skip()`` names the items whose windows are no
+        longer wanted (None for them)."""
+        windows = [(item["index"], item["samples"][a:b], item["granularity"] == "frame")
+                   for item in items for a, b in item["bounds"]]
+        groups = group_windows([w.size for _, w, _ in windows], max_windows=max_batch_windows,
+                               max_samples=int(max_batch_s * SAMPLE_RATE))
         scored: list[dict | None] = [None] * len(windows)
         for group in groups:
             unwanted = skip()
-            group = [i for i in group if owners[i] not in unwanted]
-            if not group:
-                continue
-            for i, result in zip(group, self._forward([windows[i] for i in group], [frames[i] for i in group])):
-                scored[i] = result
-        return scored
+            group = [i for i in group if windows[i][0] not in unwanted]
+            if group:
+                passed = self._forward([windows[i][1] for i in group], [windows[i][2] for i in group])
+                for i, result in zip(group, passed):
+                    scored[i] = result
+        per_item: dict[int, list[dict | None]] = {item["index"]: [] for item in items}
+        for (owner, _, _), result in zip(windows, scored):
+            per_item[owner].append(result)
+        return per_item
 
     def _forward(self, windows: list[np.ndarray], frames: list[bool]) -> list[dict]:
         """funasr's Emotion2vec.inference for several windows in one pass: per window ``n`` (its
@@ -313,7 +247,7 @@ class EmotionModel:
 
         Each window is layer-normed over its own samples, then zero-padded to the longest; the
         sample-level ``padding_mask`` (True = padding) keeps padded frames out of attention and
-        ``_zeroed_padding`` out of the positional convolution. Valid frames are those the model's
+        ``funasr_patches.zeroed_padding`` out of the positional convolution. Valid frames are those the model's
         returned ``padding_mask`` leaves False (funasr's conv output-length formula).
         """
         import torch
@@ -338,7 +272,7 @@ class EmotionModel:
                 padding_mask = torch.arange(batch.shape[1], device=device)[None, :] >= torch.tensor(
                     lengths, device=device
                 )[:, None]
-            with self._autocast(device), _local_features_per_window(module, lengths), _zeroed_padding(
+            with self._autocast(device), local_features_per_window(module, lengths), zeroed_padding(
                 module, padding_mask
             ):
                 out = module.extract_features(batch, padding_mask=padding_mask)
@@ -354,11 +288,11 @@ class EmotionModel:
                 )
             return results
 
-    def _combine(self, job: dict, windows: list[dict]) -> dict | ServerFault:
+    def _combine(self, item: dict, windows: list[dict]) -> dict | ServerFault:
         """One recording's result from its scored windows, as ``predict`` returns it."""
         import torch
 
-        samples, bounds = job["samples"], job["bounds"]
+        samples, bounds = item["samples"], item["bounds"]
         if len(windows) == 1:
             mean = windows[0]["mean"]
         else:  # frame-count-weighted mean of window means = mean over all frames
@@ -374,27 +308,13 @@ class EmotionModel:
         ]
         out["duration_s"] = samples.size / SAMPLE_RATE
         out["frame_rate"] = FRAME_RATE
-        if job["embedding"]:
+        if item["embedding"]:
             out["embedding"] = mean[0].cpu().tolist()
-        if job["granularity"] == "frame":
+        if item["granularity"] == "frame":
             out["frames"] = [row for w in windows for row in w["frames"].tolist()]
         out["model"] = self.info()
         return out
 
-    def _trim_alibi_cache(self) -> None:
-        """Shrink funasr's ALiBi cache back to one batch row.
-
-        funasr caches the bias as (largest batch seen x heads) x T x T for the longest T seen and
-        never shrinks it, so a batch of short windows followed by one long window would keep
-        batch x heads x T^2 floats for good; one row is what single windows need.
-        """
-        module = self._module
-        if module is None:
-            return
-        heads = module.modality_encoders["AUDIO"].modality_cfg.num_alibi_heads
-        for key, cached in list(module.alibi_biases.items()):
-            if cached.size(0) > heads:  # get_alibi(T, heads).repeat(batch, 1, 1): the first rows are one copy
-                module.alibi_biases[key] = cached[:heads].clone()
 
     def _scores(self, mean):
         """Softmax over the nine classes from a (1, D) mean feature, in float32."""
@@ -423,39 +343,20 @@ class EmotionModel:
             torch.cuda.empty_cache()
 
 
-def group_windows(
-    lengths: list[int], *, max_windows: int, max_samples: int, max_pad_ratio: float = MAX_PAD_RATIO
-) -> list[list[int]]:
-    """Forward passes for windows of ``lengths`` samples: lists of indices, longest window first.
-
-    Windows are sorted longest first (ties in input order) and taken greedily in that order:
-    a window joins the current pass while the pass then holds at most ``max_windows`` windows,
-    at most ``max_samples`` padded samples (windows x its first, longest, window) and at most
-    ``max_pad_ratio`` x its real samples; otherwise it starts the next pass. A window that
-    alone exceeds ``max_samples`` gets a pass of its own. Memory per pass is bounded by the
-    padded samples (conv encoder) and by padded samples x longest window (attention).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    groups: list[list[int]] = []
-    real = 0
-    for i in order:
-        if groups:
-            group = groups[-1]
-            padded = (len(group) + 1) * lengths[group[0]]
-            if (
-                len(group) < max_windows
-                and padded <= max_samples
-                and padded <= max_pad_ratio * (real + lengths[i])
-            ):
-                group.append(i)
-                real += lengths[i]
-                continue
-        groups.append([i])
-        real = lengths[i]
-    return groups
+def _checked_items(items: list[np.ndarray], options: list[dict] | None,
+                   window_s: float) -> tuple[list[dict | Exception | None], list[dict]]:
+    """(results so far: the exception of each item that fails its checks; the items that pass them)."""
+    results: list[dict | Exception | None] = [None] * len(items)
+    checked: list[dict] = []
+    for index, samples in enumerate(items):
+        try:
+            checked.append(_item(index, samples, (options or [None] * len(items))[index], window_s))
+        except (AudioError, ValueError, TypeError) as exc:
+            results[index] = exc
+    return results, checked
 
 
-def _job(index: int, samples: np.ndarray, options: dict | None, window_s: float) -> dict:
+def _item(index: int, samples: np.ndarray, options: dict | None, window_s: float) -> dict:
     """One recording of predict_batch, checked as predict checks it, with its windows."""
     options = dict(options or {})
     unknown = sorted(set(options) - set(OPTIONS))
@@ -474,69 +375,6 @@ def _job(index: int, samples: np.ndarray, options: dict | None, window_s: float)
     }
 
 
-@contextlib.contextmanager
-def _local_features_per_window(module, lengths: list[int]):
-    """Run the conv feature encoder on each window alone, over its own samples only.
-
-    The encoder works frame by frame (convolutions without padding, per-frame layer norms), so a
-    window's frames are the same alone or in a batch; but on a batch its activations (512
-    channels at 1/5 of the sample rate, x windows) outgrow the CPU caches, and it ran about half
-    again slower per window than one window at a time. Per window it keeps that speed, skips
-    the padding, and leaves padded frames zero (attention and ``_zeroed_padding`` ignore them).
-    The transformer, where batching pays, still sees the whole batch.
-    """
-    encoder = module.modality_encoders["AUDIO"]
-    if len(lengths) == 1:
-        yield
-        return
-    local_features = encoder.local_features  # the bound method funasr's forward calls
-
-    def per_window(features):  # (B, S) -> (B, T, D)
-        rows = [local_features(features[i : i + 1, :n]) for i, n in enumerate(lengths)]
-        out = rows[0].new_zeros(len(rows), max(r.shape[1] for r in rows), rows[0].shape[2])
-        for i, row in enumerate(rows):
-            out[i, : row.shape[1]] = row[0]
-        return out
-
-    encoder.local_features = per_window  # an instance attribute, for this call only (under the model lock)
-    try:
-        yield
-    finally:
-        del encoder.local_features
-
-
-@contextlib.contextmanager
-def _zeroed_padding(module, padding_mask):
-    """Zero padded frames at the input of each convolution of the positional encoder.
-
-    Alone, a window's positional convolutions see zeros past its end (their own zero padding);
-    padded in a batch they would see padded frames, which are not zero. The frame-level mask is
-    the model's own (``AudioEncoder.convert_padding_mask``), the one its attention uses.
-    """
-    import torch
-
-    encoder = module.modality_encoders["AUDIO"]
-    positional = encoder.relative_positional_encoder
-    if padding_mask is None or positional is None:
-        yield
-        return
-    masks: dict[int, torch.Tensor] = {}
-
-    def zero(conv, args):
-        (x,) = args  # (B, D, T)
-        if x.shape[-1] not in masks:
-            frame_mask = encoder.convert_padding_mask(x.transpose(1, 2), padding_mask)  # (B, T), True = padded
-            masks[x.shape[-1]] = frame_mask[:, None, :]
-        return (x.masked_fill(masks[x.shape[-1]], 0),)
-
-    handles = [m.register_forward_pre_hook(zero) for m in positional.modules() if isinstance(m, torch.nn.Conv1d)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _summary(scores: list[float], *, top_score: bool = True) -> dict:
     top = int(np.argmax(scores))
     out = {"scores": dict(zip(LABELS, (float(s) for s in scores))), "top_label": LABELS[top]}
@@ -545,45 +383,3 @@ def _summary(scores: list[float], *, top_score: bool = True) -> dict:
     return out
 
 
-def _local_dir(model: str) -> Path | None:
-    """The directory ``model`` names, None for a hub id; ConfigurationError for a path that is not a model."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not ((path / "config.yaml").is_file() or (path / "configuration.json").is_file()):
-            raise ConfigurationError(
-                f"{model!r} holds no config.yaml: point the model setting at an emotion2vec directory "
-                "(python -m emotionq.inference.checkpoint DIR writes an untrained one)"
-            )
-        return path.resolve()
-    if model.startswith((".", "~", os.sep)) or path.exists():
-        raise ConfigurationError(f"{model!r} is not a model directory: fix the path or name a hub id")
-    return None
-
-
-def _check_module(automodel, model: str) -> None:
-    """Refuse what is not emotion2vec with the nine-class head, and heads funasr left random."""
-    module = automodel.model
-    if not hasattr(module, "extract_features") or getattr(module, "proj", None) is None:
-        raise ConfigurationError(f"{model!r} is not emotion2vec with a classification head: use an emotion2vec+ model")
-    tokens = list(getattr(automodel.kwargs.get("tokenizer"), "token_list", None) or [])
-    if [english(t) for t in tokens] != list(LABELS) or module.proj.out_features != len(LABELS):
-        raise ConfigurationError(
-            f"{model!r} has labels {tokens}, not the nine emotion2vec+ classes: pin a revision of an emotion2vec+ model"
-        )
-    missing = unmatched_keys(module, automodel.kwargs.get("init_param", ""), automodel.kwargs.get("scope_map") or [])
-    if missing and any(k.startswith("proj.") for k in missing):
-        raise ConfigurationError(
-            f"the checkpoint of {model!r} lacks the classification head ({len(missing)} keys unmatched): "
-            "check the model directory or revision"
-        )
-    if missing:
-        log.warning("%d weights of %s were not in its checkpoint and stay random: %s", len(missing), model, missing[:5])
-
-
-def _autocast_dtype(device: str):
-    """bf16 where the GPU supports it, else fp16; None (fp32) on CPU."""
-    import torch
-
-    if not device.startswith("cuda"):
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

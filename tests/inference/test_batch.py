@@ -8,7 +8,7 @@ import torch
 
 from emotionq.errors import AudioError
 from emotionq.inference import EmotionModel, decode, group_windows, write_checkpoint
-from emotionq.inference.model import _zeroed_padding
+from emotionq.inference.funasr_patches import zeroed_padding
 from emotionq.inference.windows import window_bounds
 
 THREADS = 2  # as the tiny model of conftest.py
@@ -207,7 +207,7 @@ def test_funasr_padding_alone_changes_results_and_zeroing_fixes_it(any_model, cl
         batch[0, : short.size], batch[1] = sources
         padding_mask = torch.arange(long.size)[None, :] >= torch.tensor([short.size, long.size])[:, None]
         plain = module.extract_features(batch, padding_mask=padding_mask)
-        with _zeroed_padding(module, padding_mask):
+        with zeroed_padding(module, padding_mask):
             zeroed = module.extract_features(batch, padding_mask=padding_mask)
     n = alone.shape[0]
     assert int((~plain["padding_mask"][0]).sum()) == n  # the model's own frame mask: the valid frames
