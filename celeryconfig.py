@@ -1,6 +1,6 @@
 """Celery's settings, translated from ``emotionq.settings`` (the one place settings live)."""
 
-from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES, WEBHOOK_QUEUE
+from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES, TASK_ROUTES
 from emotionq.settings import get_settings
 
 _settings = get_settings()
@@ -42,9 +42,9 @@ worker_prefetch_multiplier = 1
 # Each pool process loads the model before it reports up; Celery's default 4 s would kill every
 # replacement process (after a crash or a hard time limit) while it is still loading.
 worker_proc_alive_timeout = _settings.model_load_timeout_s
-task_routes = {"emotionq.infer": {"queue": INFERENCE_QUEUE}, "emotionq.deliver_webhook": {"queue": WEBHOOK_QUEUE}}
+task_routes = TASK_ROUTES
 
-# Time limits: per job they scale with the audio (emotionq.dispatch); these are the caps.
+# Time limits: per job they scale with the audio (emotionq.queues.publish_run); these are the caps.
 task_soft_time_limit = _settings.max_time_limit - _settings.hard_time_limit_grace
 task_time_limit = _settings.max_time_limit
 

@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name in ("app", "celery"):
-        from emotionq.celery_app import app
+        from emotionq.queues import app
 
         return app
     raise AttributeError(name)

@@ -1,22 +1,39 @@
-"""The queues, and publishing to them.
+"""The queues, the tasks' names, the Celery application, and publishing runs to them.
 
 Inference uses ONE RabbitMQ queue declared with ``x-max-priority``, and the
 priority travels on each message. Two queues consumed by one worker are taken
 about 1:1 (a high job waits behind low ones); one priority queue with prefetch 1
 and late acks is strict: a high job starts before every low job not yet started.
 Webhook deliveries have their own queue, served by CPU workers.
+
+Tasks are published by name (``send_task``), so the API never imports the
+worker's code or the model. ``celery -A emotionq`` finds ``app`` here (through
+``emotionq.app``); its settings are ``celeryconfig``.
 """
 
 from __future__ import annotations
 
-from kombu import Exchange, Queue
+import logging
+import time
+from dataclasses import dataclass
 
-from emotionq.settings import Priority
+import amqp.exceptions
+from celery import Celery
+from kombu import Exchange, Message, Queue
+from kombu.exceptions import KombuError
 
+from emotionq.errors import BrokerUnavailable
+from emotionq.settings import Priority, Settings
+
+log = logging.getLogger(__name__)
+
+INFER_TASK = "emotionq.infer"
+DELIVER_TASK = "emotionq.deliver_webhook"
 INFERENCE_QUEUE = "emotion"
 WEBHOOK_QUEUE = "webhooks"
 MAX_PRIORITY = 3  # declared once; a queue's x-max-priority can never change
 PRIORITY: dict[str, int] = {"low": 0, "high": MAX_PRIORITY}
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
 
 INFERENCE = Queue(INFERENCE_QUEUE, Exchange(INFERENCE_QUEUE, type="direct"), routing_key=INFERENCE_QUEUE,
                   durable=True, max_priority=MAX_PRIORITY)  # also read directly: batching, purge
@@ -24,7 +41,63 @@ TASK_QUEUES = (
     INFERENCE,
     Queue(WEBHOOK_QUEUE, Exchange(WEBHOOK_QUEUE, type="direct"), routing_key=WEBHOOK_QUEUE, durable=True),
 )
+TASK_ROUTES = {INFER_TASK: {"queue": INFERENCE_QUEUE}, DELIVER_TASK: {"queue": WEBHOOK_QUEUE}}
+
+app = Celery("emotionq", include=["emotionq.tasks"])
+app.config_from_object("celeryconfig")
 
 
 def message_priority(priority: Priority) -> int:
     return PRIORITY[priority]
+
+
+def publish_run(celery: Celery, run: dict, *, settings: Settings, job_id: str) -> str:
+    """Queue one run at its priority; returns the task id. Raises BrokerUnavailable if not confirmed."""
+    soft, hard = settings.time_limits(run["duration_s"])
+    started = time.perf_counter()
+    try:
+        result = celery.send_task(
+            INFER_TASK,
+            args=[run["id"]],
+            kwargs={"job_id": job_id, "sha256": run["sha256"], "duration_s": round(run["duration_s"], 3),
+                    "priority": run["priority"]},
+            queue=INFERENCE_QUEUE,
+            priority=message_priority(run["priority"]),
+            soft_time_limit=soft,
+            time_limit=hard,
+            retry=True,
+            retry_policy=PUBLISH_RETRY,
+        )
+    except (KombuError, amqp.exceptions.AMQPError, OSError) as exc:
+        log.warning("publish of %s failed after %.3fs: %s", run["id"], time.perf_counter() - started, exc)
+        raise BrokerUnavailable(f"the broker did not accept the job ({exc}); retry shortly") from exc
+    return result.id
+
+
+def ping(celery: Celery) -> None:
+    """Raise BrokerUnavailable unless the broker accepts a connection."""
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:  # kombu raises many kinds here; all mean "not reachable"
+        raise BrokerUnavailable(f"the broker does not answer: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class InferMessage:
+    """What an inference message taken straight from the queue carries (Celery protocol 2)."""
+
+    task_id: str
+    run_id: str
+    duration_s: float
+    priority: int  # the message's own priority, as RabbitMQ orders it
+
+
+def read_infer(message: Message) -> InferMessage | None:
+    """The inference task in ``message``; None for a message of anything else."""
+    headers = message.headers or {}
+    if headers.get("task") != INFER_TASK:
+        return None
+    args, kwargs, _ = message.decode()
+    return InferMessage(task_id=headers["id"], run_id=args[0], duration_s=float(kwargs.get("duration_s", 0.0)),
+                        priority=int(message.properties.get("priority") or 0))

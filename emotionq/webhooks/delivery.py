@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 
 import httpx
 
-from emotionq.clock import iso
 from emotionq.errors import InvalidRequest
+from emotionq.jobs.view import iso
 from emotionq.settings import Settings
 from emotionq.store import Store, Tx
 from emotionq.webhooks import secrets, targets
@@ -115,7 +115,7 @@ def attempt(store: Store, *, job_id: str, event: str, policy: Policy, http: http
         error = f"{type(exc).__name__}: {exc}"
     elapsed_ms = round((time.perf_counter() - started) * 1e3, 1)
     log.info("webhook %s %s -> %s %s (%.0f ms)", record["id"], record["url"], status, error or "", elapsed_ms)
-    return _settle(store, record, status=status, error=error, retry_after=retry_after, policy=policy,
+    return _record_attempt(store, record, status=status, error=error, retry_after=retry_after, policy=policy,
                    elapsed_ms=elapsed_ms)
 
 
@@ -138,8 +138,8 @@ def _lease(store: Store, k: str) -> dict | float | None:
     return store.transact(tx_lease)
 
 
-def _settle(store: Store, record: dict, *, status, error, retry_after, policy: Policy, elapsed_ms) -> float | None:
-    def tx_settle(tx: Tx) -> float | None:
+def _record_attempt(store: Store, record: dict, *, status, error, retry_after, policy: Policy, elapsed_ms) -> float | None:
+    def tx_record(tx: Tx) -> float | None:
         current = tx.get(key(record["job_id"], record["event"])) or record
         now = time.time()
         current["attempts"] += 1
@@ -159,7 +159,7 @@ def _settle(store: Store, record: dict, *, status, error, retry_after, policy: P
         tx.put(key(record["job_id"], record["event"]), current)
         return delay
 
-    return store.transact(tx_settle)
+    return store.transact(tx_record)
 
 
 def redeliver(store: Store, *, job_id: str, events: list[str]) -> list[str]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from emotionq import jobs
 from emotionq.errors import InvalidRequest
-from emotionq.queues import WEBHOOK_QUEUE
+from emotionq.jobs.records import job_key
+from emotionq.jobs.view import view
+from emotionq.queues import DELIVER_TASK, WEBHOOK_QUEUE
 from emotionq.settings import Settings
 from emotionq.store import Store
 from emotionq.webhooks import delivery
@@ -20,7 +21,6 @@ log = logging.getLogger(__name__)
 
 ALWAYS = ("job.succeeded", "job.failed", "job.canceled")
 OPTIONAL = ("job.started",)
-DELIVER_TASK = "emotionq.deliver_webhook"
 MAX_HOP_S = 600.0  # a message waits at most this long in a worker (RabbitMQ's consumer_timeout is 30 min)
 THIN_OUTPUT_DROPS = ("frames", "embedding")
 
@@ -37,7 +37,7 @@ def parse_events(spec: str) -> list[str]:
 
 def payload_data(job: dict, run: dict) -> dict:
     """The job as a webhook carries it: without the bulky frames and embedding (GET the job for those)."""
-    data = jobs.view(job, run)
+    data = view(job, run)
     data.pop("webhook")
     if data["output"]:
         data["output"] = {k: v for k, v in data["output"].items() if k not in THIN_OUTPUT_DROPS}
@@ -64,7 +64,7 @@ class Notifier:
     def run_event(self, run: dict, event: str) -> None:
         """``event`` for every job still attached to ``run``."""
         for job_id in run["jobs"]:
-            job = self.store.get(f"job:{job_id}")
+            job = self.store.get(job_key(job_id))
             if job is not None and not job["canceled_at"]:
                 self.job_event(job, run, event)
 

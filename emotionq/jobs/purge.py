@@ -16,9 +16,8 @@ from typing import Callable
 
 from celery import Celery
 
-from emotionq import jobs
-from emotionq.dispatch import INFER_TASK
-from emotionq.queues import INFERENCE, message_priority
+from emotionq.jobs.access import take_back
+from emotionq.queues import INFERENCE, message_priority, read_infer
 from emotionq.settings import Priority
 from emotionq.store import Store
 
@@ -44,11 +43,11 @@ def purge_priority(celery: Celery, store: Store, *, priority: Priority,
                 message = bound.get(no_ack=False, accept=["json"])
                 if message is None:  # workers took the rest
                     break
-                if (message.headers.get("task") != INFER_TASK
-                        or message.properties.get("priority", 0) != message_priority(priority)):
+                infer = read_infer(message)
+                if infer is None or infer.priority != message_priority(priority):
                     held.append(message)
                     continue
-                outcome, run = jobs.withdraw(store, run_id=message.decode()[0][0], priority=priority, error=error)
+                outcome, run = take_back(store, run_id=infer.run_id, priority=priority, error=error)
                 if outcome == "kept":
                     held.append(message)
                     continue

@@ -1,0 +1,43 @@
+"""Jobs and runs: what a client asked for, and the one model run that serves all identical asks.
+
+A *job* is one client request. A *run* is one execution of the model on one
+audio blob with one model and one set of options; every job points at a run.
+Identical audio + model + options map to one dedup key, and the key to at most
+one live or finished run, so the model never runs twice for the same question:
+
+- no run, or the last one failed  -> a new run is created and must be published
+- a run is queued or running       -> the job joins it (coalesced)
+- a run has succeeded              -> the job reuses its output at once (cache)
+
+A job's status is derived from its run (plus its own cancellation), so joining,
+finishing and failing are single atomic writes however many jobs share a run.
+
+The store also counts the runs waiting per priority (``depth``), in the same
+transactions that move runs in and out of ``queued``; a new run past
+``max_queued_<priority>`` is refused with Overloaded (HTTP 429).
+"""
+
+from emotionq.jobs.access import cancel, load, status_of, take_back
+from emotionq.jobs.records import (
+    CANCELED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL,
+    dedup_key,
+    job_key,
+    new_id,
+    queue_depth,
+    run_key,
+)
+from emotionq.jobs.running import Claim, claim, complete, fail, record_decoded, requeue, stop_if_unwanted
+from emotionq.jobs.submission import Submission, abandon_run, mark_published, submit
+from emotionq.jobs.view import iso, view
+
+__all__ = [
+    "CANCELED", "FAILED", "QUEUED", "RUNNING", "SUCCEEDED", "TERMINAL", "Claim", "Submission", "abandon_run",
+    "cancel", "claim", "complete", "dedup_key", "fail", "iso", "job_key", "load", "mark_published", "new_id",
+    "queue_depth", "record_decoded", "requeue", "run_key", "status_of", "stop_if_unwanted", "submit", "take_back",
+    "view",
+]

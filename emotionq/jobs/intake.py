@@ -1,0 +1,126 @@
+"""An upload's way in: checked, submitted, its audio filed, its run published. The one function the
+routes (and tests) call for a new job: ``Intake.accept``.
+
+The audio is filed under its hash only after the store accepted the job, so a refused request
+leaves nothing behind, and whatever deletes unreferenced audio sees the reference first.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from celery import Celery
+
+from emotionq import metrics
+from emotionq.errors import AudioTooLong, BlobStoreUnavailable, Unavailable
+from emotionq.inference.audio import probe
+from emotionq.jobs.submission import Submission, abandon_run, mark_published, submit
+from emotionq.queues import publish_run
+from emotionq.settings import Priority, Settings
+from emotionq.store import Store
+from emotionq.webhooks import delivery, events, targets
+
+log = logging.getLogger(__name__)
+
+
+class PendingAudio(Protocol):
+    """Received audio not yet filed (``emotionq.blobs.BlobWriter``)."""
+
+    path: object
+    size: int
+    sha256: str
+
+    def commit(self) -> bool: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a client asked for, its form already validated."""
+
+    client: str
+    priority: Priority
+    options: dict
+    metadata: dict
+    webhook: dict | None = None  # {"url", "events"}; its URL is checked against the network policy here
+    idempotency_key: str | None = None
+    filename: str | None = None
+    content_type: str | None = None
+
+
+@dataclass
+class Intake:
+    settings: Settings
+    store: Store
+    celery: Celery
+    notifier: events.Notifier
+    webhook_policy: delivery.Policy
+
+    @property
+    def model_key(self) -> str:
+        return f"{self.settings.model}@{self.settings.model_revision or 'default'}"
+
+    def accept(self, request: JobRequest, audio: PendingAudio) -> Submission:
+        """Submit the job; its audio is filed if a run needs it, and thrown away otherwise (or on refusal)."""
+        try:
+            webhook = self._webhook(request)
+            duration_s = self._duration(audio)
+            submission = submit(
+                self.store, settings=self.settings, client=request.client, priority=request.priority,
+                input={"filename": request.filename, "content_type": request.content_type, "bytes": audio.size,
+                       "duration_s": round(duration_s, 3), "sha256": audio.sha256},
+                options=request.options, metadata=request.metadata, model=self.model_key, webhook=webhook,
+                idempotency_key=request.idempotency_key,
+            )
+            if submission.outcome in ("new", "coalesced"):  # the run needs the audio: file it now
+                self._file(audio, submission)
+        finally:
+            audio.abort()  # a refused upload leaves nothing behind (after commit there is nothing)
+        if submission.outcome == "cache":
+            self.notifier.job_event(submission.job, submission.run, "job.succeeded")
+        if submission.publish:
+            self._publish(submission)
+        metrics.JOBS_SUBMITTED.labels(request.priority, submission.outcome).inc()
+        return submission
+
+    def _webhook(self, request: JobRequest) -> dict | None:
+        if request.webhook is not None:
+            targets.check(request.webhook["url"], allow=self.webhook_policy.allow)
+        return request.webhook
+
+    def _duration(self, audio: PendingAudio) -> float:
+        limit = self.settings.max_audio_seconds
+        info = probe(audio.path, max_seconds=limit)
+        if info.duration_s > limit:
+            raise AudioTooLong(f"the recording lasts {info.duration_s:.0f} s; the limit is {limit:.0f} s: "
+                               "split it and send the parts")
+        return info.duration_s
+
+    def _file(self, audio: PendingAudio, submission: Submission) -> None:
+        try:
+            audio.commit()
+        except OSError as exc:
+            if submission.outcome != "new":  # the run it joined has the audio of its first upload
+                log.warning("job %s: could not store its copy of the audio: %s", submission.job["id"], exc)
+                return
+            error = BlobStoreUnavailable(f"the audio could not be stored ({exc}); retry shortly")
+            abandon_run(self.store, run_id=submission.run["id"], error=error.as_dict())
+            raise error from exc
+
+    def _publish(self, submission: Submission) -> None:
+        job, run = submission.job, submission.run
+        try:
+            publish_run(self.celery, run, settings=self.settings, job_id=job["id"])
+        except Unavailable as exc:
+            if submission.outcome != "new":  # a priority raise (or an orphan: the next joiner retries)
+                log.warning("job %s: could not republish run %s: %s", job["id"], run["id"], exc)
+                return
+            abandon_run(self.store, run_id=run["id"], error=exc.as_dict())
+            raise
+        try:
+            mark_published(self.store, run_id=run["id"])
+        except Unavailable as exc:  # the message is out; at worst a joiner publishes it again
+            log.warning("run %s: could not record its publication: %s", run["id"], exc)

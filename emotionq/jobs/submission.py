@@ -1,0 +1,149 @@
+"""Submitting: a new job attached to a new run, joined to a live one, or answered from a finished one.
+
+One store transaction decides it, so concurrent identical uploads make exactly one run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from emotionq.errors import Conflict, Overloaded
+from emotionq.jobs.records import (
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    count,
+    dedup_key,
+    dedup_pointer,
+    job_key,
+    mark_failed,
+    new_id,
+    run_key,
+    waiting,
+)
+from emotionq.settings import Priority, Settings
+from emotionq.store import Store, Tx
+
+ORPHAN_AFTER_S = 60.0  # a queued run still unpublished this long after creation lost its publisher
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: dict
+    run: dict
+    outcome: str  # "new" | "coalesced" | "cache" | "idempotent"
+    publish: bool  # the caller must publish a message for this run (new, or raised priority)
+
+
+def submit(
+    store: Store,
+    *,
+    settings: Settings,
+    client: str,
+    priority: Priority,
+    input: dict,
+    options: dict,
+    metadata: dict,
+    model: str,
+    webhook: dict | None = None,
+    idempotency_key: str | None = None,
+) -> Submission:
+    """Create a job and attach it to a run, atomically with every concurrent submission."""
+    key = dedup_key(sha256=input["sha256"], model=model, options=options)
+    fingerprint = dedup_key(sha256=input["sha256"], model=model,
+                            options={**options, "priority": priority, "webhook": webhook, "metadata": metadata})
+    idem_key = f"idem:{client}:{idempotency_key}" if idempotency_key else None
+    job_id, fresh_run_id = new_id("job"), new_id("run")
+    run_ttl = max(settings.job_ttl_seconds, settings.result_ttl_seconds)
+
+    def tx_submit(tx: Tx) -> Submission:
+        now = time.time()
+        earlier = _idempotent(tx, idem_key, fingerprint) if idem_key else None
+        if earlier is not None:
+            return earlier
+        pointer = tx.get(dedup_pointer(key))
+        run = tx.get(run_key(pointer["run_id"])) if pointer else None
+        if run is not None and run["state"] == SUCCEEDED:
+            outcome, publish = "cache", False
+        elif run is not None and run["state"] in (QUEUED, RUNNING):
+            outcome, publish = "coalesced", _join(tx, run, job_id=job_id, priority=priority, settings=settings,
+                                                  now=now)
+        else:
+            outcome, publish = "new", True
+            run = _new_run(tx, run_id=fresh_run_id, key=key, job_id=job_id, priority=priority, model=model,
+                           input=input, options=options, settings=settings, now=now)
+            tx.put(dedup_pointer(key), {"run_id": run["id"]}, ttl=run_ttl)
+        tx.put(run_key(run["id"]), run, ttl=run_ttl)
+        job = {
+            "id": job_id, "run_id": run["id"], "client": client, "priority": priority,
+            "created_at": now, "canceled_at": None, "input": input, "options": options,
+            "metadata": metadata, "dedup": None if outcome == "new" else outcome, "webhook": webhook,
+        }
+        tx.put(job_key(job_id), job, ttl=settings.job_ttl_seconds)
+        if idem_key:
+            tx.put(idem_key, {"job_id": job_id, "fingerprint": fingerprint}, ttl=settings.job_ttl_seconds)
+        return Submission(job, run, outcome, publish)
+
+    return store.transact(tx_submit)
+
+
+def _idempotent(tx: Tx, idem_key: str, fingerprint: str) -> Submission | None:
+    """The job an earlier request with this Idempotency-Key made; Conflict if that request differed."""
+    earlier = tx.get(idem_key)
+    if earlier is None:
+        return None
+    if earlier["fingerprint"] != fingerprint:
+        raise Conflict("this Idempotency-Key was used for a different request; use a new key",
+                       code="idempotency_key_reused")
+    job = tx.get(job_key(earlier["job_id"]))
+    return None if job is None else Submission(job, tx.get(run_key(job["run_id"])), "idempotent", False)
+
+
+def _join(tx: Tx, run: dict, *, job_id: str, priority: Priority, settings: Settings, now: float) -> bool:
+    """Attach a job to a live run; True if the run must be published (again)."""
+    run["jobs"].append(job_id)
+    publish = False
+    if run["state"] == QUEUED and not run.get("published_at") and now - run["created_at"] > ORPHAN_AFTER_S:
+        publish = True  # its publisher died before publishing: publish it now, or nothing ever will
+    if (priority == "high" and run["priority"] != "high" and run["state"] == QUEUED
+            and waiting(tx, "high") < settings.max_queued_high):
+        run["priority"] = "high"  # re-publish at high priority; the first message to arrive wins
+        count(tx, "low", -1)
+        count(tx, "high", +1)
+        publish = True
+    return publish
+
+
+def _new_run(tx: Tx, *, run_id: str, key: str, job_id: str, priority: Priority, model: str, input: dict,
+             options: dict, settings: Settings, now: float) -> dict:
+    """A queued run for the job, counted as waiting; Overloaded past the priority's queue limit."""
+    waiting_now = count(tx, priority, +1)
+    if waiting_now >= settings.max_queued(priority):
+        raise Overloaded(f"{waiting_now} {priority}-priority jobs are waiting, the most this service queues; "
+                         "retry later")
+    return {
+        "id": run_id, "key": key, "sha256": input["sha256"], "model": model,
+        "options": options, "duration_s": input["duration_s"], "priority": priority,
+        "state": QUEUED, "jobs": [job_id], "created_at": now, "started_at": None,
+        "finished_at": None, "published_at": None, "owner": None, "deliveries": 0, "retries": 0,
+        "deadline": None, "worker": None, "output": None, "error": None,
+    }
+
+
+def mark_published(store: Store, *, run_id: str) -> None:
+    """Record that the broker confirmed a message for the run (so it is not an orphan)."""
+
+    def tx_mark(tx: Tx) -> None:
+        run = tx.get(run_key(run_id))
+        if run is not None and not run.get("published_at"):
+            run["published_at"] = time.time()
+            tx.put(run_key(run_id), run)
+
+    store.transact(tx_mark)
+
+
+def abandon_run(store: Store, *, run_id: str, error: dict) -> None:
+    """A run whose message could not be published, or whose audio could not be filed: fail it and
+    forget its dedup entry."""
+    store.transact(lambda tx: mark_failed(tx, run_id, error, only_owner=None))

@@ -1,0 +1,40 @@
+"""The job object of the HTTP API, as clients see it (and webhooks carry it), with its timestamps."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from emotionq.jobs.access import status_of
+from emotionq.jobs.records import CANCELED, FAILED, SUCCEEDED, TERMINAL
+
+
+def iso(ts: float | None) -> str | None:
+    """A timestamp as the API shows it: ISO 8601 in UTC with a Z."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z") if ts else None
+
+
+def view(job: dict, run: dict, deliveries: list[dict] | None = None) -> dict[str, Any]:
+    """The job object of the HTTP API; ``deliveries`` are its webhook deliveries so far."""
+    status = status_of(job, run)
+    created = job["created_at"]
+    if job["dedup"] == "cache":
+        started = finished = created
+    else:
+        started = max(run["started_at"], created) if run["started_at"] else None
+        finished = job["canceled_at"] or (max(run["finished_at"], created) if run["finished_at"] else None)
+    return {
+        "id": job["id"],
+        "status": status,
+        "priority": job["priority"],
+        "created_at": iso(created),
+        "started_at": iso(started) if status != CANCELED or run["started_at"] else None,
+        "finished_at": iso(finished) if status in TERMINAL else None,
+        "input": {**job["input"], "duration_s": run.get("decoded_duration_s") or job["input"]["duration_s"]},
+        "options": job["options"],
+        "metadata": job["metadata"],
+        "output": run["output"] if status == SUCCEEDED else None,
+        "error": run["error"] if status == FAILED else None,
+        "dedup": {"reused": job["dedup"] is not None, "source": job["dedup"], "run_id": run["id"]},
+        "webhook": {**job["webhook"], "deliveries": deliveries or []} if job.get("webhook") else None,
+    }
