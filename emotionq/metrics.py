@@ -18,15 +18,21 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 from prometheus_client import (
-    REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, start_http_server,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
 )
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from emotionq.errors import ConfigurationError, Unavailable
 from emotionq.settings import Settings
@@ -34,7 +40,7 @@ from emotionq.settings import Settings
 log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # of what /metrics answers
 
 # -- the API ----------------------------------------------------------------------
 
@@ -66,6 +72,11 @@ GPU_MAX_ALLOCATED = Gauge("emotionq_gpu_memory_max_allocated_bytes", "Peak CUDA 
                           multiprocess_mode="livemax")
 
 
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_LATENCY.labels(method, route).observe(seconds)
+
+
 def observe_batch(size: int) -> None:
     BATCH_SIZE.observe(size)
 
@@ -95,34 +106,6 @@ def observe_gpu_memory(*, worker: str, device: str) -> None:
 
 
 # -- serving the API's metrics --------------------------------------------------------
-
-
-class HTTPMetrics:
-    """ASGI middleware: counts and times every request by its route template (``/v1/jobs/{job_id}``)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # unless a response starts: an exception escaped to the server
-
-        async def send_and_note(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"  # set by the router on a match
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
 
 
 class QueueDepth:

@@ -1,10 +1,15 @@
-"""The shapes of the HTTP API, for validation and the OpenAPI document (with an example of each)."""
+"""The shapes of the HTTP API's answers, for the OpenAPI document (with an example of each).
+
+The upload form is ``emotionq.web.form``; problem examples are ``emotionq.web.problems.EXAMPLES``.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from emotionq.web import problems
 
 Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
@@ -54,27 +59,6 @@ class JobInput(BaseModel):
     bytes: int
     duration_s: float
     sha256: str
-
-
-class JobForm(BaseModel):
-    """The multipart/form-data body of ``POST /v1/jobs`` (parsed as a stream; this documents it)."""
-
-    model_config = ConfigDict(title="JobUpload")
-
-    file: bytes = Field(description="the recording: anything libsndfile or FFmpeg decodes (WAV, FLAC, MP3, OGG, "
-                        "M4A, ...); averaged to mono and resampled to 16 kHz")
-    priority: Literal["high", "low"] = Field("low", examples=["high"],
-                                             description="high starts before every low job not yet started")
-    granularity: Literal["utterance", "frame"] = Field("utterance", examples=["utterance"],
-                                                       description="frame adds per-frame features (50 per second)")
-    embedding: bool = Field(False, examples=[False], description="true adds the utterance embedding")
-    metadata: str | None = Field(None, examples=['{"call_id": "c-1842"}'],
-                                 description="a JSON object of at most 16 keys, returned as given")
-    webhook_url: str | None = Field(None, examples=["https://example.com/hooks/emotionq"],
-                                    description="called when the job ends (Standard Webhooks, signed)")
-    webhook_events: str | None = Field(None, examples=["job.started"],
-                                       description="comma-separated extra events; job.succeeded, job.failed and "
-                                       "job.canceled are always sent")
 
 
 class JobOptions(BaseModel):
@@ -151,9 +135,7 @@ class Job(BaseModel):
 class Problem(BaseModel):
     """An error, as RFC 9457 application/problem+json; ``code`` is stable, ``detail`` says what to do next."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "type": "urn:emotionq:problem:not_found", "title": "not found", "status": 404, "code": "not_found",
-        "detail": "no job 'job_0000'; check the id (jobs are kept for a limited time)", "retryable": False}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [problems.body(problems.EXAMPLES["not_found"])]})
 
     type: str
     title: str
@@ -161,44 +143,3 @@ class Problem(BaseModel):
     detail: str
     code: str
     retryable: bool = Field(description="true when the same request may succeed later (see Retry-After)")
-
-
-def _problem(status: int, code: str, detail: str, retryable: bool = False) -> dict:
-    return {"type": f"urn:emotionq:problem:{code}", "title": code.replace("_", " "), "status": status,
-            "detail": detail, "code": code, "retryable": retryable}
-
-
-# The problems the API answers with, by example name; ``code`` is the stable part.
-PROBLEM_EXAMPLES: dict[str, dict] = {name: _problem(*args) for name, args in {
-    "unauthorized": (401, "unauthorized", "this API key is unknown or has been revoked"),
-    "not_found": (404, "not_found", "no job 'job_5f0c2a9e8b7d4c1fa3e6b2d9c8a7f1e0'; check the id (jobs are kept "
-                  "for a limited time)"),
-    "idempotency_key_reused": (409, "idempotency_key_reused", "this Idempotency-Key was used for a different "
-                               "request; use a new key"),
-    "job_finished": (409, "job_finished", "the job has already finished; nothing to cancel"),
-    "no_webhook": (409, "no_webhook", "the job has no webhook_url"),
-    "payload_too_large": (413, "payload_too_large", "the upload exceeds the 104,857,600-byte limit; send a shorter "
-                          "or compressed file"),
-    "audio_undecodable": (422, "audio_undecodable", "the file could not be decoded as audio: upload a "
-                          "WAV/FLAC/MP3/OGG/M4A file"),
-    "audio_too_long": (422, "audio_too_long", "the recording lasts 5400 s; the limit is 3600 s: split it and send "
-                       "the parts"),
-    "invalid_form": (422, "invalid_request", "priority must be 'high' or 'low', not 'urgent'"),
-    "metadata_too_deep": (422, "metadata_too_deep", "metadata nests arrays and objects more than 8 levels deep; "
-                          "flatten it"),
-    "incomplete_body": (422, "incomplete_body", "the multipart body ended before its closing boundary: the upload "
-                        "is incomplete; send it again"),
-    "request_timeout": (408, "request_timeout", "no part of the upload arrived for 30 s; the request was dropped: "
-                        "send it again on a steady connection"),
-    "invalid_parameter": (422, "invalid_request", "query.grace_seconds: Input should be greater than or equal to 0"),
-    "webhook_url_refused": (422, "webhook_url_refused", "webhook_url resolves to 10.0.0.7, a private, loopback, "
-                            "link-local or reserved address; use a public URL (operators can allow networks with "
-                            "EMOTIONQ_WEBHOOK_ALLOW_NETWORKS)"),
-    "queue_full": (429, "queue_full", "1000 high-priority jobs are waiting, the most this service queues; retry "
-                   "later", True),
-    "broker_unavailable": (503, "broker_unavailable", "the broker did not accept the job (connection refused); "
-                           "retry shortly", True),
-    "store_unavailable": (503, "store_unavailable", "Redis at 127.0.0.1:6379/0 does not answer: connection refused",
-                          True),
-    "no_workers": (503, "no_workers", "no worker has a model loaded yet; start `emotionq worker`", True),
-}.items()}

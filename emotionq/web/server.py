@@ -1,13 +1,13 @@
 """The API's HTTP server: uvicorn with emotionq's logging, connection cap and slow-client guard.
 
-``python -m emotionq.server`` is what ``emotionq api`` runs.
+``python -m emotionq.web.server`` is what ``emotionq api`` runs.
 
 uvicorn times out idle keep-alive connections, but a connection that sends its request line and
 headers one byte at a time is never timed out (each byte resets nothing, and nothing waits on
 it), so a few hundred such clients hold every connection slot. Here every request's line and
 headers must arrive within ``EMOTIONQ_HTTP_HEADER_TIMEOUT_S`` of the connection opening (or of
 the previous response's end): past it the server answers 408 and closes. Bodies are bounded
-by ``EMOTIONQ_HTTP_BODY_TIMEOUT_S`` in ``emotionq.upload``, and the number of connections by
+by ``EMOTIONQ_HTTP_BODY_TIMEOUT_S`` in ``emotionq.web.upload``, and the number of connections by
 uvicorn's ``--limit-concurrency``. Production deployments should still sit behind a reverse
 proxy with its own limits (README: Running it safely).
 """

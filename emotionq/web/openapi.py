@@ -1,5 +1,4 @@
-"""The OpenAPI document (/openapi.json, /docs): the responses each route declares, and two corrections
-to what FastAPI generates from them.
+"""The OpenAPI document (/openapi.json, /docs): the responses routes declare, and two corrections.
 
 - Errors are documented as application/problem+json, which is what the API sends; FastAPI files a
   response model under the route's own media type (application/json).
@@ -16,24 +15,19 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from emotionq import schemas
+from emotionq.web import problems, schemas
+from emotionq.web.form import schema_with_file
 
-PROBLEM_JSON = "application/problem+json"
-STATUS_MEANINGS = {
-    401: "no API key, or one that is unknown or revoked",
-    404: "no such job, or another client's",
-    408: "the upload stalled: send it again",
-    409: "the request clashes with the job or with an earlier request",
-    413: "the upload is over the byte limit",
-    422: "bad input: fix the request, do not retry it",
-    429: "the queue for this priority is full: retry after Retry-After seconds",
-    503: "a dependency is down: retry after Retry-After seconds",
+PROBLEM_JSON = problems.MEDIA_TYPE
+HEADERS = {
+    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer", "example": 5}},
+    "WWW-Authenticate": {"description": "how to authenticate", "schema": {"type": "string",
+                                                                         "example": 'Bearer realm="emotionq"'}},
 }
-RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "example": 5}}
 LOCATION = {"description": "the job's URL",
             "schema": {"type": "string", "example": f"/v1/jobs/{schemas.JOB_QUEUED['id']}"}}
 UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {
-    "schema": schemas.JobForm.model_json_schema(),
+    "schema": schema_with_file(),
     "encoding": {"file": {"contentType": "audio/*, video/*, application/octet-stream"}},
 }}}
 
@@ -44,17 +38,21 @@ def job_examples(**jobs: dict) -> dict:
 
 
 def problem_responses(*names: str) -> dict[int, dict]:
-    """The ``responses`` entries for these problems (names of schemas.PROBLEM_EXAMPLES), grouped by status."""
-    responses: dict[int, dict] = {}
+    """The ``responses`` entries for these problems (names of ``problems.EXAMPLES``), grouped by status:
+    each status described by its problems' classes, each example the body the API would send."""
+    by_status: dict[int, list[str]] = {}
     for name in names:
-        example = schemas.PROBLEM_EXAMPLES[name]
-        status = example["status"]
-        response = responses.setdefault(status, {
-            "model": schemas.Problem, "description": STATUS_MEANINGS[status],
-            "content": {PROBLEM_JSON: {"examples": {}}},
-            **({"headers": {"Retry-After": RETRY_AFTER}} if status in (429, 503) else {}),
-        })
-        response["content"][PROBLEM_JSON]["examples"][name] = {"summary": example["detail"], "value": example}
+        by_status.setdefault(problems.status_of(problems.EXAMPLES[name]), []).append(name)
+    responses: dict[int, dict] = {}
+    for status, grouped in by_status.items():
+        errors = [problems.EXAMPLES[name] for name in grouped]
+        headers = {h: HEADERS[h] for e in errors for h in problems.headers_for(e)}
+        responses[status] = {
+            "model": schemas.Problem, "description": problems.meaning([type(e) for e in errors]),
+            "content": {PROBLEM_JSON: {"examples": {
+                name: {"summary": e.message, "value": problems.body(e)} for name, e in zip(grouped, errors)}}},
+            **({"headers": headers} if headers else {}),
+        }
     return responses
 
 

@@ -1,0 +1,76 @@
+"""What the routes are handed: the services of this API process, and the client a request comes from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Header, Request
+from fastapi import Path as PathParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from emotionq import jobs, metrics
+from emotionq.blobs import BlobStore
+from emotionq.jobs.intake import Intake
+from emotionq.settings import Settings
+from emotionq.store import Store
+from emotionq.web import keys
+from emotionq.web.schemas import JOB_QUEUED
+from emotionq.webhooks import delivery, events
+
+
+@dataclass
+class Services:
+    """This API process's connections and policies, opened once by the app's lifespan."""
+
+    settings: Settings
+    store: Store
+    blobs: BlobStore
+    celery: Celery
+    notifier: events.Notifier
+    webhook_policy: delivery.Policy
+
+    @cached_property
+    def intake(self) -> Intake:
+        return Intake(settings=self.settings, store=self.store, celery=self.celery, notifier=self.notifier,
+                      webhook_policy=self.webhook_policy)
+
+    def load(self, job_id: str, client: str) -> tuple[dict, dict]:
+        """The job and its run (blocking: call in a thread); a run its vanished worker left is failed now."""
+        return jobs.load(self.store, job_id=job_id, client=client, on_fail=self.run_failed)
+
+    def view(self, job: dict, run: dict) -> dict:
+        """The job object, with its webhook deliveries (blocking: call in a thread)."""
+        return jobs.view(job, run, delivery.for_job(self.store, job))
+
+    def run_failed(self, run: dict, event: str) -> None:
+        """A run that its vanished worker left, failed on reading: count it and tell the webhooks."""
+        metrics.run_finished(run)
+        self.notifier.run_event(run, event)
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+
+bearer = HTTPBearer(auto_error=False, description="an API key from `emotionq keys create CLIENT`")
+
+
+async def client_id(svc: ServicesDep,
+                    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    """The caller's client, from its API key; every job belongs to one."""
+    if svc.settings.auth == "disabled":
+        return keys.ANONYMOUS
+    return await run_in_threadpool(keys.authenticate, svc.store, credentials.credentials if credentials else None)
+
+
+ClientDep = Annotated[str, Depends(client_id)]
+JobId = Annotated[str, PathParam(description="the id POST /v1/jobs answered with", examples=[JOB_QUEUED["id"]])]
+PreferWait = Annotated[str | None, Header(
+    description="wait=N: answer once the job has finished, if that takes at most N seconds "
+                "(capped by EMOTIONQ_MAX_WAIT_SECONDS); otherwise the job as it stands", examples=["wait=30"])]

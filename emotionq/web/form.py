@@ -1,0 +1,140 @@
+"""The upload form of ``POST /v1/jobs``, validated by ``JobForm``, with its limits stated once.
+
+The ``file`` field is streamed (``emotionq.web.upload``); the OpenAPI document describes the upload
+from ``JobForm`` too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Json,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from emotionq.errors import InvalidRequest
+from emotionq.webhooks.events import parse_events
+
+MAX_METADATA_KEYS = 16
+MAX_METADATA_DEPTH = 8  # nested arrays/objects; json.loads recurses, so depth is bounded before parsing
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
+
+
+def nesting(text: str) -> int:
+    """How deeply JSON ``text`` nests arrays and objects (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for bracket in re.sub(r"[^\[\]{}]", "", _JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _shallow(text: Any) -> Any:
+    if isinstance(text, str) and nesting(text) > MAX_METADATA_DEPTH:
+        raise PydanticCustomError("metadata_too_deep", f"metadata nests arrays and objects more than "
+                                  f"{MAX_METADATA_DEPTH} levels deep; flatten it")
+    return text or "{}"
+
+
+def _few_keys(metadata: dict) -> dict:
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise ValueError(f"a JSON object of at most {MAX_METADATA_KEYS} keys, not {len(metadata)}")
+    return metadata
+
+
+Metadata = Annotated[Json[dict[str, Any]], BeforeValidator(_shallow), AfterValidator(_few_keys)]
+
+
+class JobForm(BaseModel):
+    """The multipart/form-data fields of ``POST /v1/jobs`` besides ``file``."""
+
+    model_config = ConfigDict(extra="forbid", title="JobUpload")
+
+    priority: Literal["high", "low"] = Field("low", examples=["high"],
+                                             description="high starts before every low job not yet started")
+    granularity: Literal["utterance", "frame"] = Field("utterance", examples=["utterance"],
+                                                       description="frame adds per-frame features (50 per second)")
+    embedding: bool = Field(False, examples=[False], description="true adds the utterance embedding")
+    metadata: Metadata = Field(default_factory=dict, examples=['{"call_id": "c-1842"}'],
+                               description=f"a JSON object of at most {MAX_METADATA_KEYS} keys, nested at most "
+                               f"{MAX_METADATA_DEPTH} deep, returned as given")
+    webhook_url: str | None = Field(None, examples=["https://example.com/hooks/emotionq"],
+                                    description="called when the job ends (Standard Webhooks, signed)")
+    webhook_events: str = Field("", examples=["job.started"],
+                                description="comma-separated extra events; job.succeeded, job.failed and "
+                                "job.canceled are always sent")
+
+    @field_validator("priority", "granularity", "embedding", "webhook_url", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: Any, info) -> Any:
+        """Form values are strings: trimmed, case-folded (but URLs), and an empty one is the default."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip() if info.field_name == "webhook_url" else value.strip().lower()
+        return value or cls.model_fields[info.field_name].default
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _known_events(cls, value: str) -> str:
+        try:
+            parse_events(value)
+        except InvalidRequest as exc:
+            raise PydanticCustomError("invalid_request", exc.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _events_need_a_url(self) -> JobForm:
+        if self.webhook_events.strip() and not self.webhook_url:
+            raise PydanticCustomError("invalid_request", "webhook_events needs a webhook_url")
+        return self
+
+    @classmethod
+    def parse(cls, fields: dict[str, str]) -> JobForm:
+        """The validated form; InvalidRequest (with the first problem's code) otherwise."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+
+    def options(self) -> dict:
+        """The job options that are part of its dedup key."""
+        return {"granularity": self.granularity, "embedding": self.embedding}
+
+    def webhook(self) -> dict | None:
+        """The webhook as the job records it (its URL is checked against the network policy later)."""
+        if not self.webhook_url:
+            return None
+        return {"url": self.webhook_url, "events": parse_events(self.webhook_events)}
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    errors = exc.errors(include_url=False)
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        allowed = ", ".join(["file", *JobForm.model_fields])
+        return InvalidRequest(f"unknown form fields {unknown}; allowed: {allowed}")
+    custom = next((e for e in errors if e["type"] in ("metadata_too_deep", "invalid_request")), None)  # ours
+    if custom is not None:
+        return InvalidRequest(custom["msg"], code=custom["type"])
+    return InvalidRequest("; ".join(f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in errors))
+
+
+def schema_with_file() -> dict:
+    """The multipart body's JSON schema for the OpenAPI document: the form's fields and ``file``."""
+    schema = JobForm.model_json_schema(mode="validation")
+    schema["properties"] = {"file": {
+        "type": "string", "format": "binary", "description": "the recording: anything libsndfile or FFmpeg "
+        "decodes (WAV, FLAC, MP3, OGG, M4A, ...); averaged to mono and resampled to 16 kHz"},
+        **schema["properties"]}
+    schema["required"] = ["file"]
+    return schema

@@ -1,0 +1,104 @@
+"""``/v1/jobs``: upload audio for scoring, read a job (long-polling with ``Prefer: wait``), cancel it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from emotionq import jobs
+from emotionq.jobs.intake import JobRequest
+from emotionq.settings import Settings
+from emotionq.web.deps import ClientDep, JobId, PreferWait, Services, ServicesDep
+from emotionq.web.form import JobForm
+from emotionq.web.openapi import LOCATION, UPLOAD_BODY, job_examples, problem_responses
+from emotionq.web.schemas import JOB_CANCELED, JOB_DEDUPED, JOB_FAILED, JOB_QUEUED, JOB_SUCCEEDED, Job
+from emotionq.web.upload import receive
+
+router = APIRouter(prefix="/v1/jobs")
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
+IdempotencyKey = Annotated[str | None, Header(max_length=255, examples=["upload-c-1842-attempt"],
+                                              description="a retry with the same key and request returns the "
+                                              "same job")]
+
+
+@router.post("", status_code=202, response_model=Job, openapi_extra={"requestBody": UPLOAD_BODY}, responses={
+    202: {"description": "queued, or joined an identical queued or running job", "headers": {"Location": LOCATION},
+          **job_examples(queued=JOB_QUEUED)},
+    200: {"model": Job, "description": "finished: a reused result (dedup.source cache), or within Prefer: wait",
+          **job_examples(reused=JOB_DEDUPED, succeeded=JOB_SUCCEEDED, failed=JOB_FAILED)},
+    **problem_responses("unauthorized", "idempotency_key_reused", "payload_too_large", "request_timeout",
+                        "audio_undecodable", "audio_too_long", "invalid_form", "metadata_too_deep", "incomplete_body",
+                        "webhook_url_refused", "queue_full", "broker_unavailable", "store_unavailable")})
+async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
+                     idempotency_key: IdempotencyKey = None, prefer: PreferWait = None):
+    """Upload audio (multipart field `file`) and queue it; identical audio reuses earlier work."""
+    upload = await receive(request, svc.blobs, max_bytes=svc.settings.max_upload_bytes,
+                           idle_timeout_s=svc.settings.http_body_timeout_s)
+    try:
+        form = JobForm.parse(upload.fields)
+    except BaseException:
+        upload.blob.abort()
+        raise
+    ask = JobRequest(client=client, priority=form.priority, options=form.options(), metadata=form.metadata,
+                     webhook=form.webhook(), idempotency_key=idempotency_key, filename=upload.filename,
+                     content_type=upload.content_type)
+    submission = await run_in_threadpool(svc.intake.accept, ask, upload.blob)
+    job, run = submission.job, submission.run
+    wait = prefer_wait(prefer, svc.settings)
+    if wait and submission.outcome != "cache":
+        job, run = await wait_for(svc, job["id"], client, wait)
+    return await _answer(svc, job, run, waited=wait or None)
+
+
+@router.get("/{job_id}", response_model=Job, responses={
+    200: job_examples(succeeded=JOB_SUCCEEDED, queued=JOB_QUEUED, failed=JOB_FAILED),
+    **problem_responses("unauthorized", "not_found", "invalid_parameter", "store_unavailable")})
+async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: PreferWait = None):
+    """The job's status, and its output once it has succeeded."""
+    wait = prefer_wait(prefer, svc.settings)
+    job, run = await wait_for(svc, job_id, client, wait)
+    body = await run_in_threadpool(svc.view, job, run)
+    return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"} if wait else None)
+
+
+@router.post("/{job_id}/cancel", response_model=Job, responses={
+    200: job_examples(canceled=JOB_CANCELED),
+    **problem_responses("unauthorized", "not_found", "job_finished", "invalid_parameter", "store_unavailable")})
+async def cancel_job(job_id: JobId, svc: ServicesDep, client: ClientDep):
+    """Cancel a job that has not finished: its run stops too, unless an identical job still wants it."""
+    await run_in_threadpool(jobs.cancel, svc.store, job_id=job_id, client=client)
+    job, run = await run_in_threadpool(svc.load, job_id, client)
+    await run_in_threadpool(svc.notifier.job_event, job, run, "job.canceled")
+    return await run_in_threadpool(svc.view, job, run)
+
+
+def prefer_wait(prefer: str | None, settings: Settings) -> float:
+    """Seconds a ``Prefer: wait=N`` header asks to wait, capped by the settings (0 without one)."""
+    match = PREFER_WAIT.search(prefer or "")
+    return min(float(match.group(1)), settings.max_wait_seconds) if match else 0.0
+
+
+async def wait_for(svc: Services, job_id: str, client: str, seconds: float) -> tuple[dict, dict]:
+    """Poll until the job is finished or ``seconds`` pass; returns the latest state."""
+    deadline = time.monotonic() + seconds
+    delay = 0.02
+    while True:
+        job, run = await run_in_threadpool(svc.load, job_id, client)
+        if jobs.status_of(job, run) in jobs.TERMINAL or time.monotonic() >= deadline:
+            return job, run
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.25)
+
+
+async def _answer(svc: Services, job: dict, run: dict, *, waited: float | None) -> JSONResponse:
+    body = await run_in_threadpool(svc.view, job, run)
+    headers = {"Location": f"/v1/jobs/{job['id']}"}
+    if waited:
+        headers["Preference-Applied"] = f"wait={waited:g}"
+    return JSONResponse(body, status_code=200 if body["status"] in jobs.TERMINAL else 202, headers=headers)
