@@ -1,4 +1,4 @@
-"""Celery tasks: parse, call the real work in ``emotionq.scoring``, record the outcome.
+"""Celery tasks: parse, call the real work in ``emotionq.worker``, record the outcome.
 
 The model is loaded once per worker *child* process, after the fork
 (``worker_process_init``), so CUDA is never touched in the parent.
@@ -10,107 +10,24 @@ import logging
 import os
 import random
 import signal
-import socket
-import threading
 import time
-from functools import cached_property
 
-import httpx
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_postrun, worker_process_init, worker_process_shutdown
 
-from emotionq import jobs, metrics, registry, scoring
-from emotionq.batching import Extra, Gatherer
-from emotionq.blobs import BlobStore
-from emotionq.celery_app import app
+from emotionq import jobs, metrics
 from emotionq.errors import ConfigurationError, RunTimeLimit, StoreUnavailable, TransientFault
-from emotionq.settings import get_settings
-from emotionq.store import PatientStore, open_store
+from emotionq.queues import DELIVER_TASK, INFER_TASK, app
 from emotionq.webhooks import delivery
-from emotionq.webhooks.events import DELIVER_TASK, Notifier
+from emotionq.worker import scoring
+from emotionq.worker.batching import Extra
+from emotionq.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
-
-
-class Runtime:
-    """What one worker process holds: settings, store, blobs and (in children) the model."""
-
-    def __init__(self) -> None:
-        self.settings = get_settings()
-        self.name = self.settings.worker_name or f"{self.settings.worker_device}@{socket.gethostname()}"
-        self._heartbeat: threading.Timer | None = None
-
-    @cached_property
-    def store(self) -> PatientStore:
-        return PatientStore(open_store(self.settings.effective_store_url), patience_s=self.settings.store_patience_s)
-
-    @cached_property
-    def blobs(self) -> BlobStore:
-        return BlobStore(self.settings.effective_blob_dir)
-
-    @cached_property
-    def notifier(self) -> Notifier:
-        return Notifier(store=self.store, celery=app, settings=self.settings)
-
-    @cached_property
-    def webhook_policy(self) -> delivery.Policy:
-        return delivery.Policy.from_settings(self.settings)
-
-    @cached_property
-    def http(self) -> httpx.Client:
-        return httpx.Client(follow_redirects=False, trust_env=False)
-
-    def notify(self, run: dict, event: str) -> None:
-        """Queue webhook events; a failure here must not undo the recorded outcome."""
-        try:
-            self.notifier.run_event(run, event)
-        except Exception:  # broker or store down: the deliveries stay pending in the store
-            log.exception("run %s: could not queue %s webhooks", run["id"], event)
-
-    @cached_property
-    def gatherer(self) -> Gatherer | None:
-        """Takes more waiting jobs for a batch; None where batching is off."""
-        url = self.settings.effective_broker_url
-        return Gatherer(url, self.settings) if Gatherer.enabled_for(url, self.settings) else None
-
-    @cached_property
-    def model(self):
-        from emotionq.inference import EmotionModel
-
-        s = self.settings
-        model = EmotionModel.load(s.model, revision=s.model_revision, device=s.worker_device,
-                                  threads=s.torch_threads)
-        log.info("model %s ready on %s (%s, untrained=%s)", model.model_id, model.device, model.dtype,
-                 model.untrained)
-        return model
-
-    def announce(self) -> None:
-        """Tell /readyz this process has a model that answered; repeat while alive."""
-        m = self.model
-        try:
-            registry.announce(self.store.inner, name=self.name, info={
-                "device": m.device, "dtype": m.dtype, "model": m.model_id, "untrained": m.untrained,
-                "pid": os.getpid()})
-        except StoreUnavailable as exc:
-            log.warning("could not announce readiness: %s", exc)
-        self._heartbeat = threading.Timer(registry.HEARTBEAT_S, self.announce)
-        self._heartbeat.daemon = True
-        self._heartbeat.start()
-
-    def observe_gpu_memory(self) -> None:
-        metrics.observe_gpu_memory(worker=self.name, device=self.settings.worker_device)
-
-    def withdraw(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            try:
-                registry.withdraw(self.store.inner, name=self.name)
-            except StoreUnavailable:
-                pass
 
 
 _runtime: Runtime | None = None
@@ -144,9 +61,9 @@ def _observe_after_task(**_) -> None:
 
 
 @worker_process_shutdown.connect
-def _withdraw(**_) -> None:
+def _retire(**_) -> None:
     if _runtime is not None:
-        _runtime.withdraw()
+        _runtime.retire()
 
 
 def backoff(retries: int) -> float:
@@ -154,7 +71,7 @@ def backoff(retries: int) -> float:
     return random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2**retries))
 
 
-def _fail(run_id: str, task_id: str, code: str, message: str, *, retryable: bool = False) -> None:
+def _record_failure(run_id: str, task_id: str, code: str, message: str, *, retryable: bool = False) -> None:
     rt = runtime()
     try:
         failed = jobs.fail(rt.store, run_id=run_id, task_id=task_id,
@@ -171,14 +88,14 @@ class InferTask(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         # A hard time limit kills the child; this runs in the worker's main process.
         if isinstance(exc, TimeLimitExceeded):
-            _fail(args[0], task_id, "time_limit",
+            _record_failure(args[0], task_id, "time_limit",
                   f"the job ran past its hard time limit ({exc}); it is not retried")
 
 
-@app.task(bind=True, base=InferTask, name="emotionq.infer", max_retries=None)
+@app.task(bind=True, base=InferTask, name=INFER_TASK, max_retries=None)
 def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = None,
           duration_s: float = 0.0, priority: str = "low") -> str:
-    """Score the run ``run_id``, with the jobs waiting behind it (see ``emotionq.batching``).
+    """Score the run ``run_id``, with the jobs waiting behind it (see ``emotionq.worker.batching``).
 
     The other arguments are there for Flower and logs. A retried job runs alone.
     """
@@ -195,22 +112,22 @@ def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = 
                                       started=started)
     except (SoftTimeLimitExceeded, RunTimeLimit) as exc:
         if not extras:
-            _fail(run_id, self.request.id, "time_limit", exc.message if isinstance(exc, RunTimeLimit) else
+            _record_failure(run_id, self.request.id, "time_limit", exc.message if isinstance(exc, RunTimeLimit) else
                   f"the job ran past its {soft:.0f} s limit for {duration_s:.0f} s of audio; it is not retried")
             return "failed"
-        _release(extras)  # the batch was too slow, not necessarily this job: it tries again alone
+        _give_back(extras)  # the batch was too slow, not necessarily this job: it tries again alone
         return _retry(self, run_id, TransientFault(f"a batch of {len(members)} jobs ran past {soft:.0f} s",
                                                    code="time_limit"))
     except (TransientFault, StoreUnavailable) as exc:
-        _release(extras)
+        _give_back(extras)
         return _retry(self, run_id, exc)
     except Exception as exc:  # a bug: fail the jobs with a reason rather than lose them
         log.exception("run %s: unexpected error", run_id)
         for member in members:
-            _fail(member.run_id, member.task_id, "internal_error", f"{type(exc).__name__}: {exc}")
-        _settle(extras)
+            _record_failure(member.run_id, member.task_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        _ack(extras)
         return "failed"
-    _settle(extras)
+    _ack(extras)
     return outcomes[0] if not extras else f"{outcomes[0]} (batch of {len(members)})"
 
 
@@ -218,17 +135,18 @@ def _retry(task: Task, run_id: str, exc: TransientFault | StoreUnavailable) -> s
     """Retry a transient fault with backoff, or fail the run once retries are spent."""
     rt = runtime()
     if task.request.retries >= rt.settings.max_retries:
-        _fail(run_id, task.request.id, exc.code, f"{exc.message} (gave up after {task.request.retries} retries)",
+        _record_failure(run_id, task.request.id, exc.code, f"{exc.message} (gave up after {task.request.retries} retries)",
               retryable=True)
         return "failed"
     try:
         jobs.requeue(rt.store, run_id=run_id, task_id=task.request.id)
-    except StoreUnavailable:
-        pass
+    except StoreUnavailable:  # the retry still runs, but its claim finds the run running: it counts a delivery
+        log.warning("run %s: could not put it back to queued before retry %d", run_id, task.request.retries + 1,
+                    exc_info=True)
     raise task.retry(exc=exc, countdown=backoff(task.request.retries))
 
 
-def _release(extras: list[Extra]) -> None:
+def _give_back(extras: list[Extra]) -> None:
     """Give a batch's extra jobs back: queued again in the store, their messages back on the queue."""
     for extra in extras:
         try:
@@ -238,7 +156,7 @@ def _release(extras: list[Extra]) -> None:
             log.exception("run %s: could not give it back to the queue", extra.run_id)
 
 
-def _settle(extras: list[Extra]) -> None:
+def _ack(extras: list[Extra]) -> None:
     """Ack a batch's extra messages: their outcomes are recorded."""
     for extra in extras:
         try:

@@ -1,4 +1,4 @@
-"""Which workers have a model loaded and answering: written by workers, read by ``/readyz``."""
+"""Which workers have a model loaded and answering: announced by workers on a heartbeat, read by ``/readyz``."""
 
 from __future__ import annotations
 
@@ -23,15 +23,18 @@ def announce(store: Store, *, name: str, info: dict) -> None:
     store.transact(tx_announce)
 
 
-def withdraw(store: Store, *, name: str) -> None:
-    def tx_withdraw(tx: Tx) -> None:
+def retire(store: Store, *, name: str) -> None:
+    """Remove worker ``name`` (it is shutting down)."""
+
+    def tx_retire(tx: Tx) -> None:
         workers = tx.get(KEY) or {}
         if workers.pop(name, None) is not None:
             tx.put(KEY, workers)
 
-    store.transact(tx_withdraw)
+    store.transact(tx_retire)
 
 
 def live(store: Store) -> dict[str, dict]:
+    """The workers whose heartbeat is recent, by name."""
     now = time.time()
     return {n: w for n, w in (store.get(KEY) or {}).items() if now - w["seen_at"] < STALE_AFTER_S}

@@ -23,10 +23,11 @@ import logging
 import time
 from dataclasses import dataclass
 
+import amqp.exceptions
 from kombu import Connection, Message
+from kombu.exceptions import KombuError
 
-from emotionq.dispatch import INFER_TASK
-from emotionq.queues import INFERENCE
+from emotionq.queues import INFERENCE, read_infer
 from emotionq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,14 @@ class Gatherer:
                         break
                     time.sleep(POLL_S)
                     continue
-                extra = _parse(message)
+                extra = _extra(message)
                 if extra is None or extra.duration_s > budget:
                     message.reject(requeue=True)
                     break  # leave it (and what follows it) to the next batch
                 budget -= extra.duration_s
                 extras.append(extra)
-        except Exception as exc:  # kombu raises many kinds; a batch of one is always fine
-            log.warning("could not gather a batch (%s); scoring one job", exc)
+        except (KombuError, amqp.exceptions.AMQPError, OSError) as exc:  # a batch of one is always fine
+            log.warning("could not gather a batch (%s: %s); scoring one job", type(exc).__name__, exc)
             self._reset()
         return extras
 
@@ -107,11 +108,14 @@ class Gatherer:
         self._connection = Connection(self._url, heartbeat=0)
 
 
-def _parse(message: Message) -> Extra | None:
-    """The run of a Celery (protocol 2) inference message; None for anything else."""
-    headers = message.headers or {}
-    if headers.get("task") != INFER_TASK:
+def _extra(message: Message) -> Extra | None:
+    """The message as a batch member; None for one that is not an inference task (or cannot be read:
+    logged, and left to Celery, which fails it with a reason)."""
+    try:
+        infer = read_infer(message)
+    except (KombuError, KeyError, IndexError, TypeError, ValueError):  # a malformed body or header
+        log.exception("an inference message could not be read; leaving it in the queue")
         return None
-    args, kwargs, _ = message.decode()
-    return Extra(task_id=headers["id"], run_id=args[0], duration_s=float(kwargs.get("duration_s", 0.0)),
-                 message=message)
+    if infer is None:
+        return None
+    return Extra(task_id=infer.task_id, run_id=infer.run_id, duration_s=infer.duration_s, message=message)

@@ -1,0 +1,106 @@
+"""What one worker process holds (settings, store, blobs, webhooks, the model) and its heartbeat.
+
+Each is opened on first use; the model only in pool children, after the fork. The heartbeat tells
+``/readyz`` that the model answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from functools import cached_property
+
+import httpx
+
+from emotionq import metrics, queues
+from emotionq.blobs import BlobStore
+from emotionq.errors import StoreUnavailable
+from emotionq.settings import get_settings
+from emotionq.store import PatientStore, open_store
+from emotionq.webhooks import delivery
+from emotionq.webhooks.events import Notifier
+from emotionq.worker import readiness
+from emotionq.worker.batching import Gatherer
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """One worker process's connections and model (made anew in each pool child, after the fork)."""
+
+    def __init__(self) -> None:
+        self.settings = get_settings()
+        self.name = self.settings.worker_name or f"{self.settings.worker_device}@{socket.gethostname()}"
+        self._heartbeat: threading.Timer | None = None
+
+    @cached_property
+    def store(self) -> PatientStore:
+        return PatientStore(open_store(self.settings.effective_store_url), patience_s=self.settings.store_patience_s)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.settings.effective_blob_dir)
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        return Notifier(store=self.store, celery=queues.app, settings=self.settings)
+
+    @cached_property
+    def webhook_policy(self) -> delivery.Policy:
+        return delivery.Policy.from_settings(self.settings)
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        return httpx.Client(follow_redirects=False, trust_env=False)
+
+    def notify(self, run: dict, event: str) -> None:
+        """Queue webhook events; a failure here must not undo the recorded outcome."""
+        try:
+            self.notifier.run_event(run, event)
+        except Exception:  # broker or store down: the deliveries stay pending in the store
+            log.exception("run %s: could not queue %s webhooks", run["id"], event)
+
+    @cached_property
+    def gatherer(self) -> Gatherer | None:
+        """Takes more waiting jobs for a batch; None where batching is off."""
+        url = self.settings.effective_broker_url
+        return Gatherer(url, self.settings) if Gatherer.enabled_for(url, self.settings) else None
+
+    @cached_property
+    def model(self):
+        from emotionq.inference import EmotionModel
+
+        s = self.settings
+        model = EmotionModel.load(s.model, revision=s.model_revision, device=s.worker_device,
+                                  threads=s.torch_threads)
+        log.info("model %s ready on %s (%s, untrained=%s)", model.model_id, model.device, model.dtype,
+                 model.untrained)
+        return model
+
+    def announce(self) -> None:
+        """Tell /readyz this process has a model that answered (loading it first); repeat while alive."""
+        m = self.model
+        try:
+            readiness.announce(self.store.inner, name=self.name, info={
+                "device": m.device, "dtype": m.dtype, "model": m.model_id, "untrained": m.untrained,
+                "pid": os.getpid()})
+        except StoreUnavailable as exc:
+            log.warning("could not announce readiness: %s", exc)
+        self._heartbeat = threading.Timer(readiness.HEARTBEAT_S, self.announce)
+        self._heartbeat.daemon = True
+        self._heartbeat.start()
+
+    def observe_gpu_memory(self) -> None:
+        metrics.observe_gpu_memory(worker=self.name, device=self.settings.worker_device)
+
+    def retire(self) -> None:
+        """Stop the heartbeat and leave /readyz's list at once (else it notices after a while)."""
+        if self._heartbeat is None:
+            return
+        self._heartbeat.cancel()
+        try:
+            readiness.retire(self.store.inner, name=self.name)
+        except StoreUnavailable as exc:
+            log.warning("could not retire from readiness (it expires by itself): %s", exc)

@@ -1,0 +1,192 @@
+"""Scoring runs: claim them, decode their audio, run the model, record each outcome.
+
+Plain code: the Celery task in ``emotionq.tasks`` only wires it up (and gathers
+the batch), and tests call it without a broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from emotionq import jobs, metrics
+from emotionq.blobs import BlobStore
+from emotionq.errors import BadInput, Canceled, EmotionQError, RunTimeLimit, TransientFault
+from emotionq.inference.audio import SAMPLE_RATE, decode
+from emotionq.settings import Settings
+from emotionq.store import Store
+
+log = logging.getLogger(__name__)
+
+Notify = Callable[[dict, str], None]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One run in a batch, and the id of the task message that carries it."""
+
+    run_id: str
+    task_id: str
+
+
+def score_runs(
+    *,
+    store: Store,
+    blobs: BlobStore,
+    model,
+    settings: Settings,
+    members: list[Member],
+    worker: str,
+    hard_limit_s: float,
+    notify: Notify = lambda run, event: None,
+    started: float | None = None,
+) -> list[str]:
+    """Score ``members`` in shared forward passes; returns what happened to each, in order
+    ("succeeded", "failed", or why it was skipped).
+
+    Each run is claimed, decoded and recorded on its own, so a bad file fails
+    alone. Transient faults of the shared forward pass (TransientFault,
+    StoreUnavailable) and anything unexpected propagate, with every claimed run
+    still running: the caller requeues or fails them. ``notify(run, event)`` is
+    told of job.started / job.succeeded / job.failed (for webhooks); it is told
+    again when a message comes back for a finished run, in case the first
+    telling was lost.
+
+    Between forward passes, a run whose jobs were all canceled is stopped (recorded canceled),
+    and the batch is held to the soft time limit of the audio it really holds, decoded, from
+    ``started`` (``time.monotonic()`` when the task began; default now): past it RunTimeLimit
+    propagates, as Celery's own soft limit would.
+    """
+    batch = _Batch(store=store, blobs=blobs, model=model, settings=settings, worker=worker, notify=notify)
+    claimed = [(i, member, run) for i, member in enumerate(members)
+               if (run := batch.claim(i, member, hard_limit_s)) is not None]
+    decoded = [d for i, member, run in claimed if (d := batch.decode(i, member, run)) is not None]
+    if decoded:
+        batch.score(decoded, started=time.monotonic() if started is None else started)
+    return [batch.outcomes[i] for i in range(len(members))]
+
+
+@dataclass
+class _Decoded:
+    index: int  # in the batch's members
+    member: Member
+    run: dict
+    samples: np.ndarray
+    decode_s: float
+
+
+@dataclass
+class _Batch:
+    """One call of ``score_runs``: what it works with, and each member's outcome so far."""
+
+    store: Store
+    blobs: BlobStore
+    model: object
+    settings: Settings
+    worker: str
+    notify: Notify
+    outcomes: dict[int, str] = field(default_factory=dict)
+
+    def claim(self, i: int, member: Member, hard_limit_s: float) -> dict | None:
+        """The run, claimed for this task; None (and the outcome noted) if it is not ours to score."""
+        claim = jobs.claim(self.store, run_id=member.run_id, task_id=member.task_id, worker=self.worker,
+                           max_deliveries=self.settings.max_deliveries, hard_limit_s=hard_limit_s)
+        if claim.go:
+            self.notify(claim.run, "job.started")  # again when redelivered: the first telling may have died
+            return claim.run
+        log.info("run %s skipped: %s", member.run_id, claim.reason)
+        if claim.reason == "poison":  # failed by this claim
+            metrics.run_finished(claim.run)
+        if claim.reason in ("finished", "poison") and claim.run["state"] in ("succeeded", "failed"):
+            self.notify(claim.run, f"job.{claim.run['state']}")
+        self.outcomes[i] = claim.reason
+        return None
+
+    def decode(self, i: int, member: Member, run: dict) -> _Decoded | None:
+        """The run's audio, decoded (its length recorded); None if it fails, as it then has."""
+        began = time.perf_counter()
+        try:
+            samples = _decode(self.blobs, run, self.settings)
+        except EmotionQError as exc:
+            self.outcomes[i] = _fail_member(self.store, member, exc, self.notify)
+            return None
+        jobs.record_decoded(self.store, run_id=member.run_id, task_id=member.task_id,
+                            duration_s=samples.size / SAMPLE_RATE)
+        return _Decoded(i, member, run, samples, time.perf_counter() - began)
+
+    def score(self, decoded: list[_Decoded], *, started: float) -> None:
+        """One model call for all of ``decoded``; each result recorded on its own."""
+        metrics.observe_batch(len(decoded))
+        watch = _Watch(self.store, [d.member for d in decoded], settings=self.settings, started=started,
+                       audio_s=sum(d.samples.size for d in decoded) / SAMPLE_RATE)
+        s = self.settings
+        began = time.perf_counter()
+        results = self.model.predict_batch([d.samples for d in decoded], options=[d.run["options"] for d in decoded],
+                                           window_s=s.window_seconds, max_batch_windows=s.batch_windows,
+                                           max_batch_s=s.batch_pass_s, before_pass=watch)
+        inference_s = time.perf_counter() - began
+        metrics.observe_inference(inference_s, worker=self.worker)
+        for k, (d, result) in enumerate(zip(decoded, results)):
+            if isinstance(result, Canceled):
+                log.info("run %s stopped: every job that wanted it was canceled", d.member.run_id)
+                metrics.run_finished(watch.stopped[k])
+                self.outcomes[d.index] = "canceled"
+            elif isinstance(result, EmotionQError) and not isinstance(result, TransientFault):
+                self.outcomes[d.index] = _fail_member(self.store, d.member, result, self.notify)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                result["timing"] = {"decode_ms": round(d.decode_s * 1e3, 1),
+                                    "inference_ms": round(inference_s * 1e3, 1), "batch_size": len(decoded)}
+                self._complete(d, result)
+
+    def _complete(self, d: _Decoded, result: dict) -> None:
+        done = jobs.complete(self.store, run_id=d.member.run_id, task_id=d.member.task_id, output=result,
+                             settings=self.settings)
+        if done:
+            metrics.run_finished(done)
+            self.notify(done, "job.succeeded")
+        self.outcomes[d.index] = "succeeded"
+
+
+class _Watch:
+    """``predict_batch``'s ``before_pass``: stops runs nobody wants, and holds the batch to its time limit."""
+
+    def __init__(self, store: Store, members: list[Member], *, settings: Settings, started: float,
+                 audio_s: float) -> None:
+        self.store, self.members, self.audio_s = store, members, audio_s
+        self.soft_s = settings.time_limits(audio_s)[0]
+        self.deadline = started + self.soft_s
+        self.stopped: dict[int, dict] = {}  # member index -> the run, recorded canceled
+
+    def __call__(self) -> set[int]:
+        if time.monotonic() > self.deadline:
+            raise RunTimeLimit(f"the job ran past its {self.soft_s:.0f} s limit for {self.audio_s:.0f} s of "
+                               "audio (as decoded); it is not retried")
+        for k, member in enumerate(self.members):
+            if k not in self.stopped:
+                run = jobs.stop_if_unwanted(self.store, run_id=member.run_id, task_id=member.task_id)
+                if run is not None:
+                    self.stopped[k] = run
+        return set(self.stopped)
+
+
+def _decode(blobs: BlobStore, run: dict, settings: Settings):
+    path = blobs.path(run["sha256"])
+    if not path.exists():
+        raise BadInput(f"the audio blob {run['sha256']} is gone from {blobs.root}; upload it again",
+                       code="audio_missing")
+    return decode(path, max_seconds=settings.max_audio_seconds)
+
+
+def _fail_member(store: Store, member: Member, exc: EmotionQError, notify: Notify) -> str:
+    log.log(logging.INFO if isinstance(exc, BadInput) else logging.ERROR, "run %s failed: %s", member.run_id, exc)
+    failed = jobs.fail(store, run_id=member.run_id, error=exc.as_dict(), task_id=member.task_id)
+    if failed:
+        metrics.run_finished(failed)
+        notify(failed, "job.failed")
+    return "failed"
