@@ -46,9 +46,9 @@ def _celery_worker(*, pool: str, concurrency: int, queue: str, name: str) -> lis
             "--without-gossip", "--without-mingle"]
 
 
-def api_command(settings: Settings) -> list[str]:
-    """The API: uvicorn with emotionq's logging, slow-client guard and connection cap (``emotionq.server``)."""
-    return [sys.executable, "-m", "emotionq.server"]
+def api_command() -> list[str]:
+    """The API: uvicorn with emotionq's logging, slow-client guard and connection cap (``emotionq.web.server``)."""
+    return [sys.executable, "-m", "emotionq.web.server"]
 
 
 def supervise(commands: list[tuple[str, list[str], dict[str, str]]]) -> int:

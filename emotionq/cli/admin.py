@@ -1,0 +1,102 @@
+"""``emotionq purge``, ``keys`` and ``model``: what operators do to the queue, the API keys and the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from emotionq.settings import get_settings
+
+
+@click.command()
+@click.option("--priority", type=click.Choice(["high", "low"]), required=True)
+def purge(priority: str) -> None:
+    """Remove the jobs waiting at one priority from the queue and fail them (code `purged`, webhooks sent).
+
+    Both priorities share one queue, so `celery purge` cannot tell them apart, and would leave the
+    jobs of the messages it drops queued for ever. Run it once per priority to empty the queue.
+    """
+    from emotionq.jobs.purge import purge_priority
+    from emotionq.queues import app as celery
+    from emotionq.webhooks.events import Notifier
+
+    def action(store):
+        notifier = Notifier(store=store, celery=celery, settings=get_settings())
+        return purge_priority(celery, store, priority=priority, notify=notifier.run_event)
+
+    result = _run_admin(action)
+    click.echo(f"purged {len(result.failed)} {priority}-priority runs (their jobs failed with code 'purged'); "
+               f"dropped {result.stale} stale messages; left {result.kept} other messages queued")
+
+
+@click.group()
+def keys() -> None:
+    """API keys (stored hashed in the job store; a key is shown once, when created)."""
+
+
+@keys.command("create")
+@click.argument("client")
+def keys_create(client: str) -> None:
+    """A new key for CLIENT (a name such as 'acme'); a client's keys all see its jobs."""
+    from emotionq.web import keys as api_keys
+
+    key, record = _run_admin(lambda store: api_keys.create(store, client=client))
+    click.echo(f"created key {record['id']} for client {client!r}; it is shown only now:", err=True)
+    click.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """Every key's id, client and creation time."""
+    from emotionq.jobs.view import iso
+    from emotionq.web import keys as api_keys
+
+    for entry in _run_admin(api_keys.list_keys):
+        click.echo(f"{entry['id']}  {entry['client']}  created {iso(entry['created_at'])}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke the key KEY_ID (see `keys list`); it stops working at once."""
+    from emotionq.web import keys as api_keys
+
+    entry = _run_admin(lambda store: api_keys.revoke(store, key_id=key_id))
+    click.echo(f"revoked key {key_id} of client {entry['client']!r}")
+
+
+def _run_admin(action):
+    """Run ``action(store)``; emotionq's own errors become a one-line message and exit code 1."""
+    from emotionq.errors import EmotionQError
+    from emotionq.store import open_store
+
+    try:
+        store = open_store(get_settings().effective_store_url)
+        try:
+            return action(store)
+        finally:
+            store.close()
+    except EmotionQError as exc:
+        raise click.ClickException(exc.message) from exc
+
+
+@click.group()
+def model() -> None:
+    """Model checkpoints."""
+
+
+@model.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--arch", type=click.Choice(["tiny", "base", "large"]), default="tiny", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def model_init(directory: Path, arch: str, seed: int) -> None:
+    """Write a randomly initialised emotion2vec checkpoint that funasr loads from DIRECTORY.
+
+    Its scores mean nothing (jobs say untrained: true); it exercises the real code.
+    """
+    from emotionq.inference.checkpoint import write_checkpoint
+
+    path = write_checkpoint(directory, arch=arch, seed=seed)
+    click.echo(f"wrote an untrained {arch} emotion2vec checkpoint to {path}")
+

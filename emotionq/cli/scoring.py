@@ -1,0 +1,93 @@
+"""``emotionq submit`` and ``status``: the commands that call the API as a client."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from emotionq.settings import get_settings
+
+
+def _api_options(command):
+    """--url and --key, for the commands that call the API as a client."""
+    command = click.option("--key", help="The API key  [default: EMOTIONQ_API_KEY]")(command)
+    return click.option("--url", help="The API  [default: EMOTIONQ_API_URL, else http://EMOTIONQ_HOST:PORT]")(command)
+
+
+def _client(url: str | None, key: str | None):
+    from emotionq.client import Client
+
+    s = get_settings()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per request
+    return Client(url or s.effective_api_url, key or (s.api_key.get_secret_value() if s.api_key else None))
+
+
+@click.command()
+@click.argument("paths", metavar="FILE|DIR...", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@click.option("--priority", type=click.Choice(["high", "low"]), default="low", show_default=True)
+@click.option("--wait", is_flag=True, help="Wait for each result (without it: the job ids and their status).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=600, show_default=True,
+              help="Seconds --wait waits for each job.")
+@click.option("--concurrency", "-j", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Files in flight at once.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results to this file  [default: stdout]")
+@_api_options
+def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, concurrency: int, fmt: str,
+           output: Path | None, url: str | None, key: str | None) -> None:
+    """Score each FILE and every audio file under each DIR: one result per file, as they finish.
+
+    Run it again on the same folder to resume: files already scored come back at once from the
+    API's cache (dedup: cache). A file the API refuses is reported with its error code; the rest
+    go on. Exits 1 if any file failed.
+    """
+    from tqdm import tqdm
+
+    from emotionq.client import submit as bulk
+    from emotionq.errors import APIError
+
+    files = bulk.audio_files(paths)
+    if not files:
+        raise click.UsageError("no audio files found (looked for " + " ".join(sorted(bulk.AUDIO_SUFFIXES)) + ")")
+    failed = 0
+    with (open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)) as out, \
+            _client(url, key) as client, tqdm(total=len(files), unit="file", disable=None) as bar:
+        if fmt == "csv":
+            tqdm.write(bulk.csv_header(), file=out)
+        try:
+            for result in bulk.score(client, files, priority=priority, wait=wait, timeout=timeout,
+                                      concurrency=concurrency):
+                tqdm.write(bulk.format_row(result, fmt), file=out)  # above the bar, not through it
+                out.flush()
+                failed += result["error"] is not None
+                bar.update()
+                bar.set_postfix(failed=failed, refresh=False)
+        except APIError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if failed:
+        click.echo(f"emotionq: {failed} of {len(files)} files failed", err=True)
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("job_id")
+@_api_options
+def status(job_id: str, url: str | None, key: str | None) -> None:
+    """Print the job JOB_ID as JSON."""
+    import json
+
+    from emotionq.errors import APIError
+
+    with _client(url, key) as client:
+        try:
+            job = client.job(job_id)
+        except APIError as exc:
+            raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(job, indent=2))
+
