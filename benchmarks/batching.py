@@ -11,8 +11,18 @@ seconds (``MAX_BATCH_S``), so the gain comes from short clips; long ones run alo
 from __future__ import annotations
 
 from benchmarks.common import (
-    MIXED_LENGTHS_S, SHORT_LENGTHS_S, UTTERANCE_LENGTHS_S, Context, Row, checkpoint, distinct_clips, finish_all, mixed_lengths,
-    service, submit_all, ts,
+    MIXED_LENGTHS_S,
+    SHORT_LENGTHS_S,
+    UTTERANCE_LENGTHS_S,
+    Context,
+    Row,
+    checkpoint,
+    distinct_clips,
+    finish_all,
+    mixed_lengths,
+    service,
+    submit_all,
+    ts,
 )
 
 NAME = "batching"

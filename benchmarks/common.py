@@ -25,8 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from audio_factory import make_speech  # noqa: E402
-from conftest import fresh_redis_db, rabbitmq_vhost  # noqa: E402
-from harness import Service  # noqa: E402
+from harness import (  # noqa: E402
+    Service,  # noqa: E402
+    fresh_redis_db,
+    rabbitmq_vhost,
+)
 
 BENCH_DIR = ROOT / "var" / "bench"
 REDIS_DB = 15  # the tests use 9 and 11-14

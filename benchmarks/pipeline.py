@@ -25,7 +25,17 @@ import time
 
 from benchmarks.child import machine_busy_s, process_cpu_s
 from benchmarks.common import (
-    THREADS, Context, Row, checkpoint, distinct_clips, finish_all, mixed_lengths, run_child, service, submit_all, ts,
+    THREADS,
+    Context,
+    Row,
+    checkpoint,
+    distinct_clips,
+    finish_all,
+    mixed_lengths,
+    run_child,
+    service,
+    submit_all,
+    ts,
 )
 
 NAME = "pipeline"

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 import statistics
 
-from benchmarks.common import Context, Row, checkpoint, distinct_clips, finish_all, service, submit_all, ts
+from benchmarks.common import (
+    Context,
+    Row,
+    checkpoint,
+    distinct_clips,
+    finish_all,
+    service,
+    submit_all,
+    ts,
+)
 
 NAME = "priority"
 FIRST_DONE = 10  # low jobs finished before the high one is submitted

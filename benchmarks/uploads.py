@@ -23,7 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from benchmarks.common import Context, Row, checkpoint, distinct_clips, finish_all, percentile, service
+from benchmarks.common import (
+    Context,
+    Row,
+    checkpoint,
+    distinct_clips,
+    finish_all,
+    percentile,
+    service,
+)
 
 NAME = "uploads"
 CLIENTS = 8

@@ -225,3 +225,19 @@ def make_corpus(directory: str | Path, *, max_upload_bytes: int = 2_000_000,
 
     speech.unlink()
     return cases
+
+
+def distinct_clips(source, directory, count: int) -> list:
+    """``count`` recordings no test has sent before: ``source`` plus k + 1 samples of near-silence."""
+    import numpy as np
+    import soundfile as sf
+
+    data, rate = sf.read(source, dtype="int16")
+    salt = np.random.default_rng().integers(1, 1000, size=8).astype("int16")  # unique to this call
+    paths = []
+    for k in range(count):
+        path = directory / f"clip-{k:03d}.wav"
+        tail = np.concatenate([np.zeros(k + 1, dtype="int16"), salt])
+        sf.write(path, np.concatenate([data, tail]), rate, subtype="PCM_16")
+        paths.append(path)
+    return paths

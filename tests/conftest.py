@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import uuid
-
 import pytest
 import redis
 
 from emotionq.store import open_store
-
-AMQP_URL = os.environ.get("EMOTIONQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
-REDIS_URL = os.environ.get("EMOTIONQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+from harness import REDIS_URL, fresh_redis_db, rabbitmq_vhost
 
 
 @pytest.fixture(scope="session")
@@ -23,27 +16,6 @@ def redis_url() -> str:
     client.ping()
     client.flushdb()
     return REDIS_URL
-
-
-def fresh_redis_db(db: int) -> str:
-    """The URL of Redis database ``db`` of the machine's Redis, emptied: for a module that counts
-    what is queued (the store keeps one queue-depth counter per database)."""
-    url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
-@contextlib.contextmanager
-def rabbitmq_vhost():
-    """A RabbitMQ virtual host of its own (so no test sees another's queues), deleted afterwards."""
-    vhost = f"emotionq-test-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True)
-    try:
-        yield f"{AMQP_URL}/{vhost}"
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
 
 
 @pytest.fixture(scope="session")
@@ -79,17 +51,11 @@ def speech_wav(tmp_path_factory):
     return make_speech(tmp_path_factory.mktemp("speech") / "speech.wav", seconds=3.0, rate=22050)
 
 
-def distinct_clips(source, directory, count: int) -> list:
-    """``count`` recordings no test has sent before: ``source`` plus k + 1 samples of near-silence."""
-    import numpy as np
-    import soundfile as sf
+@pytest.fixture(scope="module")
+def receiver():
+    """A webhook receiver on loopback (``webhook_receiver.Receiver``), one per test module."""
+    from webhook_receiver import Receiver
 
-    data, rate = sf.read(source, dtype="int16")
-    salt = np.random.default_rng().integers(1, 1000, size=8).astype("int16")  # unique to this call
-    paths = []
-    for k in range(count):
-        path = directory / f"clip-{k:03d}.wav"
-        tail = np.concatenate([np.zeros(k + 1, dtype="int16"), salt])
-        sf.write(path, np.concatenate([data, tail]), rate, subtype="PCM_16")
-        paths.append(path)
-    return paths
+    r = Receiver()
+    yield r
+    r.close()

@@ -2,19 +2,75 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import redis
 
-from emotionq.queues import INFERENCE_QUEUE
+from emotionq.queues import INFER_TASK, INFERENCE_QUEUE
 
 ROOT = Path(__file__).resolve().parents[1]
+AMQP_URL = os.environ.get("EMOTIONQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+REDIS_URL = os.environ.get("EMOTIONQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def fresh_redis_db(db: int) -> str:
+    """The URL of Redis database ``db`` of the machine's Redis, emptied: for a module that counts
+    what is queued (the store keeps one queue-depth counter per database)."""
+    url = REDIS_URL.rsplit("/", 1)[0] + f"/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost():
+    """A RabbitMQ virtual host of its own (so no test sees another's queues), deleted afterwards."""
+    vhost = f"emotionq-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    try:
+        yield f"{AMQP_URL}/{vhost}"
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+
+
+def settings(**values):
+    """emotionq's settings for a test: these values and the defaults; a local ``.env`` is never read."""
+    from emotionq.settings import Settings
+
+    return Settings(_env_file=None, **values)
+
+
+@contextlib.contextmanager
+def running(workdir: Path, *, model, broker: str = "vhost", store: str = REDIS_URL, worker: bool = True,
+            env: dict[str, str] | None = None, **settings) -> Iterator[Service]:
+    """A service whose API (and worker, unless ``worker=False``) run for the block, then stop.
+
+    ``broker``: an amqp:// URL, ``"vhost"`` for a RabbitMQ virtual host of its own (deleted
+    afterwards), or ``""`` with ``store=""`` for embedded mode; ``settings`` by name, as in
+    ``Service.distributed``; ``env``, other environment variables of its processes.
+    """
+    with contextlib.ExitStack() as stack:
+        if broker == "vhost":
+            broker = stack.enter_context(rabbitmq_vhost())
+        svc = Service.distributed(workdir, broker=broker, store=store, model=model, **settings)
+        svc.env.update(env or {})
+        stack.callback(svc.stop_all)
+        svc.start_api()
+        if worker:
+            svc.start_worker()
+        yield svc
 
 
 def free_port() -> int:
@@ -64,7 +120,7 @@ class Service:
         return httpx.Client(base_url=self.url, timeout=120,
                             headers={"Authorization": f"Bearer {self.create_key(client)}"})
 
-    def _spawn(self, name: str, *args: str) -> None:
+    def spawn(self, name: str, *args: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "emotionq.cli", *args], cwd=ROOT,
                                             env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -72,18 +128,18 @@ class Service:
 
     def start_api(self) -> None:
         """Start the API; ``self.http`` then calls it as the client 'tests' (unless auth is disabled)."""
-        self._spawn("api", "api")
-        self._wait(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, 60, "api")
+        self.spawn("api", "api")
+        self.wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, 60, "api")
         if self.env.get("EMOTIONQ_AUTH") != "disabled" and "authorization" not in self.http.headers:
             self.http.headers["Authorization"] = f"Bearer {self.create_key('tests')}"
 
     def start_worker(self, *, wait: bool = True) -> None:
-        self._spawn("worker", "worker")
+        self.spawn("worker", "worker")
         if wait:
             self.wait_ready()
 
     def wait_ready(self, timeout: float = 120) -> dict:
-        self._wait(lambda: httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200, timeout, "worker")
+        self.wait_until(lambda: httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200, timeout, "worker")
         return httpx.get(f"{self.url}/readyz", timeout=5).json()
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
@@ -113,6 +169,27 @@ class Service:
                 return pid, child
         raise AssertionError("no inference worker is running")
 
+    @property
+    def worker_name(self) -> str:
+        """The Celery node name of this service's (CPU) inference worker."""
+        return f"emotionq-cpu@{os.uname().nodename}"
+
+    def inspect(self, what: str, *args: str):
+        """`celery inspect WHAT` of this service's inference worker: its answer, parsed."""
+        out = self.celery("inspect", what, *args, "--json", "--timeout", "10", "-d", self.worker_name)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return json.loads(out.stdout)[self.worker_name]
+
+    def control(self, *args: str) -> str:
+        """`celery control ARGS` addressed to this service's inference worker: its output."""
+        out = self.celery("control", *args, "--timeout", "10", "-d", self.worker_name)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    def tasks_received(self) -> int:
+        """How many inference tasks the worker has received (Celery's count; batch extras are not tasks)."""
+        return self.inspect("stats").get("total", {}).get(INFER_TASK, 0)
+
     def celery(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "celery", "-A", "emotionq", *args], cwd=ROOT, env=self.env,
                               capture_output=True, text=True, timeout=timeout)
@@ -121,7 +198,7 @@ class Service:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def _wait(self, ready, timeout: float, name: str) -> None:
+    def wait_until(self, ready, timeout: float, name: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = self.procs.get(name)

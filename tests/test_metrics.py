@@ -21,11 +21,11 @@ import pytest
 import soundfile as sf
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import distinct_clips, fresh_redis_db, rabbitmq_vhost
+import harness
+from audio_factory import distinct_clips
 from emotionq import jobs, metrics
-from emotionq.settings import Settings
 from emotionq.store import open_store
-from harness import ROOT, Service, free_port
+from harness import ROOT, free_port, fresh_redis_db, running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
 
@@ -39,13 +39,9 @@ def store_url():
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model_dir, store_url):
-    tmp = tmp_path_factory.mktemp("metrics")
-    with rabbitmq_vhost() as amqp:
-        svc = Service.distributed(tmp, broker=amqp, store=store_url, model=tiny_model_dir,
-                                  worker_metrics_port=free_port())
-        svc.start_api()
-        yield svc
-        svc.stop_all()
+    with running(tmp_path_factory.mktemp("metrics"), model=tiny_model_dir, store=store_url, worker=False,
+                 worker_metrics_port=free_port()) as svc:
+        yield svc  # the worker starts in a test, once the backlog is queued
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +179,7 @@ time.sleep(120)
 
 def test_gauges_of_dead_worker_processes_leave_the_sum(tmp_path):
     """GPU memory is a live gauge: the exporter drops the value of a process that is gone, SIGKILLed too."""
-    settings = Settings(worker_metrics_port=free_port(), worker_metrics_dir=tmp_path / "metrics")
+    settings = harness.settings(worker_metrics_port=free_port(), worker_metrics_dir=tmp_path / "metrics")
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "counter_1.db").write_bytes(b"left by an earlier run")  # emptied at start
     with metrics.worker_exporter(settings) as env:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from audio_factory import make_speech
-
 from emotionq.inference import EmotionModel, decode
 
 THREADS = 2

@@ -9,7 +9,13 @@ import pytest
 import soundfile as sf
 
 from emotionq.errors import AudioError, AudioTooLong, BadInput
-from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE, check_samples, decode, probe
+from emotionq.inference.audio import (
+    MIN_SAMPLES,
+    SAMPLE_RATE,
+    check_samples,
+    decode,
+    probe,
+)
 
 DURATION_TOLERANCE_S = 0.05
 

@@ -9,7 +9,12 @@ import shutil
 import pytest
 import torch
 
-from emotionq.inference.checkpoint import main, model_conf, unmatched_keys, write_checkpoint
+from emotionq.inference.checkpoint import (
+    main,
+    model_conf,
+    unmatched_keys,
+    write_checkpoint,
+)
 
 
 def _load_with_funasr(directory):

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from conftest import distinct_clips, rabbitmq_vhost
-from harness import Service
+from audio_factory import distinct_clips
+from harness import running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
@@ -22,11 +22,8 @@ def _ts(value: str) -> float:
 
 @pytest.fixture
 def service(tmp_path, tiny_model_dir, redis_url):
-    with rabbitmq_vhost() as amqp:
-        svc = Service.distributed(tmp_path, broker=amqp, store=redis_url, model=tiny_model_dir)
-        svc.start_api()
+    with running(tmp_path, model=tiny_model_dir, store=redis_url, worker=False) as svc:  # each test starts it
         yield svc
-        svc.stop_all()
 
 
 def _submit_all(service, clips, priority):

@@ -1,4 +1,4 @@
-"""The upload page (emotionq/web), in headless Chromium against the real API, broker, store and worker.
+"""The upload page (emotionq/web/page), in headless Chromium against the real API, broker, store and worker.
 
 The browser is Debian's ``chromium`` (scripts/system-deps installs it), driven by playwright; every check
 reads what the page drew (the DOM and a screenshot's pixels) against the job the API returns.
@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
-from conftest import distinct_clips
+from audio_factory import distinct_clips
 from emotionq.inference.labels import LABELS
-from harness import Service
+from harness import running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
-# The label colours of emotionq/web/style.css (the test reads them off the page and checks against these).
+# The label colours of emotionq/web/page/style.css (the test reads them off the page and checks against these).
 COLOURS = {"angry": "#d55e00", "disgusted": "#009e73", "fearful": "#cc79a7", "happy": "#e69f00",
            "neutral": "#7f7f7f", "other": "#56b4e9", "sad": "#0072b2", "surprised": "#f0e442",
            "unknown": "#c4c4c4"}
@@ -37,28 +37,24 @@ def _near(pixel, rgb, tol: int = 10) -> bool:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, tiny_model_dir, amqp_url, redis_url) -> dict:
-    return {"EMOTIONQ_VAR_DIR": str(tmp_path_factory.mktemp("web-var")), "EMOTIONQ_MODEL": str(tiny_model_dir),
-            "EMOTIONQ_BROKER_URL": amqp_url, "EMOTIONQ_STORE_URL": redis_url, "EMOTIONQ_WINDOW_SECONDS": "30"}
+def servers(tmp_path_factory, tiny_model_dir, amqp_url, redis_url) -> dict:
+    """What both APIs share: broker, store, model and the directory of the audio (so one worker serves both)."""
+    return {"model": tiny_model_dir, "broker": amqp_url, "store": redis_url,
+            "var_dir": tmp_path_factory.mktemp("web-var"), "window_seconds": 30}
 
 
 @pytest.fixture(scope="module")
-def service(env, tmp_path_factory):
+def service(servers, tmp_path_factory):
     """The API (API keys required) and a worker."""
-    svc = Service(env=env, workdir=tmp_path_factory.mktemp("web"))
-    svc.start_api()
-    svc.start_worker()
-    yield svc
-    svc.stop_all()
+    with running(tmp_path_factory.mktemp("web"), **servers) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")
-def open_api(service, env, tmp_path_factory):
+def open_api(service, servers, tmp_path_factory):
     """A second API on the same broker and store (so the same worker) with EMOTIONQ_AUTH=disabled."""
-    svc = Service(env={**env, "EMOTIONQ_AUTH": "disabled"}, workdir=tmp_path_factory.mktemp("web-open"))
-    svc.start_api()
-    yield svc
-    svc.stop_all()
+    with running(tmp_path_factory.mktemp("web-open"), worker=False, auth="disabled", **servers) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")

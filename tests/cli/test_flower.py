@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,8 +18,8 @@ import time
 import httpx
 import pytest
 
-from conftest import distinct_clips, rabbitmq_vhost
-from harness import ROOT, Service, free_port
+from audio_factory import distinct_clips
+from harness import ROOT, free_port, running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
 
@@ -29,36 +28,20 @@ AUTH = ("ops", "correct-horse")
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model_dir, redis_url):
-    tmp = tmp_path_factory.mktemp("flower")
-    with rabbitmq_vhost() as amqp:
-        svc = Service.distributed(tmp, broker=amqp, store=redis_url, model=tiny_model_dir,
-                                  flower_port=free_port(), flower_auth=":".join(AUTH))
-        svc.start_api()
-        svc.start_worker()
+    with running(tmp_path_factory.mktemp("flower"), model=tiny_model_dir, store=redis_url,
+                 flower_port=free_port(), flower_auth=":".join(AUTH)) as svc:
         yield svc
-        svc.stop_all()
 
 
 @pytest.fixture(scope="module")
 def flower(service):
     """The URL of a real Flower process started by `emotionq flower`, answering."""
-    log = open(service.workdir / "flower.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "emotionq.cli", "flower"], cwd=ROOT, env=service.env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{service.env['EMOTIONQ_FLOWER_PORT']}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, service.log("flower")
-        assert time.monotonic() < deadline, service.log("flower")
-        try:
-            if httpx.get(f"{url}/api/workers", auth=AUTH, timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+    service.spawn("flower", "flower")
+    service.wait_until(lambda: httpx.get(f"{url}/api/workers", auth=AUTH, timeout=5).status_code == 200, 60,
+                       "flower")
     yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    service.stop("flower", timeout=30)
 
 
 def test_flower_refuses_to_start_without_credentials(service):

@@ -9,9 +9,8 @@ import sys
 import httpx
 import pytest
 
-from conftest import rabbitmq_vhost
-from emotionq.schemas import Job, Problem, WebhookSecrets
-from harness import Service
+from emotionq.web.schemas import Job, Problem, WebhookSecrets
+from harness import running
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.rabbitmq, pytest.mark.redis]
 
@@ -23,12 +22,8 @@ def service(tmp_path_factory, redis_url):
     """The API on RabbitMQ and Redis. No worker: what schemathesis gets accepted stays queued in a vhost
     of its own, deleted afterwards."""
     tmp = tmp_path_factory.mktemp("openapi")
-    with rabbitmq_vhost() as vhost:
-        svc = Service(env={"EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(tmp / "unused"),
-                           "EMOTIONQ_BROKER_URL": vhost, "EMOTIONQ_STORE_URL": redis_url}, workdir=tmp)
-        svc.start_api()
+    with running(tmp, model=tmp / "unused", store=redis_url, worker=False) as svc:
         yield svc
-        svc.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ control shutdown (the worker exits). The module's tests run in order on one serv
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,35 +18,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import distinct_clips, rabbitmq_vhost
-from harness import ROOT, Service
+from audio_factory import distinct_clips
+from harness import ROOT, running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
-
-WORKER = f"emotionq-cpu@{os.uname().nodename}"
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model_dir, redis_url):
-    tmp = tmp_path_factory.mktemp("celery-cli")
-    with rabbitmq_vhost() as amqp:
-        svc = Service.distributed(tmp, broker=amqp, store=redis_url, model=tiny_model_dir)
-        svc.start_api()
-        svc.start_worker()
+    with running(tmp_path_factory.mktemp("celery-cli"), model=tiny_model_dir, store=redis_url) as svc:
         yield svc
-        svc.stop_all()
-
-
-def control(service, *args: str) -> str:
-    out = service.celery("control", *args, "--timeout", "10", "-d", WORKER)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
-
-
-def inspect(service, what: str, *args: str):
-    out = service.celery("inspect", what, *args, "--json", "--timeout", "10", "-d", WORKER)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return json.loads(out.stdout)[WORKER]
 
 
 def wait_status(service, job_id: str, status: str, timeout: float = 60) -> dict:
@@ -59,8 +39,8 @@ def wait_status(service, job_id: str, status: str, timeout: float = 60) -> dict:
 
 
 def test_inspect_registered_and_stats(service):
-    assert {"emotionq.infer", "emotionq.deliver_webhook"} <= set(inspect(service, "registered"))
-    stats = inspect(service, "stats")
+    assert {"emotionq.infer", "emotionq.deliver_webhook"} <= set(service.inspect("registered"))
+    stats = service.inspect("stats")
     assert stats["pool"]["max-concurrency"] == 1 and stats["prefetch_count"] == 1, stats
 
 
@@ -76,9 +56,9 @@ def test_inspect_active_shows_the_running_job_and_nothing_waits_in_the_worker(se
     try:
         [waiting] = distinct_clips(speech_wav, tmp_path, 1)
         waiting = service.submit(waiting).json()["id"]
-        [active] = inspect(service, "active")
+        [active] = service.inspect("active")
         assert active["name"] == "emotionq.infer" and active["kwargs"]["job_id"] == running, active
-        assert inspect(service, "reserved") == []  # prefetch 1: the next job waits in RabbitMQ, not here
+        assert service.inspect("reserved") == []  # prefetch 1: the next job waits in RabbitMQ, not here
         assert service.job(waiting)["status"] == "queued"
     finally:
         os.kill(child, signal.SIGCONT)
@@ -86,15 +66,15 @@ def test_inspect_active_shows_the_running_job_and_nothing_waits_in_the_worker(se
 
 
 def test_rate_limit(service):
-    assert "new rate limit set successfully" in control(service, "rate_limit", "emotionq.infer", "30/m")
-    assert "emotionq.infer [rate_limit=30/m]" in inspect(service, "registered")
-    assert "new rate limit set successfully" in control(service, "rate_limit", "emotionq.infer", "0")
-    assert "emotionq.infer [rate_limit=0]" in inspect(service, "registered")  # 0: no limit
+    assert "new rate limit set successfully" in service.control("rate_limit", "emotionq.infer", "30/m")
+    assert "emotionq.infer [rate_limit=30/m]" in service.inspect("registered")
+    assert "new rate limit set successfully" in service.control("rate_limit", "emotionq.infer", "0")
+    assert "emotionq.infer [rate_limit=0]" in service.inspect("registered")  # 0: no limit
 
 
 def test_drain_purge_low_and_resume(service, speech_wav, tmp_path):
-    assert "no longer consuming from emotion" in control(service, "cancel_consumer", "emotion")
-    assert [q["name"] for q in inspect(service, "active_queues")] == []
+    assert "no longer consuming from emotion" in service.control("cancel_consumer", "emotion")
+    assert [q["name"] for q in service.inspect("active_queues")] == []
     clips = distinct_clips(speech_wav, tmp_path, 6)
     low = [service.submit(c, priority="low").json()["id"] for c in clips[:3]]
     high = [service.submit(c, priority="high").json()["id"] for c in clips[3:5]]
@@ -112,8 +92,8 @@ def test_drain_purge_low_and_resume(service, speech_wav, tmp_path):
         assert job["status"] == "failed" and job["error"]["code"] == "purged", job
     assert {service.job(j)["status"] for j in high + raised} == {"queued"}
 
-    assert "add consumer emotion" in control(service, "add_consumer", "emotion")
-    assert [q["name"] for q in inspect(service, "active_queues")] == ["emotion"]
+    assert "add consumer emotion" in service.control("add_consumer", "emotion")
+    assert [q["name"] for q in service.inspect("active_queues")] == ["emotion"]
     assert {service.finish(j)["status"] for j in high + raised} == {"succeeded"}
     assert {service.job(j)["error"]["code"] for j in low} == {"purged"}  # their messages are gone: nothing ran them
 
@@ -121,6 +101,8 @@ def test_drain_purge_low_and_resume(service, speech_wav, tmp_path):
 def test_shutdown_stops_the_worker(service):
     proc = service.procs["worker"]
     assert "Got shutdown from remote" not in service.log("worker")
-    service.celery("control", "shutdown", "--timeout", "1", "-d", WORKER)  # it stops without a reply
-    assert proc.wait(timeout=60) is not None  # `emotionq worker` exits when its Celery worker does
+    service.celery("control", "shutdown", "--timeout", "1", "-d", service.worker_name)  # it stops without a reply
+    # `emotionq worker` exits when its Celery worker does, non-zero so that a process manager restarts it
+    assert proc.wait(timeout=60) == 1
     assert "Got shutdown from remote" in service.log("worker")
+    assert "worker[cpu] exited with 0; stopping the rest" in service.log("worker")

@@ -11,8 +11,8 @@ from datetime import datetime
 import pytest
 import redis
 
-from conftest import distinct_clips, fresh_redis_db, rabbitmq_vhost
-from harness import Service
+from audio_factory import distinct_clips
+from harness import fresh_redis_db, running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
 
@@ -22,16 +22,11 @@ LONG_S = 60
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model_dir):
-    tmp = tmp_path_factory.mktemp("cancel")
-    with rabbitmq_vhost() as amqp:
-        store = fresh_redis_db(7)
-        svc = Service.distributed(tmp, broker=amqp, store=store, model=tiny_model_dir, window_seconds=WINDOW_S,
-                                  batch_size=1)
+    store = fresh_redis_db(7)
+    with running(tmp_path_factory.mktemp("cancel"), model=tiny_model_dir, store=store, window_seconds=WINDOW_S,
+                 batch_size=1) as svc:
         svc.store = redis.Redis.from_url(store)
-        svc.start_api()
-        svc.start_worker()
         yield svc
-        svc.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 import redis
 import soundfile as sf
 
-from conftest import distinct_clips, fresh_redis_db, rabbitmq_vhost
-from harness import Service
+from audio_factory import distinct_clips
+from harness import fresh_redis_db, running, settings
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
@@ -25,15 +25,11 @@ BATCH = 4
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, tiny_model_dir):
-    tmp = tmp_path_factory.mktemp("batching")
-    with rabbitmq_vhost() as amqp:
-        store = fresh_redis_db(9)
-        svc = Service.distributed(tmp, broker=amqp, store=store, model=tiny_model_dir,
-                                  batch_size=BATCH, batch_wait_ms=20)
+    store = fresh_redis_db(9)
+    with running(tmp_path_factory.mktemp("batching"), model=tiny_model_dir, store=store, worker=False,
+                 batch_size=BATCH, batch_wait_ms=20) as svc:
         svc.store_url = store
-        svc.start_api()
         yield svc
-        svc.stop_all()
 
 
 @pytest.fixture
@@ -122,9 +118,7 @@ def test_settings_refuse_a_batch_budget_that_outruns_the_first_jobs_time_limit()
     """A batch runs under its first job's soft limit, so the audio it may add must fit that limit's base."""
     from pydantic import ValidationError
 
-    from emotionq.settings import Settings
-
-    Settings(batch_max_audio_s=120, soft_time_limit_base=60, soft_time_limit_per_audio_second=0.5)
+    settings(batch_max_audio_s=120, soft_time_limit_base=60, soft_time_limit_per_audio_second=0.5)
     with pytest.raises(ValidationError, match="EMOTIONQ_BATCH_MAX_AUDIO_S"):
-        Settings(batch_max_audio_s=300, soft_time_limit_base=60, soft_time_limit_per_audio_second=0.5)
-    Settings(batch_size=1, batch_max_audio_s=300)  # batching off: no batch to fit
+        settings(batch_max_audio_s=300, soft_time_limit_base=60, soft_time_limit_per_audio_second=0.5)
+    settings(batch_size=1, batch_max_audio_s=300)  # batching off: no batch to fit

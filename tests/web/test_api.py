@@ -7,9 +7,8 @@ import time
 import httpx
 import pytest
 
-from audio_factory import make_speech
-from conftest import distinct_clips
-from harness import Service
+from audio_factory import distinct_clips, make_speech
+from harness import ROOT, running
 
 MAX_BYTES = 400_000
 MAX_SECONDS = 6
@@ -17,12 +16,9 @@ MAX_SECONDS = 6
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory, tiny_model_dir):
-    tmp = tmp_path_factory.mktemp("api")
-    svc = Service.distributed(tmp, broker="", store="", model=tiny_model_dir,  # embedded mode
-                              max_upload_bytes=MAX_BYTES, max_audio_seconds=MAX_SECONDS)
-    svc.start_api()
-    yield svc
-    svc.stop_all()
+    with running(tmp_path_factory.mktemp("api"), model=tiny_model_dir, broker="", store="", worker=False,  # embedded
+                 max_upload_bytes=MAX_BYTES, max_audio_seconds=MAX_SECONDS) as svc:
+        yield svc
 
 
 @pytest.fixture
@@ -156,8 +152,6 @@ def test_jobs_belong_to_the_client_of_the_key(api, clip):
 def test_keys_are_stored_hashed_and_revocable(api, clip):
     import subprocess
     import sys
-
-    from harness import ROOT
 
     def cli(*args):
         out = subprocess.run([sys.executable, "-m", "emotionq.cli", "keys", *args], cwd=ROOT, env=api.env,
@@ -297,11 +291,9 @@ MAX_CONNECTIONS = 12
 
 @pytest.fixture(scope="module")
 def guarded_api(tmp_path_factory, tiny_model_dir):
-    svc = Service.distributed(tmp_path_factory.mktemp("guarded-api"), broker="", store="", model=tiny_model_dir,
-                              http_header_timeout_s=HEADER_TIMEOUT_S, http_max_connections=MAX_CONNECTIONS)
-    svc.start_api()
-    yield svc
-    svc.stop_all()
+    with running(tmp_path_factory.mktemp("guarded-api"), model=tiny_model_dir, broker="", store="", worker=False,
+                 http_header_timeout_s=HEADER_TIMEOUT_S, http_max_connections=MAX_CONNECTIONS) as svc:
+        yield svc
 
 
 def _drip(sockets: list, request: bytes, *, every_s: float, for_s: float) -> dict[int, tuple[float, bytes]]:

@@ -8,7 +8,6 @@ permanent fault, never a lost job. The corpus is built by ``audio_factory.make_c
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import httpx
@@ -16,7 +15,7 @@ import pytest
 import redis
 
 from audio_factory import make_corpus
-from harness import Service
+from harness import running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
 
@@ -29,13 +28,9 @@ TERMINAL = ("succeeded", "failed", "canceled")
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model_dir, amqp_url, redis_url):
-    tmp = tmp_path_factory.mktemp("bad-input")
-    svc = Service.distributed(tmp, broker=amqp_url, store=redis_url, model=tiny_model_dir,
-                              max_upload_bytes=MAX_UPLOAD_BYTES, max_audio_seconds=MAX_AUDIO_SECONDS)
-    svc.start_api()
-    svc.start_worker()
-    yield svc
-    svc.stop_all()
+    with running(tmp_path_factory.mktemp("bad-input"), model=tiny_model_dir, broker=amqp_url, store=redis_url,
+                 max_upload_bytes=MAX_UPLOAD_BYTES, max_audio_seconds=MAX_AUDIO_SECONDS) as svc:
+        yield svc
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +39,8 @@ def corpus(tmp_path_factory):
                        max_audio_seconds=MAX_AUDIO_SECONDS)
 
 
-def _worker_name() -> str:
-    return f"emotionq-cpu@{os.uname().nodename}"
-
-
-def _stats(service) -> dict:
-    """This service's inference worker, from `celery inspect stats` (its own vhost: no other test's worker)."""
-    out = service.celery("inspect", "stats", "--json", "--timeout", "10", "-d", _worker_name())
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)[_worker_name()]
-
-
 def _tasks_run(stats: dict) -> int:
-    """How many inference tasks the worker has received."""
+    """How many inference tasks the worker had received when ``stats`` were taken."""
     return stats.get("total", {}).get("emotionq.infer", 0)
 
 
@@ -93,7 +77,7 @@ def _observed(status, body, job) -> tuple:
 def test_every_bad_upload_ends_with_a_stable_code_and_nothing_is_lost(service, corpus, redis_url, speech_wav,
                                                                        tmp_path):
     service.wait_ready()
-    before = _stats(service)
+    before = service.inspect("stats")
 
     uploads = {case.name: _upload(service, case) for case in corpus}
     accepted = {name: body["id"] for name, (status, body, _) in uploads.items()
@@ -145,7 +129,7 @@ def test_every_bad_upload_ends_with_a_stable_code_and_nothing_is_lost(service, c
     assert len(rejected) >= 10 and len(succeeded) >= 10 and len(failed) >= 4  # the corpus covers each outcome
 
     # No worker crashed: the same processes served the whole corpus.
-    after = _stats(service)
+    after = service.inspect("stats")
     assert _pids(after) == _pids(before), service.log("worker")[-3000:]
     # Each run was delivered once and never retried (jobs waiting together are scored in one Celery
     # task, so the store's records count, not the task total).
@@ -159,7 +143,7 @@ def test_every_bad_upload_ends_with_a_stable_code_and_nothing_is_lost(service, c
         assert sign not in worker_log, worker_log[-3000:]
 
     # And the worker still serves: a normal recording after the corpus.
-    from conftest import distinct_clips
+    from audio_factory import distinct_clips
 
     [clip] = distinct_clips(speech_wav, tmp_path, 1)
     r = service.submit(clip)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import distinct_clips, fresh_redis_db, rabbitmq_vhost
-from harness import Service
+from audio_factory import distinct_clips
+from harness import fresh_redis_db, running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
@@ -15,12 +15,9 @@ MAX_LOW, MAX_HIGH = 4, 2
 
 @pytest.fixture
 def service(tmp_path, tiny_model_dir):
-    with rabbitmq_vhost() as amqp:
-        svc = Service.distributed(tmp_path, broker=amqp, store=fresh_redis_db(11), model=tiny_model_dir,
-                                  max_queued_low=MAX_LOW, max_queued_high=MAX_HIGH)
-        svc.start_api()  # no worker yet: the queue only fills
+    with running(tmp_path, model=tiny_model_dir, store=fresh_redis_db(11), worker=False,  # the queue only fills
+                 max_queued_low=MAX_LOW, max_queued_high=MAX_HIGH) as svc:
         yield svc
-        svc.stop_all()
 
 
 def test_full_queues_answer_429_and_accepted_jobs_finish(service, speech_wav, tmp_path):

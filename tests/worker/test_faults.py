@@ -20,8 +20,8 @@ import time
 import pytest
 import redis
 
-from conftest import distinct_clips, rabbitmq_vhost
-from harness import Service
+from audio_factory import distinct_clips
+from harness import running
 from webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
@@ -31,24 +31,11 @@ SOFT_LIMIT_S, GRACE_S = 12, 2  # a 12 s clip scores in 1-4 s here; only a hung c
 
 
 @pytest.fixture(scope="module")
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model_dir, redis_url):
-    tmp = tmp_path_factory.mktemp("worker-faults")
-    with rabbitmq_vhost() as amqp:
-        svc = Service.distributed(tmp, broker=amqp, store=redis_url, model=tiny_model_dir,
-                                  max_deliveries=MAX_DELIVERIES, soft_time_limit_base=SOFT_LIMIT_S,
-                                  soft_time_limit_per_audio_second=0, hard_time_limit_grace=GRACE_S,
-                                  webhook_allow_networks="127.0.0.0/8")
-        svc.start_api()
-        svc.start_worker()
+    with running(tmp_path_factory.mktemp("worker-faults"), model=tiny_model_dir, store=redis_url,
+                 max_deliveries=MAX_DELIVERIES, soft_time_limit_base=SOFT_LIMIT_S, soft_time_limit_per_audio_second=0,
+                 hard_time_limit_grace=GRACE_S, webhook_allow_networks="127.0.0.0/8") as svc:
         yield svc
-        svc.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -8,52 +8,26 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
-import os
 
 import httpx
 import pytest
 
-from harness import Service
 from emotionq.inference.labels import LABELS
+from harness import running
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def _env(mode, tmp, model_dir, request) -> dict:
-    env = {"EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(model_dir)}
-    if mode == "distributed":
-        env["EMOTIONQ_BROKER_URL"] = request.getfixturevalue("amqp_url")
-        env["EMOTIONQ_STORE_URL"] = request.getfixturevalue("redis_url")
-    else:
-        env["EMOTIONQ_BROKER_URL"] = env["EMOTIONQ_STORE_URL"] = ""
-    return env
 
 
 @pytest.fixture(scope="module", params=["distributed", "embedded"])
 def service(request, tmp_path_factory, tiny_model_dir):
     if request.param == "distributed":
         request.applymarker(pytest.mark.rabbitmq)
-    tmp = tmp_path_factory.mktemp(request.param)
-    svc = Service(env=_env(request.param, tmp, tiny_model_dir, request), workdir=tmp)
-    svc.mode = request.param
-    svc.start_api()
-    svc.start_worker()
-    yield svc
-    svc.stop_all()
-
-
-def _worker_name() -> str:
-    return f"emotionq-cpu@{os.uname().nodename}"
-
-
-def _tasks_run(service) -> int:
-    """How many inference tasks the worker has received, from `celery inspect stats`."""
-    out = service.celery("inspect", "stats", "--json", "--timeout", "10", "-d", _worker_name())
-    assert out.returncode == 0, out.stderr
-    import json
-
-    stats = json.loads(out.stdout)
-    return sum(s.get("total", {}).get("emotionq.infer", 0) for s in stats.values())
+        servers = {"broker": request.getfixturevalue("amqp_url"), "store": request.getfixturevalue("redis_url")}
+    else:
+        servers = {"broker": "", "store": ""}
+    with running(tmp_path_factory.mktemp(request.param), model=tiny_model_dir, **servers) as svc:
+        svc.mode = request.param
+        yield svc
 
 
 def test_readyz_names_the_mode_and_a_worker_with_the_model(service):
@@ -82,21 +56,21 @@ def test_upload_is_scored_by_the_real_model(service, speech_wav):
 def test_same_audio_again_reuses_the_result_without_a_task(service, speech_wav):
     first = service.finish(service.submit(speech_wav).json()["id"])
     assert first["status"] == "succeeded"
-    before = _tasks_run(service)
+    before = service.tasks_received()
     r = service.submit(speech_wav)
     assert r.status_code == 200  # finished at once
     again = r.json()
     assert again["status"] == "succeeded" and again["dedup"]["source"] == "cache"
     assert again["output"] == first["output"] and again["id"] != first["id"]
-    assert _tasks_run(service) == before
+    assert service.tasks_received() == before
 
 
 def test_concurrent_identical_uploads_run_the_model_once(service, speech_wav, tmp_path):
-    from conftest import distinct_clips
+    from audio_factory import distinct_clips
 
     [clip] = distinct_clips(speech_wav, tmp_path, 1)  # bytes this service has not seen
     clip = clip.rename(tmp_path / f"{service.mode}-{clip.name}")
-    before = _tasks_run(service)
+    before = service.tasks_received()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: service.submit(clip), range(8)))
     assert all(r.status_code in (200, 202) for r in responses), [r.text for r in responses]
@@ -104,11 +78,11 @@ def test_concurrent_identical_uploads_run_the_model_once(service, speech_wav, tm
     assert {j["status"] for j in finished} == {"succeeded"}
     assert len({j["dedup"]["run_id"] for j in finished}) == 1
     assert sum(not j["dedup"]["reused"] for j in finished) == 1
-    assert _tasks_run(service) == before + 1
+    assert service.tasks_received() == before + 1
 
 
 def test_prefer_wait_answers_with_the_finished_job(service, speech_wav, tmp_path):
-    from conftest import distinct_clips
+    from audio_factory import distinct_clips
 
     [clip] = distinct_clips(speech_wav, tmp_path, 2)[1:]
     clip = clip.rename(tmp_path / f"{service.mode}-wait.wav")
@@ -127,7 +101,7 @@ def test_undecodable_upload_is_a_422_with_a_code(service, tmp_path):
 
 
 def test_celery_cli_ping_and_status_answer(service):
-    ping = service.celery("inspect", "ping", "--timeout", "10", "-d", _worker_name())
+    ping = service.celery("inspect", "ping", "--timeout", "10", "-d", service.worker_name)
     assert ping.returncode == 0 and "pong" in ping.stdout, ping.stdout + ping.stderr
     status = service.celery("status", "--timeout", "3")
     assert status.returncode == 0 and "emotionq-cpu@" in status.stdout, status.stdout + status.stderr

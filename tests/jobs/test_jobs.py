@@ -7,11 +7,12 @@ import time
 
 import pytest
 
+import harness
 from emotionq import jobs
+from emotionq.jobs import submission
 from emotionq.errors import Conflict, NotFound, Overloaded
-from emotionq.settings import Settings
 
-SETTINGS = Settings(_env_file=None)
+SETTINGS = harness.settings()
 OPTS = {"granularity": "utterance", "embedding": False}
 
 
@@ -161,10 +162,10 @@ def test_queue_depth_counts_waiting_runs_per_priority(store):
 
 
 def test_full_queue_refuses_new_runs_but_not_cached_or_coalesced_ones(store):
-    settings = Settings(_env_file=None, max_queued_low=2, max_queued_high=1)
+    limited = harness.settings(max_queued_low=2, max_queued_high=1)
 
     def submit(sha, priority="low"):
-        return jobs.submit(store, settings=settings, client="c1", priority=priority, input=_input(sha),
+        return jobs.submit(store, settings=limited, client="c1", priority=priority, input=_input(sha),
                            options=OPTS, metadata={}, model="m@1")
 
     first = submit("a" * 64)
@@ -201,8 +202,8 @@ def test_a_queued_run_whose_publisher_died_is_published_by_the_next_joiner(store
     published = _submit(store, sha="b" * 64)
     jobs.mark_published(store, run_id=published.run["id"])
     assert not _submit(store).publish  # too young to tell from a slow publisher
-    later = time.time() + jobs.ORPHAN_AFTER_S + 1
-    monkeypatch.setattr(jobs.time, "time", lambda: later)
+    later = time.time() + submission.ORPHAN_AFTER_S + 1
+    monkeypatch.setattr(submission.time, "time", lambda: later)
     joiner = _submit(store)
     assert (joiner.outcome, joiner.publish, joiner.run["id"]) == ("coalesced", True, orphan.run["id"])
     assert not _submit(store, sha="b" * 64).publish  # its message is out: waiting is not orphaned

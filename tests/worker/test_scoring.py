@@ -6,11 +6,12 @@ import time
 
 import pytest
 
-from emotionq import jobs, scoring
+import harness
+from emotionq import jobs
 from emotionq.blobs import BlobStore
 from emotionq.errors import RunTimeLimit
-from emotionq.settings import Settings
 from emotionq.store import open_store
+from emotionq.worker import scoring
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def _queued_run(store, blobs, settings, path, *, claims_s: float) -> str:
 def test_time_limit_follows_the_decoded_audio_not_the_header(tmp_path, model, speech_wav):
     """A header may claim an hour: the run is still held to the limit of the 3 s it holds."""
     store, blobs = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), BlobStore(tmp_path / "blobs")
-    settings = Settings(_env_file=None, soft_time_limit_base=5, soft_time_limit_per_audio_second=1, batch_size=1)
+    settings = harness.settings(soft_time_limit_base=5, soft_time_limit_per_audio_second=1, batch_size=1)
     run_id = _queued_run(store, blobs, settings, speech_wav, claims_s=3540)
     assert settings.time_limits(3540)[0] > 1000  # what Celery's soft limit would be, from the header
     with pytest.raises(RunTimeLimit, match="limit for 3 s of audio"):

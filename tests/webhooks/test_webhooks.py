@@ -8,8 +8,8 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from conftest import distinct_clips, rabbitmq_vhost
-from harness import ROOT, Service, free_port
+from audio_factory import distinct_clips
+from harness import ROOT, free_port, running
 from webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
@@ -19,22 +19,10 @@ SCHEDULE = "0,0.3,0.6,1,1,1.5,1.5,2"  # 8 attempts over about 8 s
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model_dir, redis_url):
-    tmp = tmp_path_factory.mktemp("webhooks")
-    with rabbitmq_vhost() as amqp:
-        svc = Service.distributed(tmp, broker=amqp, store=redis_url, model=tiny_model_dir,
-                                  webhook_allow_networks="127.0.0.1/32,::1/128", webhook_retry_schedule=SCHEDULE)
-        svc.env["PYTHONPATH"] = str(ROOT / "tests" / "rebinding_dns")  # see test_dns_rebinding_...
-        svc.start_api()
-        svc.start_worker()
+    with running(tmp_path_factory.mktemp("webhooks"), model=tiny_model_dir, store=redis_url,
+                 webhook_allow_networks="127.0.0.1/32,::1/128", webhook_retry_schedule=SCHEDULE,
+                 env={"PYTHONPATH": str(ROOT / "tests" / "rebinding_dns")}) as svc:  # see test_dns_rebinding_...
         yield svc
-        svc.stop_all()
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -175,8 +163,6 @@ def test_private_address_refused_unless_allowed(service, clips):
 def test_the_documented_receiver_example_verifies_and_accepts(service, clips):
     import subprocess
     import sys
-
-    from harness import ROOT
 
     port = free_port()
     env = {"EMOTIONQ_WEBHOOK_SECRETS": ",".join(_secrets(service)), "PATH": "/usr/bin:/bin"}

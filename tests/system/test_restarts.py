@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 import redis
 
-from audio_factory import make_speech
-from conftest import distinct_clips, fresh_redis_db, rabbitmq_vhost
-from harness import Service
+from audio_factory import distinct_clips, make_speech
+from harness import Service, fresh_redis_db, rabbitmq_vhost
 from servers import PrivateRabbitMQ, PrivateRedis
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]

@@ -15,25 +15,20 @@ import time
 import httpx
 import pytest
 
-from conftest import distinct_clips, fresh_redis_db, rabbitmq_vhost
+from audio_factory import distinct_clips
 from emotionq.client import Client, problem
 from emotionq.errors import APIError
 from emotionq.inference.labels import LABELS
-from harness import ROOT, Service
+from harness import ROOT, fresh_redis_db, running
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.rabbitmq, pytest.mark.redis]
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory, tiny_model_dir, amqp_url, redis_url):
-    tmp = tmp_path_factory.mktemp("client")
-    svc = Service(env={"EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(tiny_model_dir),
-                       "EMOTIONQ_BROKER_URL": amqp_url, "EMOTIONQ_STORE_URL": redis_url}, workdir=tmp)
-    svc.start_api()
-    svc.start_worker()
-    svc.key = svc.create_key("cli")
-    yield svc
-    svc.stop_all()
+    with running(tmp_path_factory.mktemp("client"), model=tiny_model_dir, broker=amqp_url, store=redis_url) as svc:
+        svc.key = svc.create_key("cli")
+        yield svc
 
 
 def emotionq(service, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -46,13 +41,6 @@ def emotionq(service, *args: str, env: dict | None = None) -> subprocess.Complet
 def jsonl(out: subprocess.CompletedProcess) -> dict[str, dict]:
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     return {os.path.basename(r["file"]): r for r in rows}
-
-
-def _tasks_run(service) -> int:
-    """Inference tasks the worker has received, from `celery inspect stats`."""
-    out = service.celery("inspect", "stats", "--json", "--timeout", "10", "-d", f"emotionq-cpu@{os.uname().nodename}")
-    assert out.returncode == 0, out.stderr
-    return sum(s.get("total", {}).get("emotionq.infer", 0) for s in json.loads(out.stdout).values())
 
 
 @pytest.fixture
@@ -78,7 +66,7 @@ def test_submit_folder_waits_for_every_result_then_resumes_from_dedup(service, f
         assert row["top_label"] == max(row["scores"], key=row["scores"].get)
     assert len({r["job_id"] for r in rows.values()}) == 3
 
-    tasks = _tasks_run(service)
+    tasks = service.tasks_received()
     started = time.monotonic()
     again = emotionq(service, "submit", str(folder), "--wait", "--format", "jsonl")
     again_s = time.monotonic() - started
@@ -89,7 +77,7 @@ def test_submit_folder_waits_for_every_result_then_resumes_from_dedup(service, f
         assert row["scores"] == rows[name]["scores"] and row["job_id"] != rows[name]["job_id"]
         job = Client(service.url, service.key).job(row["job_id"])
         assert job["dedup"]["reused"] is True and job["finished_at"] == job["created_at"]  # answered at once
-    assert _tasks_run(service) == tasks  # nothing ran the model again
+    assert service.tasks_received() == tasks  # nothing ran the model again
     print(f"3 files: first run {first_s:.1f} s, from dedup {again_s:.1f} s (both include ~1 s of CLI start-up)")
 
 
@@ -171,14 +159,9 @@ def test_client_submits_waits_and_reads_problems(service, speech_wav, tmp_path):
 def full_queue(tmp_path_factory):
     """An API alone (no worker) that queues at most one low-priority job: the second upload gets 429."""
     tmp = tmp_path_factory.mktemp("full")
-    with rabbitmq_vhost() as vhost:
-        svc = Service(env={"EMOTIONQ_VAR_DIR": str(tmp / "var"), "EMOTIONQ_MODEL": str(tmp / "unused"),
-                           "EMOTIONQ_BROKER_URL": vhost, "EMOTIONQ_STORE_URL": fresh_redis_db(8),
-                           "EMOTIONQ_MAX_QUEUED_LOW": "1"}, workdir=tmp)
-        svc.start_api()
+    with running(tmp, model=tmp / "unused", store=fresh_redis_db(8), worker=False, max_queued_low=1) as svc:
         svc.key = svc.create_key("batch")
         yield svc
-        svc.stop_all()
 
 
 def test_429_is_retried_after_retry_after_until_accepted(full_queue, speech_wav, tmp_path):

@@ -1,0 +1,68 @@
+"""The package's layout: the README lists every module, and imports point one way
+(api -> web -> jobs layer -> inference; workers -> jobs layer, inference)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import ROOT
+
+PACKAGE = ROOT / "emotionq"
+# Which parts of emotionq each part may import (besides errors, settings, metrics, the store and itself).
+ALLOWED = {
+    "inference": {"inference"},
+    "store": {"store"},
+    "jobs": {"jobs", "queues", "inference", "webhooks"},
+    "webhooks": {"webhooks", "jobs", "queues"},
+    "queues": set(),
+    "worker": {"worker", "jobs", "queues", "webhooks", "blobs", "inference"},
+    "web": {"web", "jobs", "queues", "webhooks", "blobs", "worker.readiness"},
+    "client": {"client", "inference.labels"},
+}
+ALWAYS = {"errors", "settings", "metrics", "store", "__version__"}
+
+
+def _emotionq_imports(path: Path) -> set[str]:
+    """What ``path`` imports from emotionq, as dotted names below ``emotionq.``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] if node.module != "emotionq" else [f"emotionq.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {n.removeprefix("emotionq.") for n in names if n.startswith("emotionq.")}
+    return found
+
+
+def test_the_readme_layout_is_the_tree():
+    block = subprocess.run([sys.executable, str(ROOT / "scripts" / "layout")], capture_output=True, text=True,
+                           check=True).stdout
+    readme = (ROOT / "README.md").read_text()
+    assert f"```\n{block}```" in readme, "README's Layout section is stale: paste `scripts/layout`'s output into it"
+
+
+def test_imports_point_one_way():
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        part = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        if part not in ALLOWED:
+            continue
+        for name in _emotionq_imports(path):
+            if name.split(".")[0] in ALWAYS:
+                continue
+            if not any(name == allowed or name.startswith(allowed + ".") for allowed in ALLOWED[part]):
+                wrong.append(f"{path.relative_to(ROOT)} imports emotionq.{name}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_api_process_never_imports_torch_or_the_worker():
+    code = ("import sys; from emotionq.api import create_app; create_app().openapi(); "
+            "print(sorted(m for m in ('torch', 'funasr', 'emotionq.tasks', 'emotionq.worker.scoring') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
