@@ -73,8 +73,8 @@ def _correct(document: dict, app: FastAPI) -> None:
         model = getattr(schemas, name, None)
         if isinstance(model, type) and issubclass(model, BaseModel) and "examples" in schema:
             schema["examples"] = copy.deepcopy(model.model_config["json_schema_extra"]["examples"])
-    for route in app.routes:
-        if not (isinstance(route, APIRoute) and route.include_in_schema):
+    for route in _api_routes(app.routes):
+        if not route.include_in_schema:
             continue
         for method in route.methods:
             for status, response in document["paths"][route.path_format][method.lower()]["responses"].items():
@@ -85,3 +85,13 @@ def _correct(document: dict, app: FastAPI) -> None:
                 for media_type, declared_content in declared.items():
                     if "examples" in declared_content:
                         content[media_type]["examples"] = copy.deepcopy(declared_content["examples"])
+
+
+def _api_routes(routes):
+    """The API routes, those of included routers too (FastAPI keeps those inside an included-router
+    object that holds the router, whose routes carry their full paths: no prefix is added on include)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif getattr(route, "original_router", None) is not None:
+            yield from _api_routes(route.original_router.routes)
