@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     max_queued_high: int = Field(1000, ge=1, description="high-priority jobs waiting before uploads get 429")
     max_queued_low: int = Field(10000, ge=1, description="low-priority jobs waiting before uploads get 429")
     store_patience_s: float = Field(120.0, ge=0, description="how long a worker waits for a store that is down")
+    drain_timeout_s: float | None = Field(None, gt=0, description="how long `emotionq worker`/`run` lets workers "
+                                          "finish the jobs in hand when asked to stop; unset: the longest a job may "
+                                          "run (EMOTIONQ_MAX_TIME_LIMIT) plus 30 s")
 
     # Who may call the API.
     auth: Literal["required", "disabled"] = Field(
@@ -142,6 +145,10 @@ class Settings(BaseSettings):
         if self.store_url:
             return self.store_url
         return f"sqlite:///{(self.var_dir / 'emotionq.sqlite3').resolve()}"
+
+    @property
+    def effective_drain_timeout_s(self) -> float:
+        return self.drain_timeout_s or self.max_time_limit + 30
 
     @property
     def broker_dir(self) -> Path:

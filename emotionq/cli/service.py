@@ -46,7 +46,8 @@ def _supervise_with_workers(*others: tuple[str, list[str], dict[str, str]]) -> N
             env = stack.enter_context(metrics.worker_exporter(s))
         except ConfigurationError as exc:
             raise click.ClickException(exc.message) from exc
-        code = supervisor.supervise([*others, *_worker_commands(env)])
+        code = supervisor.supervise([*others, *_worker_commands(env)],
+                                    drain_timeout_s=s.effective_drain_timeout_s)
     sys.exit(code)
 
 
@@ -63,7 +64,9 @@ def run() -> None:
 def api() -> None:
     """The HTTP API only."""
     _announce_mode()
-    sys.exit(supervisor.supervise([("api", supervisor.api_command(), {})]))
+    s = get_settings()
+    sys.exit(supervisor.supervise([("api", supervisor.api_command(), {})],
+                                  drain_timeout_s=s.effective_drain_timeout_s))
 
 
 @click.command()

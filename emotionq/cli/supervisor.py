@@ -1,8 +1,13 @@
-"""Foreground process supervision for ``emotionq run`` and ``emotionq worker``.
+"""Foreground process supervision for ``emotionq run`` and ``emotionq worker``, and draining.
 
-Children run in their own sessions so that Ctrl-C reaches only us; we then ask
-each to stop (SIGTERM: Celery's warm shutdown, uvicorn's graceful one), wait,
-and kill what is left. If any child dies on its own, everything stops.
+Children run in their own sessions so that Ctrl-C (or the SIGTERM a process manager or
+Kubernetes sends) reaches only us. Stopping is a drain: each child is asked to stop
+gracefully (SIGTERM: Celery's warm shutdown finishes the job in hand and takes no new one;
+uvicorn's graceful one finishes its requests), and we wait up to ``EMOTIONQ_DRAIN_TIMEOUT_S``.
+A second Ctrl-C/SIGTERM, or the end of that wait, stops them now: Celery workers get SIGQUIT
+(a cold shutdown: the job in hand goes back to the queue, redelivered and not lost), others
+SIGINT, and whatever is still there a few seconds later is killed. If any child dies on its
+own, everything stops the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from emotionq.queues import INFERENCE_QUEUE, WEBHOOK_QUEUE
 from emotionq.settings import Settings
 
 log = logging.getLogger(__name__)
-STOP_TIMEOUT_S = 30.0
+HARD_STOP_S = 10.0  # after the hard-stop signal, before SIGKILL
+POLL_S = 0.2
 
 
 def worker_command(settings: Settings, device: str) -> tuple[list[str], dict[str, str]]:
@@ -51,43 +57,71 @@ def api_command() -> list[str]:
     return [sys.executable, "-m", "emotionq.web.server"]
 
 
-def supervise(commands: list[tuple[str, list[str], dict[str, str]]]) -> int:
-    """Run the named commands until Ctrl-C/SIGTERM or until one exits; returns an exit code."""
-    procs: list[tuple[str, subprocess.Popen]] = []
-    stopping = False
+def supervise(commands: list[tuple[str, list[str], dict[str, str]]], *, drain_timeout_s: float) -> int:
+    """Run the named commands until Ctrl-C/SIGTERM or until one exits, then drain them; returns an exit code."""
+    procs: list[tuple[str, list[str], subprocess.Popen]] = []
+    signals = 0
 
-    def request_stop(signum, frame) -> None:
-        nonlocal stopping
-        stopping = True
+    def on_signal(signum, frame) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 2:
+            log.warning("stopping now: the jobs in hand go back to the queue")
 
-    old = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
         for name, cmd, env in commands:
-            procs.append((name, subprocess.Popen(cmd, env={**os.environ, **env}, start_new_session=True)))
-            log.info("started %s (pid %d)", name, procs[-1][1].pid)
-        while not stopping:
-            for name, proc in procs:
-                if proc.poll() is not None:
+            procs.append((name, cmd, subprocess.Popen(cmd, env={**os.environ, **env}, start_new_session=True)))
+            log.info("started %s (pid %d)", name, procs[-1][2].pid)
+        while not signals and not code:
+            for name, _, proc in procs:
+                if proc.poll() is not None and not code:
                     log.error("%s exited with %s; stopping the rest", name, proc.returncode)
-                    code, stopping = proc.returncode or 1, True
-            time.sleep(0.2)
+                    code = proc.returncode or 1
+            time.sleep(POLL_S)
+        _drain(procs, timeout_s=drain_timeout_s, hurry=lambda: signals > 1)
     finally:
-        _stop_all(procs)
+        _kill_left(procs)
         for s, handler in old.items():
             signal.signal(s, handler)
     return code
 
 
-def _stop_all(procs: list[tuple[str, subprocess.Popen]]) -> None:
-    for _, proc in procs:
+def _drain(procs: list[tuple[str, list[str], subprocess.Popen]], *, timeout_s: float, hurry) -> None:
+    """Ask each child to stop gracefully; stop them hard on ``hurry()`` or after ``timeout_s``."""
+    for _, _, proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for name, proc in procs:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0f s; killing it", name, STOP_TIMEOUT_S)
+    if any(proc.poll() is None for _, _, proc in procs):
+        log.info("draining: workers finish the jobs in hand and take no new ones, for at most %.0f s "
+                 "(Ctrl-C or SIGTERM again stops them now; their jobs go back to the queue)", timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while any(proc.poll() is None for _, _, proc in procs):
+        if hurry() or time.monotonic() > deadline:
+            for name, cmd, proc in procs:
+                if proc.poll() is None:
+                    log.warning("%s: stopping it now", name)
+                    proc.send_signal(_hard_stop_signal(cmd))
+            _wait_all(procs, HARD_STOP_S)
+            return
+        time.sleep(POLL_S)
+
+
+def _hard_stop_signal(cmd: list[str]) -> int:
+    """Celery's cold shutdown (the job in hand is requeued); uvicorn's forced exit."""
+    return signal.SIGQUIT if "celery" in cmd else signal.SIGINT
+
+
+def _wait_all(procs: list[tuple[str, list[str], subprocess.Popen]], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(proc.poll() is None for _, _, proc in procs) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+
+
+def _kill_left(procs: list[tuple[str, list[str], subprocess.Popen]]) -> None:
+    for name, _, proc in procs:
+        if proc.poll() is None:
+            log.warning("%s did not stop; killing it", name)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
