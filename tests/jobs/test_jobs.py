@@ -9,8 +9,8 @@ import pytest
 
 import harness
 from emotionq import jobs
-from emotionq.jobs import submission
 from emotionq.errors import Conflict, NotFound, Overloaded
+from emotionq.jobs import submission
 
 SETTINGS = harness.settings()
 OPTS = {"granularity": "utterance", "embedding": False}
