@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEV_MODEL ?= var/models/emotion2vec-tiny
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps services run api worker flower test bench clean
+.PHONY: install system-deps services run api worker flower test bench loadtest clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ test: $(STAMP) system-deps services
 
 bench: $(STAMP) system-deps services
 	$(BIN)/python -m benchmarks
+
+# Load test of a running service (`make run` in another terminal): locust, headless, then a report per
+# request type. LOADTEST_URL (default the API of EMOTIONQ_HOST:EMOTIONQ_PORT), _USERS, _TIME.
+LOADTEST_URL ?= http://$${EMOTIONQ_HOST:-127.0.0.1}:$${EMOTIONQ_PORT:-8000}
+LOADTEST_USERS ?= 8
+LOADTEST_TIME ?= 60s
+loadtest: $(STAMP)
+	$(BIN)/locust -f deploy/loadtest/locustfile.py --headless --only-summary --loglevel WARNING \
+		--host "$(LOADTEST_URL)" --users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_USERS) --run-time $(LOADTEST_TIME)
 
 clean:
 	rm -rf var .pytest_cache

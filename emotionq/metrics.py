@@ -72,6 +72,15 @@ GPU_MAX_ALLOCATED = Gauge("emotionq_gpu_memory_max_allocated_bytes", "Peak CUDA 
                           multiprocess_mode="livemax")
 
 
+WEBHOOK_ATTEMPTS = Counter("emotionq_webhook_attempts", "Webhook delivery attempts, by what came of them: "
+                           "delivered, retry (another attempt is scheduled) or failed (no attempt is left)",
+                           ["outcome"])
+
+
+def observe_webhook_attempt(outcome: str) -> None:
+    WEBHOOK_ATTEMPTS.labels(outcome).inc()
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_LATENCY.labels(method, route).observe(seconds)
@@ -108,33 +117,44 @@ def observe_gpu_memory(*, worker: str, device: str) -> None:
 # -- serving the API's metrics --------------------------------------------------------
 
 
-class QueueDepth:
-    """A collector of the runs waiting per priority, read from the store when scraped."""
+class StoreState:
+    """A collector of what the store says now, read when scraped: the runs waiting per priority and
+    the workers whose model answers (absent while the store is down; the scrape still answers)."""
 
-    def __init__(self, depth: Callable[[], dict[str, int]], limits: dict[str, int]) -> None:
-        self.depth, self.limits = depth, limits
+    def __init__(self, depth: Callable[[], dict[str, int]], limits: dict[str, int],
+                 workers: Callable[[], dict[str, dict]]) -> None:
+        self.depth, self.limits, self.workers = depth, limits, workers
 
     def collect(self):
         try:
-            depth = self.depth()
-        except Unavailable as exc:  # the scrape still answers; the gauge is absent while the store is down
-            log.warning("queue depth not scraped: %s", exc)
-            depth = None
+            depth, workers = self.depth(), self.workers()
+        except Unavailable as exc:
+            log.warning("store state not scraped: %s", exc)
+            depth = workers = None
         if depth is not None:
             gauge = GaugeMetricFamily("emotionq_queue_depth", "Runs waiting to start, per priority (the store's "
                                       "counter; uploads past the limit get 429)", labels=["priority"])
             for priority in sorted(depth):
                 gauge.add_metric([priority], depth[priority])
             yield gauge
+            ready = GaugeMetricFamily("emotionq_workers_ready", "Inference workers whose model answered and whose "
+                                      "heartbeat is recent, per device type", labels=["device"])
+            by_device: dict[str, int] = {"cpu": 0, "cuda": 0}
+            for info in workers.values():
+                kind = "cuda" if str(info.get("device", "")).startswith("cuda") else "cpu"
+                by_device[kind] += 1
+            for device, count in sorted(by_device.items()):
+                ready.add_metric([device], count)
+            yield ready
         limit = GaugeMetricFamily("emotionq_queue_limit", "EMOTIONQ_MAX_QUEUED_<PRIORITY>", labels=["priority"])
         for priority in sorted(self.limits):
             limit.add_metric([priority], self.limits[priority])
         yield limit
 
 
-def api_exposition(queue_depth: QueueDepth) -> bytes:
-    """The text format of everything this (API) process counts, and the queue depth now."""
-    return generate_latest(REGISTRY) + generate_latest(queue_depth)
+def api_exposition(state: StoreState) -> bytes:
+    """The text format of everything this (API) process counts, and the store's state now."""
+    return generate_latest(REGISTRY) + generate_latest(state)
 
 
 # -- serving the workers' metrics -------------------------------------------------------

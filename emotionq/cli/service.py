@@ -28,14 +28,20 @@ def _announce_mode() -> None:
                f"devices {', '.join(s.device_list)}, blobs in {s.effective_blob_dir}", err=True)
 
 
-def _worker_commands(extra_env: dict[str, str]) -> list[tuple[str, list[str], dict[str, str]]]:
+ROLES = ("all", "inference", "webhooks")
+
+
+def _worker_commands(extra_env: dict[str, str], role: str = "all") -> list[tuple[str, list[str], dict[str, str]]]:
     s = get_settings()
-    inference = [(f"worker[{dev}]", *supervisor.worker_command(s, dev)) for dev in s.device_list]
-    return [(name, cmd, {**env, **extra_env})
-            for name, cmd, env in [*inference, ("webhooks", *supervisor.webhook_worker_command(s))]]
+    commands = []
+    if role in ("all", "inference"):
+        commands += [(f"worker[{dev}]", *supervisor.worker_command(s, dev)) for dev in s.device_list]
+    if role in ("all", "webhooks"):
+        commands.append(("webhooks", *supervisor.webhook_worker_command(s)))
+    return [(name, cmd, {**env, **extra_env}) for name, cmd, env in commands]
 
 
-def _supervise_with_workers(*others: tuple[str, list[str], dict[str, str]]) -> None:
+def _supervise_with_workers(*others: tuple[str, list[str], dict[str, str]], role: str = "all") -> None:
     """Supervise ``others`` and the workers, serving the workers' metrics meanwhile; exits with their code."""
     from emotionq import metrics
     from emotionq.errors import ConfigurationError
@@ -46,7 +52,7 @@ def _supervise_with_workers(*others: tuple[str, list[str], dict[str, str]]) -> N
             env = stack.enter_context(metrics.worker_exporter(s))
         except ConfigurationError as exc:
             raise click.ClickException(exc.message) from exc
-        code = supervisor.supervise([*others, *_worker_commands(env)],
+        code = supervisor.supervise([*others, *_worker_commands(env, role)],
                                     drain_timeout_s=s.effective_drain_timeout_s)
     sys.exit(code)
 
@@ -70,10 +76,16 @@ def api() -> None:
 
 
 @click.command()
-def worker() -> None:
-    """One Celery worker per device (EMOTIONQ_DEVICES), each running one job at a time, and a webhook worker."""
+@click.option("--role", type=click.Choice(ROLES), default="all", show_default=True,
+              help="inference: the workers per device only; webhooks: the webhook worker only (a CPU host)")
+def worker(role: str) -> None:
+    """One Celery worker per device (EMOTIONQ_DEVICES), each running one job at a time, and a webhook worker.
+
+    SIGTERM drains: the jobs in hand finish first (see EMOTIONQ_DRAIN_TIMEOUT_S); a second SIGTERM
+    stops at once, and those jobs go back to the queue.
+    """
     _announce_mode()
-    _supervise_with_workers()
+    _supervise_with_workers(role=role)
 
 
 @click.command()

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 
 import httpx
 
+from emotionq import metrics
 from emotionq.errors import InvalidRequest
 from emotionq.jobs.view import iso
 from emotionq.settings import Settings
@@ -115,8 +116,10 @@ def attempt(store: Store, *, job_id: str, event: str, policy: Policy, http: http
         error = f"{type(exc).__name__}: {exc}"
     elapsed_ms = round((time.perf_counter() - started) * 1e3, 1)
     log.info("webhook %s %s -> %s %s (%.0f ms)", record["id"], record["url"], status, error or "", elapsed_ms)
-    return _record_attempt(store, record, status=status, error=error, retry_after=retry_after, policy=policy,
-                   elapsed_ms=elapsed_ms)
+    delay = _record_attempt(store, record, status=status, error=error, retry_after=retry_after, policy=policy,
+                            elapsed_ms=elapsed_ms)
+    metrics.observe_webhook_attempt("delivered" if error is None else "retry" if delay is not None else "failed")
+    return delay
 
 
 def _lease(store: Store, k: str) -> dict | float | None:

@@ -39,6 +39,9 @@ def test_health_and_not_ready_without_workers(api):
     r = httpx.get(f"{api.url}/readyz")
     _problem(r, 503, "no_workers")
     assert r.headers["retry-after"]
+    # A load balancer's probe where workers scale to zero asks only for the store and the broker.
+    ready = httpx.get(f"{api.url}/readyz", params={"workers": 0})
+    assert ready.status_code == 200 and ready.json()["workers"] == {}
 
 
 def test_not_multipart(api):

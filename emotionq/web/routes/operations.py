@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -27,20 +29,25 @@ async def healthz():
     return {"status": "ok", "version": __version__}
 
 
+MinWorkers = Annotated[int, Query(ge=0, le=10_000, description="how many workers with a model must answer: "
+                                  "0 for a load balancer's probe where workers scale to zero")]
+
+
 @router.get("/readyz", responses=problem_responses("no_workers", "store_unavailable", "broker_unavailable"))
-async def readyz(svc: ServicesDep):
-    """Readiness: store and broker answer, and at least one worker has a model that answered."""
+async def readyz(svc: ServicesDep, workers: MinWorkers = 1):
+    """Readiness: store and broker answer, and (by default) at least one worker has a model that answered."""
     await run_in_threadpool(svc.store.ping)
     await run_in_threadpool(queues.ping, svc.celery)
-    workers = await run_in_threadpool(live, svc.store)
-    if not workers:
-        raise NoWorkers("no worker has a model loaded yet; start `emotionq worker`")
-    return {"status": "ready", "mode": "embedded" if svc.settings.embedded else "distributed", "workers": workers}
+    ready = await run_in_threadpool(live, svc.store)
+    if len(ready) < workers:
+        raise NoWorkers(f"{len(ready)} workers have a model loaded, fewer than {workers}; start `emotionq worker`"
+                        if ready else "no worker has a model loaded yet; start `emotionq worker`")
+    return {"status": "ready", "mode": "embedded" if svc.settings.embedded else "distributed", "workers": ready}
 
 
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics(svc: ServicesDep):
     """Prometheus text format, without an API key (scrapers have none): keep it off the public internet."""
-    depth = metrics.QueueDepth(lambda: jobs.queue_depth(svc.store),
+    state = metrics.StoreState(lambda: jobs.queue_depth(svc.store), workers=lambda: live(svc.store),
                                limits={p: svc.settings.max_queued(p) for p in ("high", "low")})
-    return Response(await run_in_threadpool(metrics.api_exposition, depth), media_type=metrics.CONTENT_TYPE)
+    return Response(await run_in_threadpool(metrics.api_exposition, state), media_type=metrics.CONTENT_TYPE)
