@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from emotionq.blobs import BlobStore, BlobWriter
@@ -107,6 +108,8 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int, idle_ti
     try:
         async for chunk in _body(request, idle_timeout_s):
             parser.write(chunk)
+            if receiver.writer is not None and receiver.writer.needs_flush:  # a part for the object store
+                await run_in_threadpool(receiver.writer.flush)
         parser.finalize()
         if parser.state != MultipartState.END:
             raise InvalidRequest("the multipart body ended before its closing boundary: the upload is incomplete; "
@@ -123,8 +126,12 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int, idle_ti
     if receiver.writer is None:
         raise InvalidRequest("no 'file' part: send the audio as form field 'file'", code="missing_file")
     upload = receiver.upload
+    try:
+        upload.sha256 = await run_in_threadpool(receiver.writer.close)  # the last part may go to the object store
+    except BaseException:
+        _abort(receiver)
+        raise
     upload.size = receiver.writer.size
-    upload.sha256 = receiver.writer.close()
     upload.blob = receiver.writer
     return upload
 
