@@ -46,6 +46,11 @@ def _celery_worker(*, pool: str, concurrency: int, queue: str, name: str) -> lis
             "--without-gossip", "--without-mingle"]
 
 
+def janitor_command() -> list[str]:
+    """The janitor (``emotionq.janitor``): one active across hosts, whoever starts more."""
+    return [sys.executable, "-m", "emotionq.cli", "janitor"]
+
+
 def api_command() -> list[str]:
     """The API: uvicorn with emotionq's logging, slow-client guard and connection cap (``emotionq.web.server``)."""
     return [sys.executable, "-m", "emotionq.web.server"]
