@@ -31,6 +31,7 @@ class Upload:
     filename: str | None = None
     content_type: str | None = None
     blob: BlobWriter | None = None  # the received file, not yet filed: the caller commits or aborts it
+    url: str | None = None  # a job by URL: where it was fetched from (emotionq.web.fetch)
 
 
 class _Receiver:
@@ -98,7 +99,8 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int, idle_ti
     """Parse a ``multipart/form-data`` request; the ``file`` part lands in a pending blob of ``blobs``."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
-        raise InvalidRequest("send the audio as multipart/form-data with a 'file' part", code="not_multipart")
+        raise InvalidRequest("send the audio as multipart/form-data with a 'file' part, or its URL as JSON "
+                             "{\"audio_url\": ...}", code="not_multipart")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + MAX_FIELDS * MAX_FIELD_BYTES:
         raise PayloadTooLarge(f"the upload exceeds the {max_bytes:,}-byte limit; send a shorter or compressed file")
