@@ -2,7 +2,9 @@
 routes (and tests) call for a new job: ``Intake.accept``.
 
 The audio is filed under its hash only after the store accepted the job, so a refused request
-leaves nothing behind, and whatever deletes unreferenced audio sees the reference first.
+leaves nothing behind, and whatever deletes unreferenced audio sees the reference first: the
+submission's transaction holds the blob and names the generation to file it under
+(``emotionq.jobs.blobrefs``).
 """
 
 from __future__ import annotations
