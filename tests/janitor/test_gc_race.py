@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.s3, pytest.mark.timeout(300)]
 
 UPLOADERS = 4
 UPLOADS_EACH = 25
+MIN_COLLECTIONS = 5  # uploads go on (up to 4x) until the collector has deleted the audio this often
 
 
 def test_concurrent_uploads_of_the_same_audio_never_lose_it_to_the_collector(store, seaweed, tmp_path, monkeypatch):
@@ -36,7 +37,9 @@ def test_concurrent_uploads_of_the_same_audio_never_lose_it_to_the_collector(sto
     done = threading.Event()
 
     def uploader(k: int) -> None:
-        for i in range(UPLOADS_EACH):
+        i = 0
+        while i < UPLOADS_EACH or (sum(deleted) < MIN_COLLECTIONS and i < 4 * UPLOADS_EACH):  # a busy machine
+            i += 1
             writer = blobs.writer(max_bytes=10**6)
             writer.write(audio)
             writer.close()
@@ -69,7 +72,7 @@ def test_concurrent_uploads_of_the_same_audio_never_lose_it_to_the_collector(sto
         t.join()
     done.set()
     gc.join()
-    print(f"\n{UPLOADERS * UPLOADS_EACH} uploads ({sum(joined)} joined a live run), {sum(deleted)} collections, "
+    print(f"\n{len(joined)} uploads ({sum(joined)} joined a live run), {sum(deleted)} collections, "
           f"{len(generations)} generations")
     assert lost == []
-    assert sum(deleted) >= 3 and len(generations) >= 3, "the collector never raced the uploads"
+    assert sum(deleted) >= MIN_COLLECTIONS and len(generations) >= 3, "the collector never raced the uploads"
