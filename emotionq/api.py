@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emotionq import __version__, queues
-from emotionq.blobs import BlobStore
+from emotionq.blobs import open_blobs
 from emotionq.errors import ClientGone, EmotionQError, InvalidRequest, MethodNotAllowed, NotFound
 from emotionq.settings import get_settings
 from emotionq.store import open_store
@@ -39,7 +39,7 @@ async def lifespan(app: FastAPI):
     store = open_store(settings.effective_store_url)
     store.purge_expired()
     notifier = events.Notifier(store=store, celery=queues.app, settings=settings)
-    app.state.services = Services(settings, store, BlobStore(settings.effective_blob_dir), queues.app, notifier,
+    app.state.services = Services(settings, store, open_blobs(settings), queues.app, notifier,
                                   delivery.Policy.from_settings(settings))
     if settings.auth == "disabled":
         log.warning("EMOTIONQ_AUTH=disabled: every caller is the client %r, with no API key; for local use only",

@@ -6,6 +6,7 @@ EmotionQError                 root; ``code`` is stable, ``retryable`` says wheth
 │   ├── PayloadTooLarge       the upload exceeds the byte limit
 │   ├── RequestTimeout        the client stopped sending its request body part-way
 │   ├── AudioTooLong          the recording exceeds the duration limit
+│   ├── AudioURLError         an audio_url could not be fetched: refused (SSRF guard), unreachable
 │   └── AudioError            the bytes are not usable audio: undecodable, empty, too short,
 │                             non-finite or absurdly loud samples (``code`` says which)
 ├── ClientGone                the client closed the connection before its request was read
@@ -76,6 +77,16 @@ class AudioTooLong(BadInput):
     """The recording exceeds the duration limit."""
 
     code = "audio_too_long"
+
+
+class AudioURLError(BadInput):
+    """The audio_url could not be fetched: refused by policy, or its server did not deliver it."""
+
+    code = "audio_url_unreachable"
+
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.retryable = retryable
 
 
 class AudioError(BadInput):

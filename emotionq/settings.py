@@ -26,7 +26,53 @@ class Settings(BaseSettings):
     broker_url: str = Field("", description="amqp://... for RabbitMQ; empty for the embedded file broker")
     store_url: str = Field("", description="redis://... ; sqlite:///path ; empty for the embedded SQLite store")
     var_dir: Path = Field(Path("var"), description="root of embedded-mode state")
-    blob_dir: Path | None = Field(None, description="content-addressed audio blobs; a path every host shares")
+    blob_dir: Path | None = Field(None, description="content-addressed audio blobs in a local directory (one "
+                                  "host, or a filesystem every host mounts); see blob_url for object storage")
+
+    # Object storage for audio, and jobs by URL (README: "Many hosts").
+    blob_url: str = Field("", description="s3://bucket/prefix: audio in an S3-compatible bucket, shared by hosts "
+                          "that share nothing else; a path or file:///path: a local directory; empty: blob_dir")
+    s3_endpoint_url: str = Field("", description="e.g. http://seaweedfs:8333; empty: AWS S3")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = Field("", description="empty: boto3's usual chain (AWS_* variables, instance role)")
+    s3_secret_access_key: SecretStr | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="auto: path-style with an endpoint URL (most S3-compatible servers), else virtual")
+    s3_timeout_s: float = Field(10.0, gt=0, description="connect and read timeout of each object-store request")
+    blob_part_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024, description="an upload is spooled on the "
+                                 "API's disk at most this much at a time: a multipart part (S3's minimum is 5 MiB)")
+    blob_cache_dir: Path | None = Field(None, description="a worker host's local cache of fetched audio; "
+                                        "default $VAR_DIR/blob-cache")
+    blob_cache_bytes: int = Field(10 * 1024**3, gt=0, description="the cache's size, least recently used "
+                                  "evicted first")
+    blob_patience_s: float = Field(20.0, ge=0, description="how long a worker retries a fetch from an object "
+                                   "store that does not answer before the job is retried later (keep it below "
+                                   "soft_time_limit_base)")
+    blob_max_retries: int = Field(12, ge=0, description="retries of a job whose audio could not be fetched, "
+                                  "with backoff (about 10 min of outage)")
+    blob_retention_s: float | None = Field(None, ge=0, description="audio is kept this long after the last job "
+                                           "that needed it was submitted (and always while a run needs it); "
+                                           "default max(job_ttl_seconds, result_ttl_seconds)")
+    audio_url_allow_networks: str = Field("", description="CIDRs audio_url may reach although private")
+    audio_url_allow_http: bool = Field(False, description="also fetch plain http:// audio_url (https:// only "
+                                       "by default)")
+    audio_url_hosts: str = Field("", description="comma-separated host names (*.example.com) audio_url may "
+                                 "name; empty: any public host")
+    audio_url_s3_buckets: str = Field("", description="comma-separated buckets (bucket or bucket/prefix) that "
+                                      "s3:// audio_url may read, with the s3_* credentials")
+    audio_url_connect_timeout_s: float = Field(5.0, gt=0)
+    audio_url_read_timeout_s: float = Field(15.0, gt=0, description="longest silence while fetching audio_url")
+    audio_url_timeout_s: float = Field(120.0, gt=0, description="longest a whole audio_url fetch may take")
+    audio_url_max_redirects: int = Field(5, ge=0)
+
+    # The janitor (`emotionq janitor`; `emotionq run` starts one): one active across hosts.
+    janitor_interval_s: float = Field(30.0, gt=0, description="seconds between sweeps")
+    janitor_batch: int = Field(500, ge=1, description="items of each kind handled per sweep")
+    janitor_delivery_grace_s: float = Field(120.0, gt=0, description="a pending webhook delivery this overdue "
+                                            "is queued again (its message was lost, e.g. the broker was down)")
+    janitor_orphan_scan_s: float = Field(3600.0, gt=0, description="how often the blob store is listed for "
+                                         "objects nothing references (a crashed upload's leftovers)")
+    janitor_orphan_grace_s: float = Field(86400.0, gt=0, description="such an object is deleted once this old")
 
     # The model.
     model: str = DEFAULT_MODEL
@@ -34,6 +80,8 @@ class Settings(BaseSettings):
     devices: str = Field("auto", description="'auto', 'cpu', or a comma list like 'cuda:0,cuda:1'")
     worker_device: str = Field("cpu", description="set per worker process by `emotionq worker`")
     worker_name: str = Field("", description="set per worker process by `emotionq worker`")
+    worker_host: str = Field("", description="the host part of worker names (emotionq-cuda0@HOST); default the "
+                             "machine's host name")
     model_load_timeout_s: float = Field(600.0, gt=0, description="longest a worker process may take to load and "
                                         "warm up the model before Celery counts it as hung")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per worker process")
@@ -157,6 +205,20 @@ class Settings(BaseSettings):
     @property
     def effective_blob_dir(self) -> Path:
         return (self.blob_dir or self.var_dir / "blobs").resolve()
+
+    @property
+    def effective_blob_url(self) -> str:
+        return self.blob_url.strip() or str(self.effective_blob_dir)
+
+    @property
+    def effective_blob_cache_dir(self) -> Path:
+        return (self.blob_cache_dir or self.var_dir / "blob-cache").resolve()
+
+    @property
+    def effective_blob_retention_s(self) -> float:
+        if self.blob_retention_s is not None:
+            return self.blob_retention_s
+        return float(max(self.job_ttl_seconds, self.result_ttl_seconds))
 
     @property
     def device_list(self) -> list[str]:

@@ -134,7 +134,8 @@ def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = 
 def _retry(task: Task, run_id: str, exc: TransientFault | StoreUnavailable) -> str:
     """Retry a transient fault with backoff, or fail the run once retries are spent."""
     rt = runtime()
-    if task.request.retries >= rt.settings.max_retries:
+    limit = rt.settings.blob_max_retries if exc.code == "blob_store_unavailable" else rt.settings.max_retries
+    if task.request.retries >= limit:  # an object-store outage is waited out longer than other faults
         _record_failure(run_id, task.request.id, exc.code, f"{exc.message} (gave up after {task.request.retries} retries)",
               retryable=True)
         return "failed"

@@ -1,4 +1,4 @@
-"""Private RabbitMQ and Redis servers for fault-injection tests.
+"""Private RabbitMQ, Redis and SeaweedFS (S3) servers for fault-injection and many-host tests.
 
 The machine's own RabbitMQ (``rabbit@localhost`` on 5672) and Redis (6379) are shared by the other
 tests and must never be stopped. A test that needs a server in a special state (AOF on, stopped,
@@ -259,3 +259,75 @@ class PrivateRabbitMQ(_Server):
         if out.returncode:
             raise RuntimeError(f"rabbitmqctl list_queues failed: {out.stderr or out.stdout}")
         return next((q["messages"] for q in json.loads(out.stdout) if q["name"] == queue), None)
+
+
+class PrivateSeaweedFS(_Server):
+    """SeaweedFS's all-in-one `weed mini` (master, volume, filer, S3 gateway) on free ports, with its data
+    in its own dir and the buckets ``buckets`` made at start; ``url`` is the S3 endpoint. `restart` keeps
+    the data. Its admin server, WebDAV, Iceberg and Lance ports are off or on free ports too, its sockets
+    in its dir, and its telemetry off (it would call out)."""
+
+    name = "seaweedfs"
+    start_timeout = 60
+    stop_timeout = 20
+    ACCESS_KEY, SECRET_KEY, REGION = "emotionq", "emotionq-secret", "us-east-1"
+
+    def __init__(self, workdir: Path, *, buckets: tuple[str, ...] = ("emotionq",)) -> None:
+        super().__init__(workdir, free_port())
+        self.buckets = buckets
+        self.url = f"http://127.0.0.1:{self.port}"
+        ports = {self.port}
+        while len(ports) < 10:
+            ports.add(free_port())
+        self._ports = sorted(ports - {self.port})
+
+    def _command(self) -> list[str]:
+        import shutil
+        import sys
+
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, admin, admin_grpc, s3_grpc = self._ports
+        data = self.dir / "data"
+        data.mkdir(exist_ok=True)
+        return [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-s3.port={self.port}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.telemetry=false",
+                "-master.volumeSizeLimitMB=64",
+                f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+                f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+                f"-filer.localSocket={self.dir / 'filer.sock'}", f"-s3.localSocket={self.dir / 's3.sock'}",
+                f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
+                "-admin.ui=false", "-webdav=false", f"-bucket={','.join(self.buckets)}"]
+
+    def _env(self) -> dict[str, str]:
+        # weed mini makes these the credentials of its admin identity.
+        return {**os.environ, "AWS_ACCESS_KEY_ID": self.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY}
+
+    def _ready(self) -> bool:
+        try:
+            self.client().head_bucket(Bucket=self.buckets[0])
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+        return True
+
+    def client(self):
+        """A boto3 client of its S3 gateway, with a short timeout (it is used to poll while booting)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.url, region_name=self.REGION, aws_access_key_id=self.ACCESS_KEY,
+                            aws_secret_access_key=self.SECRET_KEY,
+                            config=Config(s3={"addressing_style": "path"}, connect_timeout=1, read_timeout=5,
+                                          retries={"max_attempts": 1}))
+
+    def settings(self, bucket: str | None = None, prefix: str = "audio/") -> dict[str, str]:
+        """emotionq's settings (by name) for blobs in ``bucket`` under ``prefix``."""
+        return {"blob_url": f"s3://{bucket or self.buckets[0]}/{prefix}", "s3_endpoint_url": self.url,
+                "s3_access_key_id": self.ACCESS_KEY, "s3_secret_access_key": self.SECRET_KEY,
+                "s3_region": self.REGION}
+
+    def keys(self, bucket: str | None = None, prefix: str = "") -> list[str]:
+        """Every object key in ``bucket`` under ``prefix``."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket or self.buckets[0],
+                                                                        Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]

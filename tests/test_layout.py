@@ -20,6 +20,8 @@ ALLOWED = {
     "queues": set(),
     "worker": {"worker", "jobs", "queues", "webhooks", "blobs", "inference"},
     "web": {"web", "jobs", "queues", "webhooks", "blobs", "worker.readiness"},
+    "blobs": {"blobs"},
+    "janitor": {"janitor", "jobs", "queues", "webhooks", "blobs"},
     "client": {"client", "inference.labels"},
 }
 ALWAYS = {"errors", "settings", "metrics", "store", "__version__"}

@@ -1,6 +1,6 @@
 """The ``emotionq`` command: run the service and its workers, administer it, score files as a client.
 
-- ``service``: run, api, worker, flower (``supervisor`` keeps their processes)
+- ``service``: run, api, worker, janitor, flower (``supervisor`` keeps their processes)
 - ``admin``: purge, keys, model
 - ``scoring``: submit, status
 """
@@ -21,6 +21,7 @@ def main(log_level: str) -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-for command in (service.run, service.api, service.worker, service.flower, admin.purge, admin.keys, admin.model,
+for command in (service.run, service.api, service.worker, service.janitor, service.flower, admin.purge, admin.keys,
+                admin.model,
                 scoring.submit, scoring.status):
     main.add_command(command)

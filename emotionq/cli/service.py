@@ -1,4 +1,4 @@
-"""``emotionq run``, ``api``, ``worker`` and ``flower``: the service's processes, in the foreground."""
+"""``emotionq run``, ``api``, ``worker``, ``janitor`` and ``flower``: the service's processes, in the foreground."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _announce_mode() -> None:
         click.echo("emotionq: API keys are NOT required (EMOTIONQ_AUTH=disabled): every caller is one "
                    "anonymous client; for local use only", err=True)
     click.echo(f"emotionq: model {s.model} (revision {s.model_revision or 'hub default'}), "
-               f"devices {', '.join(s.device_list)}, blobs in {s.effective_blob_dir}", err=True)
+               f"devices {', '.join(s.device_list)}, blobs in {s.effective_blob_url}", err=True)
 
 
 ROLES = ("all", "inference", "webhooks")
@@ -59,11 +59,20 @@ def _supervise_with_workers(*others: tuple[str, list[str], dict[str, str]], role
 
 @click.command()
 def run() -> None:
-    """The API and one worker per device, in the foreground; Ctrl-C stops all."""
+    """The API, one worker per device and the janitor, in the foreground; Ctrl-C stops all."""
     _announce_mode()
     s = get_settings()
     click.echo(f"emotionq: API on http://{s.host}:{s.port}", err=True)
-    _supervise_with_workers(("api", supervisor.api_command(), {}))
+    _supervise_with_workers(("api", supervisor.api_command(), {}), ("janitor", supervisor.janitor_command(), {}))
+
+
+@click.command()
+def janitor() -> None:
+    """Fail runs whose worker vanished, re-queue stalled webhooks, delete unused audio; one active across hosts."""
+    from emotionq import janitor as sweeper
+
+    _announce_mode()
+    sweeper.run(get_settings())
 
 
 @click.command()

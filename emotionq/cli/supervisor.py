@@ -30,7 +30,7 @@ POLL_S = 0.2
 def worker_command(settings: Settings, device: str) -> tuple[list[str], dict[str, str]]:
     """The Celery worker for one device: prefork, one process, pinned to that device."""
     slug = device.replace(":", "")
-    name = f"emotionq-{slug}@%h"
+    name = f"emotionq-{slug}@{settings.worker_host or '%h'}"
     env = {"EMOTIONQ_WORKER_DEVICE": device, "EMOTIONQ_WORKER_NAME": name.replace("%h", os.uname().nodename)}
     if device.startswith("cuda"):
         index = device.partition(":")[2] or "0"
@@ -40,7 +40,7 @@ def worker_command(settings: Settings, device: str) -> tuple[list[str], dict[str
 
 def webhook_worker_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     """The CPU worker that delivers webhooks: threads, since deliveries wait on the network."""
-    name = "emotionq-webhooks@%h"
+    name = f"emotionq-webhooks@{settings.worker_host or '%h'}"
     env = {"EMOTIONQ_WORKER_NAME": name.replace("%h", os.uname().nodename)}
     return _celery_worker(pool="threads", concurrency=settings.webhook_concurrency, queue=WEBHOOK_QUEUE,
                           name=name), env
@@ -50,6 +50,11 @@ def _celery_worker(*, pool: str, concurrency: int, queue: str, name: str) -> lis
     return [sys.executable, "-m", "celery", "-A", "emotionq", "worker", "--pool", pool,
             "--concurrency", str(concurrency), "--queues", queue, "--hostname", name, "--loglevel", "INFO",
             "--without-gossip", "--without-mingle"]
+
+
+def janitor_command() -> list[str]:
+    """The janitor (``emotionq.janitor``): one active across hosts, whoever starts more."""
+    return [sys.executable, "-m", "emotionq.cli", "janitor"]
 
 
 def api_command() -> list[str]:

@@ -141,6 +141,8 @@ class _MonoResampler:
 def _sf_open(path):
     import soundfile as sf
 
+    if hasattr(path, "read"):
+        path.seek(0)
     try:
         sfile = sf.SoundFile(path)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
@@ -199,8 +201,10 @@ def _decode_soundfile(path, max_seconds) -> np.ndarray | None:
 def _av_open(path):
     import av
 
+    if hasattr(path, "read"):  # a seekable file object (an upload probed in the object store)
+        path.seek(0)
     try:
-        container = av.open(os.fspath(path), metadata_errors="ignore")
+        container = av.open(path if hasattr(path, "read") else os.fspath(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise _undecodable() from exc
     if not container.streams.audio:

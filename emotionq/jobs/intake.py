@@ -2,7 +2,9 @@
 routes (and tests) call for a new job: ``Intake.accept``.
 
 The audio is filed under its hash only after the store accepted the job, so a refused request
-leaves nothing behind, and whatever deletes unreferenced audio sees the reference first.
+leaves nothing behind, and whatever deletes unreferenced audio sees the reference first: the
+submission's transaction holds the blob and names the generation to file it under
+(``emotionq.jobs.blobrefs``).
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ log = logging.getLogger(__name__)
 class PendingAudio(Protocol):
     """Received audio not yet filed (``emotionq.blobs.BlobWriter``)."""
 
-    path: object
     size: int
     sha256: str
 
-    def commit(self) -> bool: ...
+    def source(self) -> object: ...
+
+    def commit(self, gen: str | None) -> bool: ...
 
     def abort(self) -> None: ...
 
@@ -49,6 +52,7 @@ class JobRequest:
     idempotency_key: str | None = None
     filename: str | None = None
     content_type: str | None = None
+    url: str | None = None  # a job by URL: where the audio came from (without its query string)
 
 
 @dataclass
@@ -71,7 +75,8 @@ class Intake:
             submission = submit(
                 self.store, settings=self.settings, client=request.client, priority=request.priority,
                 input={"filename": request.filename, "content_type": request.content_type, "bytes": audio.size,
-                       "duration_s": round(duration_s, 3), "sha256": audio.sha256},
+                       "duration_s": round(duration_s, 3), "sha256": audio.sha256,
+                       **({"url": request.url} if request.url else {})},
                 options=request.options, metadata=request.metadata, model=self.model_key, webhook=webhook,
                 idempotency_key=request.idempotency_key,
             )
@@ -93,7 +98,7 @@ class Intake:
 
     def _duration(self, audio: PendingAudio) -> float:
         limit = self.settings.max_audio_seconds
-        info = probe(audio.path, max_seconds=limit)
+        info = probe(audio.source(), max_seconds=limit)
         if info.duration_s > limit:
             raise AudioTooLong(f"the recording lasts {info.duration_s:.0f} s; the limit is {limit:.0f} s: "
                                "split it and send the parts")
@@ -101,12 +106,13 @@ class Intake:
 
     def _file(self, audio: PendingAudio, submission: Submission) -> None:
         try:
-            audio.commit()
-        except OSError as exc:
+            audio.commit(submission.run.get("blob"))  # under the generation the store's transaction gave it
+        except (OSError, BlobStoreUnavailable) as exc:
             if submission.outcome != "new":  # the run it joined has the audio of its first upload
                 log.warning("job %s: could not store its copy of the audio: %s", submission.job["id"], exc)
                 return
-            error = BlobStoreUnavailable(f"the audio could not be stored ({exc}); retry shortly")
+            error = exc if isinstance(exc, BlobStoreUnavailable) else BlobStoreUnavailable(
+                f"the audio could not be stored ({exc}); retry shortly")
             abandon_run(self.store, run_id=submission.run["id"], error=error.as_dict())
             raise error from exc
 

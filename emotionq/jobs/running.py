@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from emotionq.jobs import leases
 from emotionq.jobs.records import (
     CANCELED,
     QUEUED,
@@ -64,6 +65,7 @@ def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliverie
         run.update(state=RUNNING, owner=task_id, worker=worker, deadline=now + hard_limit_s + LEASE_GRACE_S)
         run["started_at"] = run["started_at"] or now
         tx.put(run_key(run_id), run)
+        leases.track(tx, run)  # so the janitor finds it if its worker vanishes
         return Claim(run, True, reason)
 
     return store.transact(tx_claim)

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from emotionq.errors import Conflict, Overloaded
+from emotionq.jobs import blobrefs
 from emotionq.jobs.records import (
     QUEUED,
     RUNNING,
@@ -74,6 +75,11 @@ def submit(
             run = _new_run(tx, run_id=fresh_run_id, key=key, job_id=job_id, priority=priority, model=model,
                            input=input, options=options, settings=settings, now=now)
             tx.put(dedup_pointer(key), {"run_id": run["id"]}, ttl=run_ttl)
+        if outcome in ("new", "coalesced"):  # the run needs the audio: hold it (a new run learns its name)
+            gen = blobrefs.hold(tx, sha256=input["sha256"], run_id=run["id"] if outcome == "new" else None,
+                                now=now, retention_s=settings.effective_blob_retention_s)
+            if outcome == "new":
+                run["blob"] = gen
         tx.put(run_key(run["id"]), run, ttl=run_ttl)
         job = {
             "id": job_id, "run_id": run["id"], "client": client, "priority": priority,

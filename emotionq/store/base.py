@@ -1,4 +1,9 @@
-"""What every store backend provides: keyed JSON documents and atomic read-modify-write."""
+"""What every store backend provides: keyed JSON documents and atomic read-modify-write.
+
+Besides documents, a store keeps *indexes*: named sets of members, each with a score (a time,
+here), written inside transactions and read in score order (``due``). They are how the janitor
+finds running leases, pending deliveries and blobs to collect without scanning every document.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,10 @@ class Tx(Protocol):
         """Write ``doc``; ``ttl`` seconds sets a new expiry, None keeps the key's current one."""
 
     def delete(self, key: str) -> None: ...
+
+    def index(self, name: str, member: str, score: float | None) -> None:
+        """Set ``member``'s score in index ``name`` at commit; None removes it. Written, never read, in a
+        transaction: the index is a to-do list for the janitor, who checks each document it names."""
 
 
 class Store(ABC):
@@ -38,6 +47,10 @@ class Store(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Raise StoreUnavailable if the store does not answer."""
+
+    @abstractmethod
+    def due(self, index: str, *, until: float, limit: int) -> list[tuple[str, float]]:
+        """Up to ``limit`` (member, score) of index ``index`` whose score is at most ``until``, lowest first."""
 
     def purge_expired(self) -> int:
         """Delete expired documents where the backend does not do it itself."""

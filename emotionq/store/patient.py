@@ -31,6 +31,9 @@ class PatientStore(Store):
     def get(self, key: str) -> dict | None:
         return self._patiently(self.inner.get, key)
 
+    def due(self, index: str, *, until: float, limit: int) -> list[tuple[str, float]]:
+        return self._patiently(lambda: self.inner.due(index, until=until, limit=limit))
+
     def ping(self) -> None:
         self.inner.ping()
 

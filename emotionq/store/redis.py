@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PREFIX = "emotionq:"
+INDEX_PREFIX = PREFIX + "index:"  # sorted sets
 MAX_CONFLICTS = 100
 
 
@@ -27,6 +28,7 @@ class _RedisTx:
         self._pipe = pipe
         self._seen: dict[str, dict | None] = {}
         self.writes: dict[str, tuple[dict | None, int | None]] = {}
+        self.indexes: dict[tuple[str, str], float | None] = {}
 
     def get(self, key: str) -> dict | None:
         if key in self.writes:
@@ -42,6 +44,9 @@ class _RedisTx:
 
     def delete(self, key: str) -> None:
         self.writes[key] = (None, None)
+
+    def index(self, name: str, member: str, score: float | None) -> None:
+        self.indexes[(name, member)] = score
 
 
 class RedisStore(Store):
@@ -65,6 +70,11 @@ class RedisStore(Store):
                                 pipe.delete(PREFIX + key)
                             else:
                                 pipe.set(PREFIX + key, json.dumps(doc), ex=ttl, keepttl=ttl is None)
+                        for (name, member), score in tx.indexes.items():
+                            if score is None:
+                                pipe.zrem(INDEX_PREFIX + name, member)
+                            else:
+                                pipe.zadd(INDEX_PREFIX + name, {member: score})
                         pipe.execute()
                         return result
                     except redis.WatchError:
@@ -79,6 +89,14 @@ class RedisStore(Store):
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
         return json.loads(raw) if raw else None
+
+    def due(self, index: str, *, until: float, limit: int) -> list[tuple[str, float]]:
+        try:
+            found = self._client.zrangebyscore(INDEX_PREFIX + index, "-inf", until, start=0, num=limit,
+                                               withscores=True)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
+        return [(member.decode(), score) for member, score in found]
 
     def ping(self) -> None:
         try:

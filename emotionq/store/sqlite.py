@@ -23,7 +23,14 @@ CREATE TABLE IF NOT EXISTS docs (
     key TEXT PRIMARY KEY,
     doc TEXT NOT NULL,
     expires_at REAL
-)
+);
+CREATE TABLE IF NOT EXISTS idx (
+    name TEXT NOT NULL,
+    member TEXT NOT NULL,
+    score REAL NOT NULL,
+    PRIMARY KEY (name, member)
+);
+CREATE INDEX IF NOT EXISTS idx_by_score ON idx (name, score);
 """
 
 
@@ -50,6 +57,13 @@ class _SqliteTx:
     def delete(self, key: str) -> None:
         self._conn.execute("DELETE FROM docs WHERE key = ?", (key,))
 
+    def index(self, name: str, member: str, score: float | None) -> None:
+        if score is None:
+            self._conn.execute("DELETE FROM idx WHERE name = ? AND member = ?", (name, member))
+        else:
+            self._conn.execute("INSERT INTO idx (name, member, score) VALUES (?, ?, ?) ON CONFLICT (name, member)"
+                               " DO UPDATE SET score = excluded.score", (name, member, score))
+
 
 class SqliteStore(Store):
     def __init__(self, url: str) -> None:
@@ -62,7 +76,7 @@ class SqliteStore(Store):
         self._local = threading.local()
         with self._conn() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(SCHEMA)
+            conn.executescript(SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -91,6 +105,14 @@ class SqliteStore(Store):
             return _SqliteTx(self._conn(), time.time()).get(key)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self.path} failed: {exc}") from exc
+
+    def due(self, index: str, *, until: float, limit: int) -> list[tuple[str, float]]:
+        try:
+            rows = self._conn().execute("SELECT member, score FROM idx WHERE name = ? AND score <= ? ORDER BY score "
+                                        "LIMIT ?", (index, until, limit)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path} failed: {exc}") from exc
+        return [(member, score) for member, score in rows]
 
     def ping(self) -> None:
         self.get("ping")

@@ -38,6 +38,13 @@ class Services:
         return Intake(settings=self.settings, store=self.store, celery=self.celery, notifier=self.notifier,
                       webhook_policy=self.webhook_policy)
 
+    @cached_property
+    def audio_url_policy(self):
+        """What jobs by URL may fetch (``emotionq.web.fetch``)."""
+        from emotionq.web.fetch import Policy
+
+        return Policy.from_settings(self.settings)
+
     def load(self, job_id: str, client: str) -> tuple[dict, dict]:
         """The job and its run (blocking: call in a thread); a run its vanished worker left is failed now."""
         return jobs.load(self.store, job_id=job_id, client=client, on_fail=self.run_failed)

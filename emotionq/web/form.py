@@ -1,4 +1,5 @@
-"""The upload form of ``POST /v1/jobs``, validated by ``JobForm``, with its limits stated once.
+"""The upload form of ``POST /v1/jobs``, validated by ``JobForm``, with its limits stated once (a JSON body
+with ``audio_url`` takes the same options: ``parse_json``).
 
 The ``file`` field is streamed (``emotionq.web.upload``); the OpenAPI document describes the upload
 from ``JobForm`` too.
@@ -6,6 +7,7 @@ from ``JobForm`` too.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -137,4 +139,55 @@ def schema_with_file() -> dict:
         "decodes (WAV, FLAC, MP3, OGG, M4A, ...); averaged to mono and resampled to 16 kHz"},
         **schema["properties"]}
     schema["required"] = ["file"]
+    return schema
+
+
+# -- jobs by URL: the same options, as a JSON body with audio_url ---------------------------------------------
+
+MAX_JSON_BYTES = 64 * 1024
+
+
+def parse_json(body: bytes) -> tuple[str, JobForm]:
+    """``POST /v1/jobs`` as JSON: its ``audio_url`` and its options, validated exactly as the form's
+    (``metadata`` may be an object, ``webhook_events`` a list)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the JSON body is not UTF-8") from None
+    if nesting(text) > MAX_METADATA_DEPTH + 1:
+        raise InvalidRequest(f"metadata nests arrays and objects more than {MAX_METADATA_DEPTH} levels deep; "
+                             "flatten it", code="metadata_too_deep")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not JSON ({exc}); send an object with audio_url") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("send a JSON object with audio_url and the job's options")
+    audio_url = data.pop("audio_url", None)
+    if not isinstance(audio_url, str) or not audio_url.strip():
+        raise InvalidRequest("send the recording's URL as audio_url (https://..., or s3://bucket/key)",
+                             code="missing_audio_url")
+    if "file" in data:
+        raise InvalidRequest("a JSON body takes audio_url, not file: upload files as multipart/form-data")
+    fields = dict(data)
+    if isinstance(fields.get("metadata"), dict):
+        fields["metadata"] = json.dumps(fields["metadata"])
+    if isinstance(fields.get("webhook_events"), list):
+        fields["webhook_events"] = ",".join(str(e) for e in fields["webhook_events"])
+    return audio_url.strip(), JobForm.parse(fields)
+
+
+def json_schema() -> dict:
+    """The JSON body's schema for the OpenAPI document: ``audio_url`` and the form's fields."""
+    schema = JobForm.model_json_schema(mode="validation")
+    schema["title"] = "JobByURL"
+    schema["properties"]["metadata"] = {"type": "object", "maxProperties": MAX_METADATA_KEYS,
+                                        "examples": [{"call_id": "c-1842"}],
+                                        "description": "a JSON object, returned as given"}
+    schema["properties"] = {"audio_url": {
+        "type": "string", "maxLength": 2048, "examples": ["https://recordings.example.com/c-1842.wav"],
+        "description": "the recording: https:// (fetched by the API with size, duration and time limits; no "
+        "private addresses, redirects checked), or s3://bucket/key of a bucket the operator allows"},
+        **schema["properties"]}
+    schema["required"] = ["audio_url"]
     return schema

@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from emotionq.web import problems, schemas
-from emotionq.web.form import schema_with_file
+from emotionq.web.form import json_schema, schema_with_file
 
 PROBLEM_JSON = problems.MEDIA_TYPE
 HEADERS = {
@@ -26,10 +26,17 @@ HEADERS = {
 }
 LOCATION = {"description": "the job's URL",
             "schema": {"type": "string", "example": f"/v1/jobs/{schemas.JOB_QUEUED['id']}"}}
-UPLOAD_BODY = {"required": True, "content": {"multipart/form-data": {
-    "schema": schema_with_file(),
-    "encoding": {"file": {"contentType": "audio/*, video/*, application/octet-stream"}},
-}}}
+UPLOAD_BODY = {"required": True, "content": {
+    "multipart/form-data": {
+        "schema": schema_with_file(),
+        "encoding": {"file": {"contentType": "audio/*, video/*, application/octet-stream"}},
+    },
+    "application/json": {  # a job by URL: the same options, and the recording's audio_url
+        "schema": json_schema(),
+        "example": {"audio_url": "https://recordings.example.com/c-1842.wav", "priority": "high",
+                    "metadata": {"call_id": "c-1842"}},
+    },
+}}
 
 
 def job_examples(**jobs: dict) -> dict:

@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 from emotionq.errors import (
     AudioError,
     AudioTooLong,
+    AudioURLError,
     BadInput,
+    BlobStoreUnavailable,
     BrokerUnavailable,
     ClientGone,
     Conflict,
@@ -40,6 +42,7 @@ STATUS: tuple[tuple[type[EmotionQError], int], ...] = (
     (AudioTooLong, 422),
     (AudioError, 422),
     (InvalidRequest, 422),
+    (AudioURLError, 422),
     (BadInput, 400),
     (ClientGone, 499),  # nginx's "client closed request": nobody reads the answer, but metrics count it
     (Unauthorized, 401),
@@ -106,6 +109,14 @@ EXAMPLES: dict[str, EmotionQError] = {
     "webhook_url_refused": InvalidRequest("webhook_url resolves to 10.0.0.7, a private, loopback, link-local or "
                                           "reserved address; use a public URL (operators can allow networks with "
                                           "EMOTIONQ_WEBHOOK_ALLOW_NETWORKS)", code="webhook_url_refused"),
+    "audio_url_refused": AudioURLError("audio_url resolves to 169.254.169.254, a private, loopback, link-local or "
+                                       "reserved address; use a public URL (operators can allow networks with "
+                                       "EMOTIONQ_AUDIO_URL_ALLOW_NETWORKS)", code="audio_url_refused"),
+    "audio_url_unreachable": AudioURLError("audio_url https://recordings.example.com/c-1842.wav: no answer within "
+                                           "15 s; check that the URL works, or upload the file",
+                                           code="audio_url_unreachable", retryable=True),
+    "blob_store_unavailable": BlobStoreUnavailable("the object store did not store the audio (EndpointConnectionError: "
+                                                   "could not connect); retry shortly"),
     "queue_full": Overloaded("1000 high-priority jobs are waiting, the most this service queues; retry later"),
     "broker_unavailable": BrokerUnavailable("the broker did not accept the job (connection refused); retry "
                                             "shortly"),

@@ -59,6 +59,7 @@ class JobInput(BaseModel):
     bytes: int
     duration_s: float
     sha256: str
+    url: str | None = Field(None, description="a job by URL: its audio_url, without the query string")
 
 
 class JobOptions(BaseModel):

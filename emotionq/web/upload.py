@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from emotionq.blobs import BlobStore, BlobWriter
@@ -30,6 +31,7 @@ class Upload:
     filename: str | None = None
     content_type: str | None = None
     blob: BlobWriter | None = None  # the received file, not yet filed: the caller commits or aborts it
+    url: str | None = None  # a job by URL: where it was fetched from (emotionq.web.fetch)
 
 
 class _Receiver:
@@ -97,7 +99,8 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int, idle_ti
     """Parse a ``multipart/form-data`` request; the ``file`` part lands in a pending blob of ``blobs``."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
-        raise InvalidRequest("send the audio as multipart/form-data with a 'file' part", code="not_multipart")
+        raise InvalidRequest("send the audio as multipart/form-data with a 'file' part, or its URL as JSON "
+                             "{\"audio_url\": ...}", code="not_multipart")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + MAX_FIELDS * MAX_FIELD_BYTES:
         raise PayloadTooLarge(f"the upload exceeds the {max_bytes:,}-byte limit; send a shorter or compressed file")
@@ -107,6 +110,8 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int, idle_ti
     try:
         async for chunk in _body(request, idle_timeout_s):
             parser.write(chunk)
+            if receiver.writer is not None and receiver.writer.needs_flush:  # a part for the object store
+                await run_in_threadpool(receiver.writer.flush)
         parser.finalize()
         if parser.state != MultipartState.END:
             raise InvalidRequest("the multipart body ended before its closing boundary: the upload is incomplete; "
@@ -123,8 +128,12 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int, idle_ti
     if receiver.writer is None:
         raise InvalidRequest("no 'file' part: send the audio as form field 'file'", code="missing_file")
     upload = receiver.upload
+    try:
+        upload.sha256 = await run_in_threadpool(receiver.writer.close)  # the last part may go to the object store
+    except BaseException:
+        _abort(receiver)
+        raise
     upload.size = receiver.writer.size
-    upload.sha256 = receiver.writer.close()
     upload.blob = receiver.writer
     return upload
 

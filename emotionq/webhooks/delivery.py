@@ -40,6 +40,8 @@ JITTER = 0.1
 MAX_RETRY_AFTER_S = 24 * 3600
 HISTORY = 10
 USER_AGENT = "emotionq-webhooks/1"
+INDEX = "deliveries"  # pending records, scored by when the janitor should look whether they stalled
+CHECK_AFTER_S = 120.0
 
 
 def key(job_id: str, event: str) -> str:
@@ -77,6 +79,7 @@ def create(store: Store, *, job: dict, event: str, data: dict, ttl: int) -> dict
                   "attempts": 0, "created_at": now, "next_attempt_at": now, "lease_until": None,
                   "delivered_at": None, "last_status": None, "last_error": None, "history": []}
         tx.put(key(job["id"], event), record, ttl=ttl)
+        tx.index(INDEX, key(job["id"], event), now + CHECK_AFTER_S)  # the janitor re-queues it if it stalls
         return record
 
     return store.transact(tx_create)
@@ -176,6 +179,7 @@ def redeliver(store: Store, *, job_id: str, events: list[str]) -> list[str]:
                 continue
             record.update(state=PENDING, next_attempt_at=time.time(), attempts=0, lease_until=None)
             tx.put(key(job_id, event), record)
+            tx.index(INDEX, key(job_id, event), time.time() + CHECK_AFTER_S)
             reset.append(event)
         return reset
 

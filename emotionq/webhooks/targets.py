@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -45,29 +46,40 @@ class Target:
         return urlunsplit(parts._replace(netloc=netloc)), {"Host": host_header}, extensions
 
 
-def check(url: str, *, allow: list, field: str = "webhook_url") -> Target:
-    """The Target for ``url``; InvalidRequest (``<field>_invalid``/``<field>_refused``) unless it is an
-    http(s) URL whose host resolves only to public addresses (or to allowed networks)."""
+def check(url: str, *, allow: list, field: str = "webhook_url", schemes: tuple[str, ...] = ("http", "https"),
+          error: type[InvalidRequest] | Callable[..., Exception] = InvalidRequest,
+          setting: str = "EMOTIONQ_WEBHOOK_ALLOW_NETWORKS") -> Target:
+    """The Target for ``url``; ``error`` (InvalidRequest by default) with code ``<field>_invalid``,
+    ``<field>_unreachable`` (its host does not resolve) or ``<field>_refused``, unless it is a URL of
+    one of ``schemes`` whose host resolves only to public addresses (or to allowed networks)."""
     parts = urlsplit(url)
-    if len(url) > MAX_URL_LENGTH or parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise InvalidRequest(f"{field} must be an absolute http(s) URL", code=f"{field}_invalid")
+    if len(url) > MAX_URL_LENGTH or parts.scheme not in schemes or not parts.hostname:
+        raise error(f"{field} must be an absolute {' or '.join(f'{s}://' for s in schemes)} URL",
+                    code=f"{field}_invalid")
     if parts.username or parts.password:
-        raise InvalidRequest(f"{field} must not carry credentials", code=f"{field}_invalid")
+        raise error(f"{field} must not carry credentials", code=f"{field}_invalid")
     try:
         port = parts.port or DEFAULT_PORTS[parts.scheme]
         infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
     except (OSError, ValueError, UnicodeError) as exc:
-        raise InvalidRequest(f"{field} host {parts.hostname!r} does not resolve: {exc}",
-                             code=f"{field}_invalid") from exc
+        code = f"{field}_invalid" if field == "webhook_url" else f"{field}_unreachable"
+        raise error(f"{field} host {parts.hostname!r} does not resolve: {exc}", code=code) from exc
     addresses = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%")[0])
         if getattr(address, "ipv4_mapped", None):
             address = address.ipv4_mapped
-        if not any(address in net for net in allow) and (not address.is_global or address.is_multicast):
-            raise InvalidRequest(
+        if not allowed(address, allow):
+            raise error(
                 f"{field} resolves to {address}, a private, loopback, link-local or reserved address; "
-                "use a public URL (operators can allow networks with EMOTIONQ_WEBHOOK_ALLOW_NETWORKS)",
+                f"use a public URL (operators can allow networks with {setting})",
                 code=f"{field}_refused")
         addresses.append(str(address))
     return Target(url=url, host=parts.hostname, address=addresses[0])
+
+
+def allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow: list) -> bool:
+    """Whether emotionq may connect to ``address``: a public one, or one in an allowed network."""
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    return any(address in net for net in allow) or (address.is_global and not address.is_multicast)

@@ -15,7 +15,7 @@ from functools import cached_property
 import httpx
 
 from emotionq import metrics, queues
-from emotionq.blobs import BlobStore
+from emotionq.blobs import BlobStore, open_blobs
 from emotionq.errors import StoreUnavailable
 from emotionq.settings import get_settings
 from emotionq.store import PatientStore, open_store
@@ -41,7 +41,7 @@ class Runtime:
 
     @cached_property
     def blobs(self) -> BlobStore:
-        return BlobStore(self.settings.effective_blob_dir)
+        return open_blobs(self.settings, worker=True)  # fetches through this host's bounded cache
 
     @cached_property
     def notifier(self) -> Notifier:

@@ -15,7 +15,7 @@ import numpy as np
 
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
-from emotionq.errors import BadInput, Canceled, EmotionQError, RunTimeLimit, TransientFault
+from emotionq.errors import BadInput, BlobStoreUnavailable, Canceled, EmotionQError, RunTimeLimit, TransientFault
 from emotionq.inference.audio import SAMPLE_RATE, decode
 from emotionq.settings import Settings
 from emotionq.store import Store
@@ -111,6 +111,8 @@ class _Batch:
         began = time.perf_counter()
         try:
             samples = _decode(self.blobs, run, self.settings)
+        except TransientFault:
+            raise  # the object store is down: the batch goes back, and is retried
         except EmotionQError as exc:
             self.outcomes[i] = _fail_member(self.store, member, exc, self.notify)
             return None
@@ -176,11 +178,12 @@ class _Watch:
 
 
 def _decode(blobs: BlobStore, run: dict, settings: Settings):
-    path = blobs.path(run["sha256"])
-    if not path.exists():
-        raise BadInput(f"the audio blob {run['sha256']} is gone from {blobs.root}; upload it again",
-                       code="audio_missing")
-    return decode(path, max_seconds=settings.max_audio_seconds)
+    """The run's audio, decoded from a local copy (BadInput ``audio_missing`` if the blob is gone)."""
+    try:
+        with blobs.local(run["sha256"], run.get("blob")) as path:
+            return decode(path, max_seconds=settings.max_audio_seconds)
+    except BlobStoreUnavailable as exc:
+        raise TransientFault(exc.message, code=exc.code) from exc
 
 
 def _fail_member(store: Store, member: Member, exc: EmotionQError, notify: Notify) -> str:

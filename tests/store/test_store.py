@@ -60,3 +60,24 @@ def test_ttl_expires_and_none_keeps_it(store):
     assert store.get("t") == {"v": 2}
     time.sleep(1.3)
     assert store.get("t") is None
+
+
+def test_indexes_are_written_with_the_transaction_and_read_in_score_order(store):
+    def tx_three(tx):
+        tx.put("doc", {"n": 1})
+        for member, score in (("c", 30.0), ("a", 10.0), ("b", 20.0)):
+            tx.index("todo", member, score)
+
+    store.transact(tx_three)
+    assert store.due("todo", until=25, limit=10) == [("a", 10.0), ("b", 20.0)]
+    assert store.due("todo", until=100, limit=1) == [("a", 10.0)]
+    assert store.due("other", until=100, limit=10) == []
+
+    def tx_then_fail(tx):
+        tx.index("todo", "d", 1.0)
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        store.transact(tx_then_fail)
+    store.transact(lambda tx: (tx.index("todo", "a", None), tx.index("todo", "c", 5.0)))
+    assert store.due("todo", until=100, limit=10) == [("c", 5.0), ("b", 20.0)]

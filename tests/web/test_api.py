@@ -188,7 +188,7 @@ def _file_part(path, *, close: bool) -> bytes:
 
 def _blobs(api) -> set[str]:
     """The hashes of the audio files filed in the blob store."""
-    return {p.name for p in (api.workdir / "var" / "blobs").glob("??/*")}
+    return {p.name.partition(".")[0] for p in (api.workdir / "var" / "blobs").glob("??/*")}  # <sha>.<generation>
 
 
 def _leftovers(api) -> list:

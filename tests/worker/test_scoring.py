@@ -8,7 +8,7 @@ import pytest
 
 import harness
 from emotionq import jobs
-from emotionq.blobs import BlobStore
+from emotionq.blobs.local import LocalBlobs
 from emotionq.errors import RunTimeLimit
 from emotionq.store import open_store
 from emotionq.worker import scoring
@@ -25,16 +25,16 @@ def _queued_run(store, blobs, settings, path, *, claims_s: float) -> str:
     writer = blobs.writer(max_bytes=10**8)
     writer.write(path.read_bytes())
     writer.close()
-    writer.commit()
     sub = jobs.submit(store, settings=settings, client="c", priority="low", options={},
                       input={"filename": path.name, "content_type": None, "bytes": 1, "duration_s": claims_s,
                              "sha256": writer.sha256}, metadata={}, model="m")
+    writer.commit(sub.run["blob"])  # as the intake does: after the store accepted the job
     return sub.run["id"]
 
 
 def test_time_limit_follows_the_decoded_audio_not_the_header(tmp_path, model, speech_wav):
     """A header may claim an hour: the run is still held to the limit of the 3 s it holds."""
-    store, blobs = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), BlobStore(tmp_path / "blobs")
+    store, blobs = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), LocalBlobs(tmp_path / "blobs")
     settings = harness.settings(soft_time_limit_base=5, soft_time_limit_per_audio_second=1, batch_size=1)
     run_id = _queued_run(store, blobs, settings, speech_wav, claims_s=3540)
     assert settings.time_limits(3540)[0] > 1000  # what Celery's soft limit would be, from the header

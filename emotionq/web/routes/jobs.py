@@ -1,4 +1,5 @@
-"""``/v1/jobs``: upload audio for scoring, read a job (long-polling with ``Prefer: wait``), cancel it."""
+"""``/v1/jobs``: upload audio (or name it by URL) for scoring, read a job (long-polling with ``Prefer: wait``),
+cancel it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from emotionq import jobs
 from emotionq.jobs.intake import JobRequest
 from emotionq.settings import Settings
 from emotionq.web.deps import ClientDep, JobId, PreferWait, Services, ServicesDep
-from emotionq.web.form import JobForm
+from emotionq.web.fetch import fetch, read_json
+from emotionq.web.form import JobForm, parse_json
 from emotionq.web.openapi import LOCATION, UPLOAD_BODY, job_examples, problem_responses
 from emotionq.web.schemas import JOB_CANCELED, JOB_DEDUPED, JOB_FAILED, JOB_QUEUED, JOB_SUCCEEDED, Job
 from emotionq.web.upload import receive
@@ -34,20 +36,26 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255, examples=["upload-
           **job_examples(reused=JOB_DEDUPED, succeeded=JOB_SUCCEEDED, failed=JOB_FAILED)},
     **problem_responses("unauthorized", "idempotency_key_reused", "payload_too_large", "request_timeout",
                         "audio_undecodable", "audio_too_long", "invalid_form", "metadata_too_deep", "incomplete_body",
-                        "webhook_url_refused", "queue_full", "broker_unavailable", "store_unavailable")})
+                        "webhook_url_refused", "audio_url_refused", "audio_url_unreachable", "queue_full",
+                        "broker_unavailable", "store_unavailable", "blob_store_unavailable")})
 async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
                      idempotency_key: IdempotencyKey = None, prefer: PreferWait = None):
-    """Upload audio (multipart field `file`) and queue it; identical audio reuses earlier work."""
-    upload = await receive(request, svc.blobs, max_bytes=svc.settings.max_upload_bytes,
-                           idle_timeout_s=svc.settings.http_body_timeout_s)
-    try:
-        form = JobForm.parse(upload.fields)
-    except BaseException:
-        upload.blob.abort()
-        raise
+    """Upload audio (multipart field `file`), or name it (JSON `audio_url`), and queue it; identical audio
+    reuses earlier work."""
+    if request.headers.get("content-type", "").partition(";")[0].strip().lower() == "application/json":
+        audio_url, form = parse_json(await read_json(request, idle_timeout_s=svc.settings.http_body_timeout_s))
+        upload = await fetch(audio_url, blobs=svc.blobs, policy=svc.audio_url_policy)
+    else:
+        upload = await receive(request, svc.blobs, max_bytes=svc.settings.max_upload_bytes,
+                               idle_timeout_s=svc.settings.http_body_timeout_s)
+        try:
+            form = JobForm.parse(upload.fields)
+        except BaseException:
+            upload.blob.abort()
+            raise
     ask = JobRequest(client=client, priority=form.priority, options=form.options(), metadata=form.metadata,
                      webhook=form.webhook(), idempotency_key=idempotency_key, filename=upload.filename,
-                     content_type=upload.content_type)
+                     content_type=upload.content_type, url=upload.url)
     submission = await run_in_threadpool(svc.intake.accept, ask, upload.blob)
     job, run = submission.job, submission.run
     wait = prefer_wait(prefer, svc.settings)
