@@ -63,6 +63,15 @@ def store(request, tmp_path):
     s.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache_dir(tmp_path_factory):
+    """One onnx graph cache for the session, shared by the services' workers (each exports once per checkpoint)."""
+    path = tmp_path_factory.mktemp("onnx-cache")
+    os.environ["EMOTIONQ_RUNTIME_CACHE_DIR"] = str(path)
+    yield path
+    os.environ.pop("EMOTIONQ_RUNTIME_CACHE_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """An untrained tiny emotion2vec checkpoint that funasr loads from disk."""
