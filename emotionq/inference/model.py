@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from emotionq.errors import AudioError, ConfigurationError, ServerFault, TransientFault
+from emotionq.inference import heap
 from emotionq.inference.audio import SAMPLE_RATE, check_samples
 from emotionq.inference.checkpoint import read_marker, unmatched_keys
 from emotionq.inference.labels import LABELS, english
@@ -315,6 +316,8 @@ class EmotionModel:
         for group in groups:
             for i, result in zip(group, self._forward([windows[i] for i in group], [frames[i] for i in group])):
                 scored[i] = result
+            if len(group) * windows[group[0]].size >= heap.TRIM_AFTER_S * SAMPLE_RATE:  # a big pass: its memory
+                heap.trim()  # goes back to the system, not into the next pass's peak
         return scored
 
     def _forward(self, windows: list[np.ndarray], frames: list[bool]) -> list[dict]:
