@@ -2,11 +2,12 @@
 
 A forward pass allocates and frees hundreds of MB of activations (the 30 s window of the large model:
 ~0.7 GB). glibc keeps what was freed in its heap, where the next pass's allocations of other sizes
-fragment it: on torch the peak RSS of a 10-minute recording's 20 windows climbed from 2.01 to 2.37 GB
-(0.36 GB over its first window, 1.28x the resident model's share); trimmed after each pass it stays
-within 0.1 GB of it. Pinning glibc's mmap threshold (1 MiB) held it flat too, but tripled torch's page
-faults (+0.25 s of system time per 5 s clip). A trim walks the free chunks (2-7 ms on a loaded
-machine), so passes shorter than ``TRIM_AFTER_S`` of padded audio, which free little, are not followed by one.
+fragment it: on torch the peak RSS of a 10-minute recording's 30 s windows climbed from 2.01 GB after
+the first to 2.30 GB after the eighth and 2.37 GB after the twentieth; trimmed after each pass, 1.98 to
+2.11 GB after the eighth, flat from the third. Pinning glibc's mmap threshold (1 MiB) held it flat too,
+but tripled torch's page faults (+0.25 s of system time per 5 s clip). A trim walks the free chunks
+(2-7 ms on a loaded machine), so passes shorter than ``TRIM_AFTER_S`` of padded audio, which free
+little, are not followed by one.
 """
 
 from __future__ import annotations

@@ -327,7 +327,9 @@ class EmotionModel:
         Each window is layer-normed over its own samples, then zero-padded to the longest; the
         sample-level ``padding_mask`` (True = padding) keeps padded frames out of attention and
         ``_zeroed_padding`` out of the positional convolution. Valid frames are those the model's
-        returned ``padding_mask`` leaves False (funasr's conv output-length formula).
+        returned ``padding_mask`` leaves False (funasr's conv output-length formula). Where a CPU
+        runtime was chosen at load (``self._runtime``), its graphs give the frames instead of the
+        module, the same way (``emotionq.inference.runtime``); the mean and the head stay here.
         """
         import torch
         import torch.nn.functional as F
