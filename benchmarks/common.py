@@ -25,13 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from audio_factory import make_speech  # noqa: E402
-from harness import (  # noqa: E402
-    Service,  # noqa: E402
-    fresh_redis_db,
-    rabbitmq_vhost,
-)
+from benchmarks.rows import Row, fmt, print_table  # noqa: E402,F401 - the rows live there, free of servers
+from harness import Service, fresh_redis_db, rabbitmq_vhost  # noqa: E402
 
 BENCH_DIR = ROOT / "var" / "bench"
+ONNX_CACHE = BENCH_DIR / "onnx"  # the CPU runtime's graphs, exported once per checkpoint and software versions
 REDIS_DB = 15  # the tests use 9 and 11-14
 THREADS = 2  # torch threads of the worker and of every bare baseline: this machine's cores
 MIXED_LENGTHS_S = (1, 15, 4, 8, 2, 12, 6, 10, 3, 14, 5, 9)  # mean 7.4 s: long for emotion corpora
@@ -41,27 +39,6 @@ SHORT_LENGTHS_S = (1, 2, 1.5, 3, 1, 2.5, 4, 2, 1.5, 3.5, 1, 2)  # mean 2.1 s: tu
 
 
 # -- rows and the report -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One line of the table: ``value`` against a ``baseline`` of the same run; ratio = value / baseline."""
-
-    bench: str
-    metric: str
-    value: float | None
-    unit: str = ""
-    baseline: float | None = None
-    baseline_label: str = ""
-    baseline_unit: str | None = None  # None: the same as ``unit``
-    notes: str = ""
-    ratio: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.baseline_unit is None:
-            self.baseline_unit = self.unit
-        if self.ratio is None and self.value is not None and self.baseline:
-            self.ratio = self.value / self.baseline
 
 
 @dataclass
@@ -78,32 +55,6 @@ class Context:
 
     def detail(self, name: str) -> dict:
         return self.details.setdefault(name, {})
-
-
-def fmt(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-    return f"{text} {unit}".strip()
-
-
-def print_table(rows: list[Row]) -> None:
-    header = ("benchmark", "figure", "baseline", "ratio", "notes")
-    cells = [(f"{r.bench}: {r.metric}", fmt(r.value, r.unit),
-              f"{fmt(r.baseline, r.baseline_unit)} ({r.baseline_label})" if r.baseline is not None else "-",
-              f"{r.ratio:.3f}" if r.ratio is not None else "-", r.notes) for r in rows]
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(c[i]) for c in [header, *cells]) for i in range(4)]
-        for line in [header, *cells]:
-            print("  ".join(c.ljust(w) for c, w in zip(line, widths)), line[4])
-        return
-    table = Table(*header, show_lines=True)
-    for line in cells:
-        table.add_row(*line)
-    Console(width=shutil.get_terminal_size((180, 40)).columns).print(table)
 
 
 def write_results(rows: list[Row], ctx: Context, *, started: float, errors: dict) -> Path:
@@ -198,7 +149,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_child(*args) -> dict:
-    """``python -m benchmarks.child ARGS`` in a fresh process; its JSON answer."""
+    """``python -m benchmarks.child ARGS`` in a fresh process (onnx graphs cached in ONNX_CACHE); its JSON answer."""
+    args = ("--cache-dir", ONNX_CACHE, *args)
     out = subprocess.run([sys.executable, "-m", "benchmarks.child", *map(str, args)], cwd=ROOT,
                          capture_output=True, text=True, timeout=1200)
     if out.returncode != 0:
@@ -219,7 +171,7 @@ def service(workdir: Path, model: Path, **env: str):
         svc = Service(workdir=workdir, env={
             "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": store, "EMOTIONQ_VAR_DIR": str(workdir / "var"),
             "EMOTIONQ_MODEL": str(model), "EMOTIONQ_TORCH_THREADS": str(THREADS), "EMOTIONQ_BATCH_SIZE": "1",
-            **env})
+            "EMOTIONQ_RUNTIME_CACHE_DIR": str(ONNX_CACHE), **env})
         try:
             svc.start_api()
             yield svc

@@ -1,29 +1,49 @@
-"""GPU only (skipped without CUDA): autocast vs fp32, and predict_batch's batch-size sweep.
+"""GPU: autocast vs fp32, a batch-size sweep with GPU memory, and fixed-shape CUDA graphs / torch.compile.
 
-Large checkpoint, mixed clips decoded beforehand, one warm-up pass per variant.
-- autocast (bf16 where supported, else fp16: what the worker uses) vs fp32 on the same weights:
-  clips/s and the largest score difference. fp32 is had by clearing ``EmotionModel._autocast_dtype``
-  (private; the benchmark's only way to compare both on one loaded model).
-- ``predict_batch(clips, max_batch_windows=B)`` for B in 1..16 vs a ``predict`` loop (autocast).
-``measure`` runs on any loaded model: tests/test_benchmarks.py runs it on the CPU, so that this
-section's code is checked where no GPU is.
+In ``make bench`` it runs only where CUDA is (large checkpoint, mixed speech clips). On a bare GPU
+machine ``scripts/gpu-check`` runs it alone, ``python -m benchmarks.gpu``: a random large checkpoint,
+synthetic clips, no servers, nothing from benchmarks.common (which needs Redis and RabbitMQ clients).
+
+- autocast (bf16 where supported, else fp16: what the worker uses) vs fp32 on the same weights: clips/s
+  of a predict loop over mixed clips and the largest score difference. fp32 is had by clearing
+  ``EmotionModel._autocast_dtype`` (private; the only way to compare both on one loaded model).
+- ``predict_batch`` on the mixed clips as the worker calls it (its defaults) vs the predict loop.
+- batch sweep: ``sweep_n`` clips of ``sweep_s`` s each (equal lengths, so a pass holds exactly B
+  windows), ``predict_batch(max_batch_windows=B)`` for B in ``BATCH_WINDOWS``: clips/s, the largest
+  score difference from one at a time, and the GPU memory peak (``torch.cuda.max_memory_allocated``).
+- fixed shapes (``fixed_shapes``): one unpadded batch through funasr's ``extract_features`` under
+  autocast, eager vs a captured CUDA graph replayed vs ``torch.compile``: batches/s, compile time,
+  largest frame difference from eager.
+``measure`` and ``fixed_shapes`` run on any loaded model: tests/test_benchmarks.py runs them on the CPU
+(no autocast, no CUDA graph, torch.compile with the ``eager`` backend), so this code is checked where
+no GPU is.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
 import time
 
-from benchmarks.common import Context, Row, checkpoint, distinct_clips, mixed_lengths
+import numpy as np
+
+from benchmarks.rows import Row, print_table
 
 NAME = "gpu"
-BATCH_WINDOWS = (1, 2, 4, 8, 16)
+BATCH_WINDOWS = (1, 4, 8, 16, 32)
+CLIP_LENGTHS_S = (1, 15, 4, 8, 2, 12, 6, 10, 3, 14, 5, 9)  # benchmarks.common.MIXED_LENGTHS_S (mean 7.4 s)
+SWEEP_N, SWEEP_S = 64, 5.0
+FIXED_BATCH, FIXED_S = 8, 5.0
 
 
-def run(ctx: Context) -> list[Row]:
+def run(ctx) -> list[Row]:
     import torch
 
     if not torch.cuda.is_available():
-        return [Row(NAME, "autocast and batch sweep", None, notes="skipped: no CUDA")]
+        return [Row(NAME, "autocast, batch sweep, fixed shapes", None, notes="skipped: no CUDA")]
+    from benchmarks.common import checkpoint, distinct_clips, mixed_lengths
     from emotionq.inference import EmotionModel
     from emotionq.inference.audio import decode
 
@@ -31,44 +51,242 @@ def run(ctx: Context) -> list[Row]:
     clips = [decode(p) for p in paths]
     model = EmotionModel.load(str(checkpoint("large")), device="cuda")
     try:
-        return measure(model, clips, ctx.detail(NAME))
+        detail = ctx.detail(NAME)
+        return measure(model, clips, detail, sweep_n=16 if ctx.quick else SWEEP_N) + fixed_shapes(model, detail)
     finally:
         model.close()
 
 
-def measure(model, clips: list, detail: dict) -> list[Row]:
+def measure(model, clips: list, detail: dict, *, sweep_n: int = SWEEP_N, sweep_s: float = SWEEP_S) -> list[Row]:
     n = len(clips)
-
-    def timed(fn) -> tuple[float, list]:
-        fn()  # warm-up
-        started = time.perf_counter()
-        out = fn()
-        return time.perf_counter() - started, out
-
-    def loop() -> list[dict]:
-        return [model.predict(c) for c in clips]
-
-    def max_diff(a: list[dict], b: list) -> float:
-        return max(abs(x["scores"][k] - y["scores"][k]) for x, y in zip(a, b) for k in x["scores"])
-
     dtype = model._autocast_dtype
-    amp_s, amp = timed(loop)
+    label = str(dtype).removeprefix("torch.") if dtype is not None else "no"
+    amp_s, amp = _timed(lambda: [model.predict(c) for c in clips], model)
     model._autocast_dtype = None
     try:
-        fp32_s, fp32 = timed(loop)
+        fp32_s, fp32 = _timed(lambda: [model.predict(c) for c in clips], model)
     finally:
         model._autocast_dtype = dtype
-    diff = max_diff(amp, fp32)
+    diff = _max_diff(amp, fp32)
     detail.update(clips=n, autocast=str(dtype), autocast_s=amp_s, fp32_s=fp32_s, max_score_diff=diff)
-    rows = [Row(NAME, f"{str(dtype).removeprefix('torch.')} autocast clips/s", n / amp_s, "clips/s", n / fp32_s,
-                "fp32", notes=f"{n} mixed clips, large; max |score diff| {diff:.2e}")]
+    rows = [Row(NAME, f"{label} autocast clips/s", n / amp_s, "clips/s", n / fp32_s, "fp32",
+                notes=f"{n} mixed clips; max |score diff| {diff:.2e}")]
+
+    took, out = _timed(lambda: model.predict_batch(clips), model)
+    _raise_errors(out)
+    detail["predict_batch_defaults"] = {"s": took, "max_score_diff_vs_predict": _max_diff(amp, out)}
+    rows.append(Row(NAME, "predict_batch clips/s, worker defaults", n / took, "clips/s", n / amp_s,
+                    "predict loop, autocast", notes=f"max |score diff| vs predict {_max_diff(amp, out):.2e}"))
+
+    rng = np.random.default_rng(0)
+    sweep = [(rng.standard_normal(int(sweep_s * 16000)) * 0.1).astype(np.float32) for _ in range(sweep_n)]
+    alone_s, alone = None, None
     for windows in BATCH_WINDOWS:
-        took, out = timed(lambda: model.predict_batch(clips, max_batch_windows=windows))
-        errors = [o for o in out if isinstance(o, Exception)]
-        if errors:
-            raise RuntimeError(f"predict_batch failed {len(errors)} of {n} clips: {errors[0]!r}")
-        diff = max_diff(amp, out)
-        detail[f"batch_{windows}"] = {"s": took, "max_score_diff_vs_predict": diff}
-        rows.append(Row(NAME, f"predict_batch clips/s, {windows} windows", n / took, "clips/s", n / amp_s,
-                        "predict loop, autocast", notes=f"max |score diff| vs predict {diff:.2e}"))
+        _reset_peak(model)
+        took, out = _timed(lambda: model.predict_batch(sweep, max_batch_windows=windows,
+                                                       max_batch_s=windows * sweep_s + 1), model)
+        _raise_errors(out)
+        if alone is None:
+            alone_s, alone = took, out
+        peak = _peak_mb(model)
+        diff = _max_diff(alone, out)
+        detail[f"batch_{windows}"] = {"s": took, "clips_per_s": sweep_n / took, "gpu_peak_mb": peak,
+                                      "max_score_diff_vs_batch_1": diff}
+        rows.append(Row(NAME, f"sweep clips/s, {windows} windows per pass", sweep_n / took, "clips/s",
+                        sweep_n / alone_s, "1 window per pass",
+                        notes=f"{sweep_n} clips of {sweep_s:g} s; GPU peak "
+                              + (f"{peak:,.0f} MB" if peak is not None else "- (no CUDA)")
+                              + f"; max |score diff| vs 1 window {diff:.2e}"))
     return rows
+
+
+def fixed_shapes(model, detail: dict, *, batch: int = FIXED_BATCH, seconds: float = FIXED_S,
+                 compile_backend: str = "inductor", compile_mode: str | None = "max-autotune-no-cudagraphs",
+                 runs: int = 10) -> list[Row]:
+    """Eager vs CUDA graph replay vs torch.compile on one fixed (batch, seconds) shape; failures become notes."""
+    import torch
+    import torch.nn.functional as F
+
+    module = model._module
+    device = next(module.parameters()).device
+    rng = np.random.default_rng(1)
+    samples = torch.from_numpy((rng.standard_normal((batch, int(seconds * 16000))) * 0.1).astype(np.float32))
+    source = F.layer_norm(samples, samples.shape[-1:]).to(device)  # each row layer-normed, as _forward does
+    shape = f"{batch} x {seconds:g} s"
+
+    def forward():
+        with torch.no_grad(), model._autocast(device):
+            return module.extract_features(source, padding_mask=None)["x"]
+
+    eager_s, reference = _best(forward, runs, device)
+    out = {"eager_s": eager_s}
+    rows = []
+
+    if device.type == "cuda":
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # warm-up: funasr's ALiBi cache reaches this length outside the capture
+                    forward()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                captured = forward()
+
+            def replay():
+                graph.replay()
+                return captured
+
+            graph_s, frames = _best(replay, runs, device)
+            diff = float((frames.float() - reference.float()).abs().max())
+            out.update(cuda_graph_s=graph_s, cuda_graph_max_frame_diff=diff)
+            rows.append(Row(NAME, f"fixed {shape}, CUDA graph replay", 1 / graph_s, "batches/s", 1 / eager_s,
+                            "eager", notes=f"max |frame diff| vs eager {diff:.2e}"))
+        except Exception as exc:  # noqa: BLE001 - report what failed, measure the rest
+            out["cuda_graph_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            rows.append(Row(NAME, f"fixed {shape}, CUDA graph replay", None, notes=f"failed: {out['cuda_graph_error']}"))
+    else:
+        rows.append(Row(NAME, f"fixed {shape}, CUDA graph replay", None, notes="skipped: no CUDA"))
+
+    try:
+        import torch._dynamo
+
+        torch._dynamo.reset()
+        compiled = torch.compile(forward, backend=compile_backend, mode=compile_mode if compile_backend == "inductor"
+                                 else None, dynamic=False)
+        began = time.perf_counter()
+        compiled()
+        _sync(device)
+        compile_s = time.perf_counter() - began
+        compiled_s, frames = _best(compiled, runs, device)
+        diff = float((frames.float() - reference.float()).abs().max())
+        out.update(compile_s=compile_s, compiled_s=compiled_s, compiled_max_frame_diff=diff)
+        rows.append(Row(NAME, f"fixed {shape}, torch.compile ({compile_backend}, {compile_mode})", 1 / compiled_s,
+                        "batches/s", 1 / eager_s, "eager",
+                        notes=f"compiled in {compile_s:.0f} s; max |frame diff| vs eager {diff:.2e}"))
+    except Exception as exc:  # noqa: BLE001
+        out["compile_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        rows.append(Row(NAME, f"fixed {shape}, torch.compile ({compile_backend})", None,
+                        notes=f"failed: {out['compile_error']}"))
+    detail["fixed_shapes"] = out
+    return rows
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _timed(fn, model) -> tuple[float, list]:
+    fn()  # warm-up
+    _sync_model(model)
+    started = time.perf_counter()
+    out = fn()
+    _sync_model(model)
+    return time.perf_counter() - started, out
+
+
+def _best(fn, runs: int, device):
+    fn()
+    _sync(device)
+    best, out = float("inf"), None
+    for _ in range(runs):
+        began = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - began)
+    return best, out
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _sync_model(model) -> None:
+    import torch
+
+    _sync(torch.device(model.device))
+
+
+def _reset_peak(model) -> None:
+    import torch
+
+    if model.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(model.device)
+
+
+def _peak_mb(model) -> float | None:
+    import torch
+
+    if not model.device.startswith("cuda"):
+        return None
+    return torch.cuda.max_memory_allocated(model.device) / 2**20
+
+
+def _max_diff(a: list[dict], b: list) -> float:
+    return max(abs(x["scores"][k] - y["scores"][k]) for x, y in zip(a, b) for k in x["scores"])
+
+
+def _raise_errors(out: list) -> None:
+    errors = [o for o in out if isinstance(o, Exception)]
+    if errors:
+        raise RuntimeError(f"predict_batch failed {len(errors)} of {len(out)} clips: {errors[0]!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone (scripts/gpu-check): write a random checkpoint, load it on CUDA, print the rows, write JSON."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", default="large", help="checkpoint architecture (tiny, base, large)")
+    parser.add_argument("--model", help="an existing model directory instead of a random checkpoint")
+    parser.add_argument("--device", default="cuda", help="cuda (default), or cpu to try this script without a GPU")
+    parser.add_argument("--quick", action="store_true", help="a few short clips, torch.compile's eager backend: "
+                        "a smoke run of the code, not figures")
+    parser.add_argument("--out", help="write the rows and details as JSON here")
+    args = parser.parse_args(argv)
+
+    import tempfile
+
+    import torch
+
+    from emotionq.inference import EmotionModel, write_checkpoint
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"benchmarks.gpu: torch {torch.__version__} sees no CUDA device: run it on a GPU machine "
+              "(or --device cpu to try it)", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = args.model or str(write_checkpoint(os.path.join(tmp, args.arch), arch=args.arch))
+        print(f"benchmarks.gpu: checkpoint ready in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        model = EmotionModel.load(directory, device=args.device, runtime="torch")
+        print(f"benchmarks.gpu: {model.info()} loaded at {time.perf_counter() - started:.0f} s", file=sys.stderr,
+              flush=True)
+        rng = np.random.default_rng(2)
+        count = 4 if args.quick else 32
+        lengths = [1.0, 2.0] if args.quick else CLIP_LENGTHS_S
+        clips = [(rng.standard_normal(int(lengths[i % len(lengths)] * 16000)) * 0.1).astype(np.float32)
+                 for i in range(count)]
+        detail: dict = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
+                        "torch": torch.__version__}
+        sizes = {"sweep_n": 8, "sweep_s": 1.0} if args.quick else {}
+        rows = measure(model, clips, detail, **sizes)
+        print(f"benchmarks.gpu: autocast and sweep done at {time.perf_counter() - started:.0f} s", file=sys.stderr,
+              flush=True)
+        sizes = {"batch": 2, "seconds": 1.0, "runs": 2, "compile_backend": "eager"} if args.quick else {}
+        rows += fixed_shapes(model, detail, **sizes)
+        model.close()
+    detail["elapsed_s"] = time.perf_counter() - started
+    print_table(rows)
+    print(f"benchmarks.gpu: {detail['elapsed_s']:.0f} s in all on {detail['device']}", file=sys.stderr)
+    if args.out:
+        from dataclasses import asdict
+
+        with open(args.out, "w") as f:
+            json.dump({"rows": [asdict(r) for r in rows], "details": detail}, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -84,7 +84,15 @@ class Settings(BaseSettings):
                              "machine's host name")
     model_load_timeout_s: float = Field(600.0, gt=0, description="longest a worker process may take to load and "
                                         "warm up the model before Celery counts it as hung")
-    torch_threads: int | None = Field(None, ge=1, description="CPU threads per worker process")
+    torch_threads: int | None = Field(None, ge=1, description="CPU threads per worker process (torch's, or "
+                                      "onnxruntime's where it runs the model)")
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="what runs the model on a CPU worker: onnx (graphs exported from the checkpoint at "
+        "start, on onnxruntime), torch (funasr's module), or auto: the faster of them that matches funasr at "
+        "load; CUDA workers always run torch under autocast")
+    runtime_cache_dir: Path | None = Field(None, description="where CPU workers keep the exported onnx graphs, "
+                                           "keyed by the weights and software versions; default "
+                                           "~/.cache/emotionq/onnx ($XDG_CACHE_HOME/emotionq/onnx)")
     window_seconds: float = Field(30.0, gt=1, le=30)
     batch_size: int = Field(8, ge=1, le=64, description="jobs a worker scores together when they wait for it; "
                             "1 turns batching off (it needs RabbitMQ: embedded mode never batches)")

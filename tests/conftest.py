@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import redis
 
@@ -33,6 +35,15 @@ def store(request, tmp_path):
         s = open_store(fresh_redis_db(14))  # not the services' database: this one is emptied per test
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache_dir(tmp_path_factory):
+    """One onnx graph cache for the session, shared by the services' workers (each exports once per checkpoint)."""
+    path = tmp_path_factory.mktemp("onnx-cache")
+    os.environ["EMOTIONQ_RUNTIME_CACHE_DIR"] = str(path)
+    yield path
+    os.environ.pop("EMOTIONQ_RUNTIME_CACHE_DIR", None)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,16 @@
-"""The GPU benchmark's measuring code, run on the CPU: it only runs on a GPU in `make bench`, so a bug
-in it would otherwise first show on a machine that has one."""
+"""The GPU benchmark's measuring code, run on the CPU: it only runs on a GPU in `make bench` and
+scripts/gpu-check, so a bug in it would otherwise first show on a machine that has one."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_benchmark_measures_autocast_and_the_batch_sweep_on_any_model(tiny_model_dir, speech_wav):
@@ -9,11 +18,45 @@ def test_gpu_benchmark_measures_autocast_and_the_batch_sweep_on_any_model(tiny_m
     from emotionq.inference import EmotionModel
     from emotionq.inference.audio import decode
 
-    model = EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1)
+    model = EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1, runtime="torch")  # CUDA runs torch
     clips = [decode(speech_wav), decode(speech_wav)[:16000]]
     detail: dict = {}
-    rows = measure(model, clips, detail)
-    assert len(rows) == 1 + len(BATCH_WINDOWS)
+    rows = measure(model, clips, detail, sweep_n=8, sweep_s=1.0)
+    assert len(rows) == 2 + len(BATCH_WINDOWS)
     assert all(r.value and r.value > 0 and r.ratio for r in rows), rows
     assert detail["max_score_diff"] == 0.0  # no autocast on the CPU: both runs are fp32
-    assert all(detail[f"batch_{w}"]["max_score_diff_vs_predict"] < 1e-5 for w in BATCH_WINDOWS)
+    assert detail["predict_batch_defaults"]["max_score_diff_vs_predict"] < 1e-5
+    for windows in BATCH_WINDOWS:
+        assert detail[f"batch_{windows}"]["max_score_diff_vs_batch_1"] < 1e-5
+        assert detail[f"batch_{windows}"]["gpu_peak_mb"] is None  # no CUDA here
+
+
+def test_gpu_benchmark_tries_fixed_shapes_on_any_model(tiny_model_dir):
+    from benchmarks.gpu import fixed_shapes
+    from emotionq.inference import EmotionModel
+
+    model = EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1, runtime="torch")
+    detail: dict = {}
+    graph, compiled = fixed_shapes(model, detail, batch=2, seconds=1.0, compile_backend="eager", runs=2)
+    assert graph.value is None and "no CUDA" in graph.notes
+    assert compiled.value and compiled.ratio, compiled  # torch.compile's eager backend: the code path, not speed
+    assert detail["fixed_shapes"]["compiled_max_frame_diff"] < 1e-5
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_standalone_without_servers(tmp_path):
+    """scripts/gpu-check's Python part, on the CPU, with no Redis, RabbitMQ or Celery client importable
+    (the GPU machine has none of them): it needs only torch, funasr and emotionq.inference."""
+    from benchmarks.common import MIXED_LENGTHS_S
+    from benchmarks.gpu import CLIP_LENGTHS_S
+
+    assert CLIP_LENGTHS_S == MIXED_LENGTHS_S
+    out = tmp_path / "gpu.json"
+    code = ("import runpy, sys; sys.modules.update(dict.fromkeys(['redis', 'kombu', 'celery', 'amqp'])); "
+            f"sys.argv = ['benchmarks.gpu', '--arch', 'tiny', '--device', 'cpu', '--quick', '--out', {str(out)!r}]; "
+            "runpy.run_module('benchmarks.gpu', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert any(r["metric"] == "sweep clips/s, 32 windows per pass" and r["value"] > 0 for r in result["rows"])
+    assert result["details"]["fixed_shapes"]["compiled_max_frame_diff"] < 1e-5

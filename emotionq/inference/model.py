@@ -15,10 +15,12 @@ import gc
 import logging
 import threading
 from collections.abc import Callable, Collection
+from pathlib import Path
 
 import numpy as np
 
-from emotionq.errors import AudioError, Canceled, ServerFault, TransientFault
+from emotionq.errors import AudioError, Canceled, ConfigurationError, ServerFault, TransientFault
+from emotionq.inference import heap
 from emotionq.inference.audio import SAMPLE_RATE, check_samples
 from emotionq.inference.funasr_patches import local_features_per_window, trim_alibi_cache, zeroed_padding
 from emotionq.inference.labels import LABELS
@@ -49,6 +51,8 @@ class EmotionModel:
         self._untrained = untrained
         self._autocast_dtype = autocast_dtype  # None: full precision
         self._lock = threading.Lock()
+        self._runtime = None  # what runs the forward pass in place of the module (runtime.OnnxForward); None: torch
+        self._runtime_note = ""
 
     @classmethod
     def load(
@@ -59,11 +63,32 @@ class EmotionModel:
         device: str = "cpu",
         threads: int | None = None,
         hub: str = "ms",
+        runtime: str = "auto",
+        runtime_cache_dir: str | Path | None = None,
     ) -> EmotionModel:
-        """Load ``model`` (hub id or local directory), check it, warm it up; ConfigurationError if it cannot."""
+        """Load ``model`` (hub id or local directory), check it, warm it up; ConfigurationError if it cannot.
+
+        On a CPU, ``runtime`` (auto, torch, onnx) chooses what runs the forward pass, with onnx graphs
+        cached in ``runtime_cache_dir`` (see ``emotionq.inference.runtime``); CUDA always runs torch.
+        """
+        import torch
+
+        from emotionq.inference.runtime import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise ConfigurationError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         automodel, untrained = load_automodel(model, revision=revision, device=device, threads=threads, hub=hub)
         self = cls(automodel, model_id=model, revision=revision, untrained=untrained,
                    autocast_dtype=autocast_dtype(device))
+        if device.startswith("cuda"):
+            self._runtime_note = "CUDA runs torch under autocast"
+            if runtime == "onnx":
+                log.warning("runtime onnx is for CPU workers: %s runs torch under autocast on %s", model, device)
+        else:
+            from emotionq.inference.runtime import choose
+
+            self._runtime, self._runtime_note = choose(self, setting=runtime, cache_dir=runtime_cache_dir,
+                                                       threads=threads or torch.get_num_threads())
         self._warm_up()
         return self
 
@@ -91,6 +116,16 @@ class EmotionModel:
         return self._untrained
 
     @property
+    def runtime(self) -> str:
+        """What runs the forward pass: "onnxruntime" or "torch"."""
+        return self._runtime.name if self._runtime is not None else "torch"
+
+    @property
+    def runtime_note(self) -> str:
+        """Why that runtime: its check, timings, or the reason onnxruntime was not used."""
+        return self._runtime_note
+
+    @property
     def labels(self) -> list[str]:
         return list(LABELS)
 
@@ -105,6 +140,7 @@ class EmotionModel:
             "revision": self.revision,
             "device": self.device,
             "dtype": self.dtype,
+            "runtime": self.runtime,
             "untrained": self.untrained,
         }
 
@@ -232,10 +268,13 @@ class EmotionModel:
         for group in groups:
             unwanted = skip()
             group = [i for i in group if windows[i][0] not in unwanted]
-            if group:
-                passed = self._forward([windows[i][1] for i in group], [windows[i][2] for i in group])
-                for i, result in zip(group, passed):
-                    scored[i] = result
+            if not group:
+                continue
+            passed = self._forward([windows[i][1] for i in group], [windows[i][2] for i in group])
+            for i, result in zip(group, passed):
+                scored[i] = result
+            if len(group) * windows[group[0]][1].size >= heap.TRIM_AFTER_S * SAMPLE_RATE:  # a big pass: its memory
+                heap.trim()  # goes back to the system, not into the next pass's peak
         per_item: dict[int, list[dict | None]] = {item["index"]: [] for item in items}
         for (owner, _, _), result in zip(windows, scored):
             per_item[owner].append(result)
@@ -247,8 +286,10 @@ class EmotionModel:
 
         Each window is layer-normed over its own samples, then zero-padded to the longest; the
         sample-level ``padding_mask`` (True = padding) keeps padded frames out of attention and
-        ``funasr_patches.zeroed_padding`` out of the positional convolution. Valid frames are those the model's
-        returned ``padding_mask`` leaves False (funasr's conv output-length formula).
+        ``funasr_patches.zeroed_padding`` out of the positional convolution. Valid frames are those the
+        model's returned ``padding_mask`` leaves False (funasr's conv output-length formula). Where a CPU
+        runtime was chosen at load (``self._runtime``), its graphs give the frames instead of the
+        module, the same way (``emotionq.inference.runtime``); the mean and the head stay here.
         """
         import torch
         import torch.nn.functional as F
@@ -262,23 +303,10 @@ class EmotionModel:
                 if module.cfg.normalize:
                     source = F.layer_norm(source, source.shape)
                 sources.append(source)
-            lengths = [s.numel() for s in sources]
-            if len(set(lengths)) == 1:
-                batch, padding_mask = torch.stack(sources), None
+            if self._runtime is not None:  # exported graphs in place of the module (emotionq.inference.runtime)
+                x, counts = self._runtime.features(sources)
             else:
-                batch = sources[0].new_zeros(len(sources), max(lengths))
-                for row, source in zip(batch, sources):
-                    row[: source.numel()] = source
-                padding_mask = torch.arange(batch.shape[1], device=device)[None, :] >= torch.tensor(
-                    lengths, device=device
-                )[:, None]
-            with self._autocast(device), local_features_per_window(module, lengths), zeroed_padding(
-                module, padding_mask
-            ):
-                out = module.extract_features(batch, padding_mask=padding_mask)
-            x = out["x"].float()  # (B, T, D)
-            pad = out["padding_mask"]  # (B, T) True = padded frame, or None
-            counts = [x.shape[1]] * len(windows) if pad is None else (~pad).sum(dim=-1).tolist()
+                x, counts = self._torch_features(module, sources, device)
             results = []
             for i, n in enumerate(counts):
                 valid = x[i, :n]  # the valid frames come first
@@ -287,6 +315,29 @@ class EmotionModel:
                     {"n": n, "mean": mean, "scores": self._scores(mean), "frames": valid.cpu() if frames[i] else None}
                 )
             return results
+
+    def _torch_features(self, module, sources, device):
+        """The module's frames (B, T, D) float32 of layer-normed windows, zero-padded, and each one's frame count."""
+        import torch
+
+        lengths = [s.numel() for s in sources]
+        if len(set(lengths)) == 1:
+            batch, padding_mask = torch.stack(sources), None
+        else:
+            batch = sources[0].new_zeros(len(sources), max(lengths))
+            for row, source in zip(batch, sources):
+                row[: source.numel()] = source
+            padding_mask = torch.arange(batch.shape[1], device=device)[None, :] >= torch.tensor(
+                lengths, device=device
+            )[:, None]
+        with self._autocast(device), local_features_per_window(module, lengths), zeroed_padding(
+            module, padding_mask
+        ):
+            out = module.extract_features(batch, padding_mask=padding_mask)
+        x = out["x"].float()  # (B, T, D)
+        pad = out["padding_mask"]  # (B, T) True = padded frame, or None
+        counts = [x.shape[1]] * len(sources) if pad is None else (~pad).sum(dim=-1).tolist()
+        return x, counts
 
     def _combine(self, item: dict, windows: list[dict]) -> dict | ServerFault:
         """One recording's result from its scored windows, as ``predict`` returns it."""

@@ -74,9 +74,9 @@ class Runtime:
 
         s = self.settings
         model = EmotionModel.load(s.model, revision=s.model_revision, device=s.worker_device,
-                                  threads=s.torch_threads)
-        log.info("model %s ready on %s (%s, untrained=%s)", model.model_id, model.device, model.dtype,
-                 model.untrained)
+                                  threads=s.torch_threads, runtime=s.runtime, runtime_cache_dir=s.runtime_cache_dir)
+        log.info("model %s ready on %s (%s, %s: %s; untrained=%s)", model.model_id, model.device, model.dtype,
+                 model.runtime, model.runtime_note, model.untrained)
         return model
 
     def announce(self) -> None:
@@ -85,7 +85,7 @@ class Runtime:
         try:
             readiness.announce(self.store.inner, name=self.name, info={
                 "device": m.device, "dtype": m.dtype, "model": m.model_id, "untrained": m.untrained,
-                "pid": os.getpid()})
+                "runtime": m.runtime, "runtime_note": m.runtime_note, "pid": os.getpid()})
         except StoreUnavailable as exc:
             log.warning("could not announce readiness: %s", exc)
         self._heartbeat = threading.Timer(readiness.HEARTBEAT_S, self.announce)

@@ -18,7 +18,8 @@ def make_speech_fixture():
 
 @pytest.fixture(scope="session")
 def model(tiny_model_dir):
-    loaded = EmotionModel.load(str(tiny_model_dir), threads=THREADS)
+    """The tiny model on torch (funasr's module): the path CUDA workers run, whose internals these tests hook."""
+    loaded = EmotionModel.load(str(tiny_model_dir), threads=THREADS, runtime="torch")
     yield loaded
     loaded.close()
 

@@ -228,3 +228,32 @@ def test_files_written_as_a_stream_have_their_length(tmp_path, make_speech, fmt)
 
     assert abs(probe(streamed).duration_s - 4.0) <= DURATION_TOLERANCE_S
     assert abs(decode(streamed, max_seconds=5.0).size / SAMPLE_RATE - 4.0) <= DURATION_TOLERANCE_S
+
+
+def test_decoding_holds_the_samples_once(tmp_path):
+    """The output goes into one buffer of the declared length: no list of blocks concatenated at the end."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "long.wav"
+    sf.write(path, (rng.standard_normal((120 * 44100, 2)) * 3000).astype("int16"), 44100, subtype="PCM_16")
+
+    tracemalloc.start()
+    try:
+        samples = decode(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert samples.size == pytest.approx(120 * 16000, abs=16)
+    assert peak < 1.25 * samples.nbytes, (peak, samples.nbytes)  # was 2x and more
+
+
+@pytest.mark.parametrize("expected", [None, 1000, 10**6])
+def test_the_buffer_spills_to_blocks_when_the_header_understates(expected):
+    from emotionq.inference.audio import _MonoResampler
+
+    blocks = [np.random.default_rng(i).standard_normal((700, 1)).astype(np.float32) for i in range(5)]
+    mixer = _MonoResampler(16000, None, expected)
+    for block in blocks:
+        mixer.add(block)
+    np.testing.assert_array_equal(mixer.finish(), np.concatenate(blocks)[:, 0])

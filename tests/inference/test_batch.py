@@ -30,7 +30,7 @@ def clips(make_speech, tmp_path_factory):
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
     directory = write_checkpoint(tmp_path_factory.mktemp("emotion2vec_base"), arch="base", seed=0)
-    loaded = EmotionModel.load(str(directory), threads=THREADS)
+    loaded = EmotionModel.load(str(directory), threads=THREADS, runtime="torch")
     yield loaded
     loaded.close()
 

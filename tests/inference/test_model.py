@@ -37,7 +37,8 @@ def test_predict_returns_nine_english_scores_summing_to_one(model, speech):
     assert result["duration_s"] == pytest.approx(speech.size / 16000)
     assert result["frame_rate"] == 50
     assert result["model"] == {
-        "id": model.model_id, "revision": None, "device": "cpu", "dtype": "float32", "untrained": True
+        "id": model.model_id, "revision": None, "device": "cpu", "dtype": "float32", "runtime": "torch",
+        "untrained": True
     }
     assert "embedding" not in result and "frames" not in result
     [window] = result["timeline"]
@@ -134,7 +135,7 @@ def test_bad_arguments(model, speech):
 def test_threads_are_respected(tiny_model_dir):
     before = torch.get_num_threads()
     try:
-        single = EmotionModel.load(str(tiny_model_dir), threads=1)
+        single = EmotionModel.load(str(tiny_model_dir), threads=1, runtime="torch")
         assert torch.get_num_threads() == 1
         single.close()
     finally:

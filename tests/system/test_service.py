@@ -35,6 +35,7 @@ def test_readyz_names_the_mode_and_a_worker_with_the_model(service):
     assert ready["mode"] == service.mode
     [worker] = ready["workers"].values()
     assert worker["device"] == "cpu" and worker["dtype"] == "float32" and worker["untrained"] is True
+    assert worker["runtime"] in ("onnxruntime", "torch") and worker["runtime_note"]  # auto: the faster one
 
 
 def test_upload_is_scored_by_the_real_model(service, speech_wav):
@@ -47,7 +48,7 @@ def test_upload_is_scored_by_the_real_model(service, speech_wav):
     assert set(out["scores"]) == set(LABELS) and len(LABELS) == 9
     assert math.isclose(sum(out["scores"].values()), 1.0, abs_tol=1e-4)
     assert out["top_label"] == max(out["scores"], key=out["scores"].get)
-    assert out["model"]["untrained"] is True
+    assert out["model"]["untrained"] is True and out["model"]["runtime"] in ("onnxruntime", "torch")
     assert job["input"]["duration_s"] == pytest.approx(3.0, abs=0.05)
     assert job["metadata"] == {"call": "42"} and job["priority"] == "high"
     assert job["started_at"] and job["finished_at"] and job["dedup"]["reused"] is False

@@ -1,0 +1,355 @@
+"""The CPU runtime: emotion2vec's forward on onnxruntime, from graphs exported at worker start.
+
+``choose`` decides, once per loaded model, what runs ``EmotionModel._forward`` on a CPU:
+``OnnxForward`` (the graphs of ``emotionq.inference.export`` on onnxruntime) or None (funasr's
+torch module). The setting (``EMOTIONQ_RUNTIME``) is ``torch``, ``onnx``, or ``auto``: the faster
+of the two on a probe batch, among those that pass the check. CUDA always runs torch (autocast).
+
+- Cache: ``<cache_dir>/<model>-<id hash>/`` holds ``local.onnx``, ``context.onnx`` and
+  ``manifest.json``: the key and each file's sha256. The key hashes the weights as funasr loaded
+  them (names, shapes, bytes), the model's config, the versions of torch, funasr, onnxruntime and
+  onnx, and ``EXPORTER_VERSION``/``OPSET``. A manifest with another key (stale), a file whose hash
+  differs or that onnxruntime cannot load (corrupt) is rebuilt under a file lock, never used.
+- Check: a probe batch (two windows of different lengths, so padding is exercised) through the
+  graphs against funasr's own ``generate`` on each window alone: scores and embeddings within
+  ``TOLERANCE``, frames within ``TOLERANCE`` x their largest magnitude (float32 torch itself is
+  about 1e-5 away from a float64 forward there: see tests/inference/test_runtime.py). A cached
+  graph that fails is rebuilt and checked again; a fresh one that fails leaves torch running,
+  with the reason logged and reported by ``EmotionModel.runtime_note``.
+- Memory: one onnxruntime arena for both graphs, shrunk after each run (see ``_register_arena``).
+- Threads: onnxruntime's intra-op pool gets the worker's thread count. Once it is chosen, torch
+  runs only the input layer norm, the mean and the head, on one thread, so that its OpenMP pool
+  does not spin beside onnxruntime's; onnxruntime's pools (one per graph) do not spin either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emotionq.errors import ConfigurationError
+from emotionq.inference import heap
+
+RUNTIMES = ("auto", "torch", "onnx")
+TORCH = "torch"
+ONNXRUNTIME = "onnxruntime"
+TOLERANCE = 1e-5
+PROBE_S = (3.1, 1.3)  # seconds of the probe windows: not the export's trace lengths
+MANIFEST = "manifest.json"
+
+log = logging.getLogger(__name__)
+
+
+class OnnxForward:
+    """The exported graphs on onnxruntime: conv features per window, then the padded batch."""
+
+    name = ONNXRUNTIME
+
+    def __init__(self, paths: dict[str, Path], *, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.use_env_allocators", "1")  # one arena for both graphs
+        options.log_severity_level = 3  # errors only: its warnings are about the graph optimiser
+        _register_arena(ort)
+        providers = ["CPUExecutionProvider"]
+        self._local = ort.InferenceSession(str(paths["local"]), options, providers=providers)
+        self._context = ort.InferenceSession(str(paths["context"]), options, providers=providers)
+        self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.threads = threads
+
+    def features(self, sources: list) -> tuple:
+        """Frames (B, T, D) torch float32 of layer-normed windows (1-D torch tensors), and each one's frame count."""
+        import torch
+
+        local = [self._local.run(None, {"source": s.numpy()[None]}, self._run_options)[0] for s in sources]
+        counts = [f.shape[1] for f in local]
+        if len(local) == 1:
+            batch = local[0]
+        else:
+            batch = np.zeros((len(local), max(counts), local[0].shape[2]), dtype=np.float32)
+            for row, f in zip(batch, local):
+                row[: f.shape[1]] = f[0]
+        padding_mask = np.arange(batch.shape[1])[None, :] >= np.asarray(counts)[:, None]
+        [frames] = self._context.run(None, {"features": batch, "padding_mask": padding_mask}, self._run_options)
+        return torch.from_numpy(frames), counts
+
+
+_arena_registered = False
+
+
+def _register_arena(ort) -> None:
+    """One CPU arena for the process's sessions, grown by what is asked (not to the next power of two)
+    and shrunk after every run: two per-session arenas kept their peaks, grew with every new length and
+    held 1.6 GB after a few 30 s windows of the large model; this one peaks at ~0.7 GB and holds 0.2 GB."""
+    global _arena_registered
+    if _arena_registered:
+        return
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))  # no limit; 1 = kSameAsRequested
+    _arena_registered = True
+
+
+def choose(model, *, setting: str, cache_dir: str | Path | None, threads: int) -> tuple[OnnxForward | None, str]:
+    """The runtime for a CPU ``model`` (an EmotionModel just loaded) and a note on why.
+
+    None means torch. Never raises for a graph that cannot be built or checked: torch keeps running.
+    """
+    if setting not in RUNTIMES:
+        raise ConfigurationError(f"unknown runtime {setting!r}: choose one of {', '.join(RUNTIMES)}")
+    if setting == TORCH:
+        return None, "asked for"
+    started = time.perf_counter()
+    try:
+        forward, how = _checked(model, Path(cache_dir or default_cache_dir()), threads)
+    except Exception as exc:  # noqa: BLE001 - any failure to build, load or match leaves torch running
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        if isinstance(exc, ImportError):
+            reason = f"it cannot be imported ({reason}): install the onnxruntime that setup.cfg pins"
+        log.warning("onnxruntime is not used for %s, torch runs instead: %s", model.model_id, reason)
+        return None, f"onnxruntime failed: {reason}"
+    if setting == "auto":
+        onnx_s = _time(model, forward)
+        torch_s = _time(model, None)
+        if onnx_s >= torch_s:
+            log.info("torch runs %s: the probe took %.0f ms on torch, %.0f ms on onnxruntime",
+                     model.model_id, torch_s * 1e3, onnx_s * 1e3)
+            return None, f"faster on the probe: torch {torch_s * 1e3:.0f} ms, onnxruntime {onnx_s * 1e3:.0f} ms"
+        how += f"; probe torch {torch_s * 1e3:.0f} ms, onnxruntime {onnx_s * 1e3:.0f} ms"
+    import torch
+
+    torch.set_num_threads(1)  # torch now runs only the layer norm, mean and head: keep its pool idle
+    freed = release_weights(model._module)
+    how += f"; torch's copies of the graphs' weights released ({freed / 2**20:.0f} MB)"
+    log.info("onnxruntime runs %s (%d threads): %s, in %.1f s", model.model_id, threads, how,
+             time.perf_counter() - started)
+    return forward, how
+
+
+def release_weights(module) -> int:
+    """Empty torch's copies of every weight but the ``proj`` head (onnxruntime holds its own); bytes freed.
+
+    The module keeps its structure (device, config, head), but its encoder and blocks cannot run any more.
+    """
+    import gc
+
+    import torch
+
+    keep = {id(p) for p in module.proj.parameters()}
+    freed = 0
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if id(tensor) not in keep and tensor.numel():
+                freed += tensor.numel() * tensor.element_size()
+                tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
+    module.alibi_biases.clear()
+    gc.collect()
+    heap.trim()
+    return freed
+
+
+def default_cache_dir() -> Path:
+    """$EMOTIONQ_RUNTIME_CACHE_DIR (the worker's setting), else $XDG_CACHE_HOME/emotionq/onnx (~/.cache/...)."""
+    if os.environ.get("EMOTIONQ_RUNTIME_CACHE_DIR"):
+        return Path(os.environ["EMOTIONQ_RUNTIME_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emotionq" / "onnx"
+
+
+def cache_entry(cache_dir: str | Path, model_id: str) -> Path:
+    """The directory of ``model_id``'s graphs under ``cache_dir`` (one per model; its key is in the manifest)."""
+    path = Path(model_id).expanduser()
+    ident = str(path.resolve()) if path.is_dir() else model_id
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(ident).name or ident).strip("-.")[:60] or "model"
+    return Path(cache_dir) / f"{slug}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
+
+
+def cache_key(module) -> str:
+    """What the graphs depend on: the loaded weights and config, and the exporting and running software."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from emotionq.inference.export import EXPORTER_VERSION, OPSET
+
+    digest = hashlib.sha256()
+    versions = {name: _version(name) for name in ("torch", "funasr", "onnx", "onnxruntime")}
+    digest.update(json.dumps({"exporter": EXPORTER_VERSION, "opset": OPSET, "versions": versions,
+                              "config": OmegaConf.to_container(module.cfg, resolve=True)},
+                             sort_keys=True, default=str).encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(np.ascontiguousarray(tensor.detach().to("cpu", torch.float32 if tensor.dtype == torch.bfloat16
+                                                                 else tensor.dtype).numpy()).data)
+    return digest.hexdigest()
+
+
+def load_graphs(module, entry: Path, *, threads: int, rebuild: bool = False) -> tuple[OnnxForward, str]:
+    """The graphs of ``module`` in ``entry``, built (again) unless a valid cached copy is there; and how they came."""
+    import fcntl
+
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    key = cache_key(module)
+    with open(entry.with_name(entry.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # worker processes of one host start together: one builds
+        reason = "rebuilt after failing its check" if rebuild else _invalid(entry, key)
+        if reason is None:
+            try:
+                return OnnxForward(_paths(entry), threads=threads), "cached graphs"
+            except Exception as exc:  # noqa: BLE001 - onnxruntime refuses the file: rebuild it
+                reason = f"onnxruntime could not load the cached graphs ({type(exc).__name__})"
+        log.info("exporting the onnx graphs of the model to %s (%s)", entry, reason)
+        began = time.perf_counter()
+        _build(module, entry, key)
+        return OnnxForward(_paths(entry), threads=threads), f"exported ({reason}) in {time.perf_counter() - began:.1f} s"
+
+
+def check(model, forward: OnnxForward | None) -> dict[str, float]:
+    """Largest differences of ``forward`` (None: torch) on the probe batch from funasr's ``generate`` alone."""
+    windows = _probe()
+    with _running(model, forward):
+        ours = model._forward(windows, [True] * len(windows))
+    worst = {"scores": 0.0, "embedding": 0.0, "frames": 0.0, "frames_scale": 1.0}
+    for window, got in zip(windows, ours):
+        [ref] = model._automodel.generate(window, granularity="frame", extract_embedding=True)
+        frames = np.asarray(ref["feats"], dtype=np.float64)
+        if got["frames"].shape != frames.shape:
+            raise RuntimeError(f"{got['frames'].shape[0]} frames where funasr gives {frames.shape[0]}")
+        worst["scores"] = max(worst["scores"], _diff(got["scores"], ref["scores"]))
+        worst["embedding"] = max(worst["embedding"], _diff(got["mean"][0].numpy(), frames.mean(axis=0)))
+        worst["frames"] = max(worst["frames"], _diff(got["frames"].numpy(), frames))
+        worst["frames_scale"] = max(worst["frames_scale"], float(np.abs(frames).max()))
+    return worst
+
+
+def mismatch(worst: dict[str, float]) -> str | None:
+    """Why ``check``'s differences are too large, or None."""
+    limits = {"scores": TOLERANCE, "embedding": TOLERANCE, "frames": TOLERANCE * worst["frames_scale"]}
+    over = [f"{k} differ by {worst[k]:.2e} (limit {v:.1e})" for k, v in limits.items() if not worst[k] <= v]
+    return "; ".join(over) or None
+
+
+# -- internals -------------------------------------------------------------------------------------
+
+
+def _checked(model, cache_dir: Path, threads: int) -> tuple[OnnxForward, str]:
+    """Graphs that pass the check: cached, else (or if the cached ones fail it) freshly exported."""
+    entry = cache_entry(cache_dir, model.model_id)
+    module = model._module
+    forward, how = load_graphs(module, entry, threads=threads)
+    problem = mismatch(worst := check(model, forward))
+    if problem and how == "cached graphs":
+        log.warning("the cached onnx graphs of %s fail their check (%s): rebuilding them", model.model_id, problem)
+        forward, how = load_graphs(module, entry, threads=threads, rebuild=True)
+        problem = mismatch(worst := check(model, forward))
+    if problem:
+        raise RuntimeError(f"the exported graphs do not match funasr on the probe: {problem}")
+    return forward, f"{how}, check passed (largest differences: scores {worst['scores']:.1e}, " \
+                    f"embedding {worst['embedding']:.1e}, frames {worst['frames']:.1e})"
+
+
+def _invalid(entry: Path, key: str) -> str | None:
+    """Why the cached graphs in ``entry`` must not be used, or None."""
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "none cached"
+    except (OSError, ValueError):
+        return "unreadable manifest"
+    if manifest.get("key") != key:
+        return "stale: built for other weights or software"
+    for name, digest in (manifest.get("files") or {}).items():
+        path = entry / name
+        if not path.is_file() or _sha256(path) != digest:
+            return f"corrupt: {name} does not match its manifest"
+    if set(manifest.get("files") or {}) != {p.name for p in _paths(entry).values()}:
+        return "incomplete manifest"
+    return None
+
+
+def _build(module, entry: Path, key: str) -> None:
+    """Export into a temporary directory, then move the graphs in; the manifest goes last."""
+    from emotionq.inference.export import export
+
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / MANIFEST).unlink(missing_ok=True)  # a build cut short leaves no valid entry
+    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=entry.parent))
+    try:
+        paths = export(module, tmp)
+        files = {path.name: _sha256(path) for path in paths.values()}
+        for path in paths.values():
+            os.replace(path, entry / path.name)
+        manifest = {"key": key, "files": files, "created_at": time.time(),
+                    "versions": {name: _version(name) for name in ("torch", "funasr", "onnx", "onnxruntime")}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        os.replace(tmp / MANIFEST, entry / MANIFEST)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _paths(entry: Path) -> dict[str, Path]:
+    from emotionq.inference.export import GRAPHS
+
+    return {name: entry / f"{name}.onnx" for name in GRAPHS}
+
+
+def _probe() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [(rng.standard_normal(int(s * 16000)) * 0.1).astype(np.float32) for s in PROBE_S]
+
+
+@contextlib.contextmanager
+def _running(model, forward: OnnxForward | None):
+    """``model._forward`` on ``forward`` for a moment (under the model's lock)."""
+    with model._lock:
+        saved, model._runtime = model._runtime, forward
+        try:
+            yield
+        finally:
+            model._runtime = saved
+
+
+def _time(model, forward: OnnxForward | None, runs: int = 2) -> float:
+    """Seconds of the fastest of ``runs`` forward passes over the probe batch."""
+    windows = _probe()
+    best = float("inf")
+    with _running(model, forward):
+        for _ in range(runs):
+            began = time.perf_counter()
+            model._forward(windows, [False] * len(windows))
+            best = min(best, time.perf_counter() - began)
+    return best
+
+
+def _diff(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
