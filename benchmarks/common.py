@@ -161,6 +161,21 @@ def run_child(*args) -> dict:
 # -- the real service --------------------------------------------------------------------------------------
 
 
+def wait_http(url: str, timeout: float) -> None:
+    """Until ``url`` answers 200 (RuntimeError after ``timeout`` seconds)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
+
+
 @contextlib.contextmanager
 def service(workdir: Path, model: Path, **env: str):
     """The API (started, keyed) in distributed mode on this machine's RabbitMQ (a private vhost, deleted

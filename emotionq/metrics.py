@@ -153,8 +153,29 @@ class StoreState:
 
 
 def api_exposition(state: StoreState) -> bytes:
-    """The text format of everything this (API) process counts, and the store's state now."""
+    """The text format of what the API counts (every API process's, summed, when there are several),
+    and the store's state now."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry) + generate_latest(state)
     return generate_latest(REGISTRY) + generate_latest(state)
+
+
+@contextlib.contextmanager
+def api_processes(count: int) -> Iterator[None]:
+    """Around starting ``count`` API processes: with more than one, each writes its metrics to files in
+    a fresh directory (prometheus-client's multiprocess mode) and /metrics sums them, whichever answers."""
+    if count <= 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="emotionq-api-metrics-")
+    os.environ[MULTIPROC_ENV] = directory  # before uvicorn starts the processes that import the metrics
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # -- serving the workers' metrics -------------------------------------------------------

@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     # HTTP.
     host: str = "127.0.0.1"
     port: int = 8000
+    api_workers: int = Field(1, ge=1, le=64, description="API processes (uvicorn workers) on this host, sharing "
+                             "its port; their metrics are summed at /metrics")
     http_header_timeout_s: float = Field(10.0, gt=0, description="a connection must send a request's line and "
                                          "headers within this; slower ones are closed (408)")
     http_body_timeout_s: float = Field(30.0, gt=0, description="longest pause between two pieces of an upload "

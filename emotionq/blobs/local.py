@@ -16,17 +16,35 @@ from emotionq.settings import Settings
 
 
 class LocalWriter(BlobWriter):
+    """Holds up to ``BUFFER_BYTES`` of an upload in memory and writes it to ``<root>/tmp`` in ``flush``,
+    which the API calls in a thread: the event loop never waits on the disk (a short upload is written
+    once, by ``close``)."""
+
+    BUFFER_BYTES = 1 << 20
+
     def __init__(self, store: LocalBlobs, *, max_bytes: int) -> None:
         super().__init__(max_bytes=max_bytes)
         self._store = store
-        fd, path = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
-        self._file = os.fdopen(fd, "wb")
-        self.path = Path(path)
+        self._pending = bytearray()
+        self._file = None
+        self.path: Path | None = None
 
     def _append(self, chunk: bytes) -> None:
-        self._file.write(chunk)
+        self._pending += chunk
+
+    @property
+    def needs_flush(self) -> bool:
+        return len(self._pending) >= self.BUFFER_BYTES
+
+    def flush(self) -> None:
+        if self._file is None:
+            fd, path = tempfile.mkstemp(dir=self._store.tmp_dir, prefix="upload-")
+            self._file, self.path = os.fdopen(fd, "wb"), Path(path)
+        self._file.write(self._pending)
+        self._pending.clear()
 
     def _finish(self) -> None:
+        self.flush()
         self._file.close()
 
     def source(self) -> Path:
@@ -44,8 +62,10 @@ class LocalWriter(BlobWriter):
         return True
 
     def abort(self) -> None:
-        self._file.close()
-        self.path.unlink(missing_ok=True)
+        self._pending.clear()
+        if self._file is not None:
+            self._file.close()
+            self.path.unlink(missing_ok=True)
 
 
 class LocalBlobs(BlobStore):

@@ -24,6 +24,7 @@ from prometheus_client import Counter
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from emotionq import metrics
 from emotionq.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,10 @@ def log_config() -> dict:
 
 def main() -> None:
     s = get_settings()
-    uvicorn.run("emotionq.api:create_app", factory=True, host=s.host, port=s.port, access_log=False,
-                http=HeaderDeadlineProtocol, limit_concurrency=s.http_max_connections,
-                timeout_keep_alive=s.http_keep_alive_s, log_config=log_config())
+    with metrics.api_processes(s.api_workers):
+        uvicorn.run("emotionq.api:create_app", factory=True, host=s.host, port=s.port, access_log=False,
+                    http=HeaderDeadlineProtocol, limit_concurrency=s.http_max_connections,
+                    timeout_keep_alive=s.http_keep_alive_s, log_config=log_config(), workers=s.api_workers)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -342,3 +343,37 @@ def test_slow_clients_are_timed_out_and_connections_are_bounded(guarded_api):
     assert all(seconds < HEADER_TIMEOUT_S + 2 for seconds, _ in closed.values()), closed
     assert any(answer.startswith(b"HTTP/1.1 408") for _, answer in closed.values()), closed
     assert httpx.get(f"{guarded_api.url}/healthz").status_code == 200  # the slots are free again
+
+
+@pytest.fixture(scope="module")
+def two_process_api(tmp_path_factory, tiny_model_dir):
+    with running(tmp_path_factory.mktemp("two-process-api"), model=tiny_model_dir, broker="", store="", worker=False,
+                 api_workers=2) as svc:
+        yield svc
+
+
+def test_several_api_processes_serve_one_port_and_sum_their_metrics(two_process_api):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def served() -> float:
+        text = httpx.get(f"{two_process_api.url}/metrics").text
+        return sum(s.value for f in text_string_to_metric_families(text) if f.name == "emotionq_http_requests"
+                   for s in f.samples if s.name.endswith("_total") and s.labels["route"] == "/healthz")
+
+    before = served()
+    for _ in range(40):  # new connections: the kernel spreads them over both processes
+        assert httpx.get(f"{two_process_api.url}/healthz").status_code == 200
+    assert served() - before == 40  # all of them, whichever process answered the scrape
+    server = _descendants(two_process_api.procs["api"].pid)
+    assert sum("multiprocessing.spawn" in _cmdline(pid) for pid in server) == 2, [_cmdline(p) for p in server]
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in (int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()):
+        found += [child, *_descendants(child)]
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
