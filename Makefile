@@ -38,8 +38,10 @@ run: $(STAMP) $(DEV_MODEL)/model.pt
 flower: $(STAMP)
 	$(BIN)/emotionq flower
 
+# Two steps: everything but the `slow` tests (the base and large checkpoints), then those alone.
 test: $(STAMP) system-deps services
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) || test $$? -eq 5
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || test $$? -eq 5  # 5: a selection with no slow test
 
 bench: $(STAMP) system-deps services
 	$(BIN)/python -m benchmarks
