@@ -1,0 +1,134 @@
+"""Runs scored by speech segments, end to end in the worker's scoring: a real store and blob store, the tiny
+model, real speech joined with known silences by sox."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+import harness
+from audio_factory import make_turns
+from emotionq import jobs
+from emotionq.blobs.local import LocalBlobs
+from emotionq.inference import decode
+from emotionq.inference.labels import LABELS
+from emotionq.inference.windows import window_bounds
+from emotionq.store import open_store
+from emotionq.web.form import JobForm
+from emotionq.worker import scoring
+
+TOLERANCE_S = 0.25
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from emotionq.inference import EmotionModel
+
+    return EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def turns(tmp_path_factory):
+    path = tmp_path_factory.mktemp("turns") / "turns.wav"
+    known = make_turns(path, [1.0, "I can't believe you did that again.", 1.5,
+                              "Please tell me what happened this morning.", 1.0])
+    return path, known
+
+
+@pytest.fixture()
+def world(tmp_path):
+    return open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), LocalBlobs(tmp_path / "blobs")
+
+
+def _score(world, model, path, form: dict, **settings) -> dict:
+    """Submit ``path`` with the upload form's fields ``form`` and score it; the run as recorded."""
+    store, blobs = world
+    settings = harness.settings(batch_size=1, **settings)
+    writer = blobs.writer(max_bytes=10**8)
+    writer.write(path.read_bytes())
+    writer.close()
+    sub = jobs.submit(store, settings=settings, client="c", priority="low", options=JobForm.parse(form).options(),
+                      input={"filename": path.name, "content_type": None, "bytes": 1, "duration_s": 1.0,
+                             "sha256": writer.sha256}, metadata={}, model="m")
+    writer.commit(sub.run["blob"])
+    outcome = scoring.score_runs(store=store, blobs=blobs, model=model, settings=settings, hard_limit_s=60,
+                                 members=[scoring.Member(sub.run["id"], "task-1")], worker="w")
+    run = store.get(f"run:{sub.run['id']}")
+    assert outcome == [run["state"]], run.get("error")
+    return run
+
+
+def test_vad_scores_each_speech_segment_and_weights_the_utterance_by_speech(world, model, turns):
+    path, known = turns
+    out = _score(world, model, path, {})["output"]
+    assert out["segmentation"] == "vad" and out["no_speech"] is False
+    segments = out["segments"]
+    assert [s["channel"] for s in segments] == ["mix"] * len(known)
+    for s, (start, end) in zip(segments, known, strict=True):
+        assert abs(s["start"] - start) <= TOLERANCE_S and abs(s["end"] - end) <= TOLERANCE_S, (segments, known)
+        assert set(s["scores"]) == set(LABELS) and s["label"] == max(s["scores"], key=s["scores"].get)
+        assert s["score"] == s["scores"][s["label"]]
+    weights = np.array([s["end"] - s["start"] for s in segments])
+    mean = weights @ np.array([[s["scores"][k] for k in LABELS] for s in segments]) / weights.sum()
+    assert [out["scores"][k] for k in LABELS] == pytest.approx(mean.tolist(), abs=1e-9)
+    assert out["top_label"] == LABELS[int(np.argmax(mean))]
+    assert out["speech_s"] == pytest.approx(weights.sum(), abs=1e-3)
+    assert out["channels"][0]["name"] == "mix" and out["channels"][0]["scores"] == out["scores"]
+    assert "vad_ms" in out["timing"]
+
+
+def test_each_segment_is_scored_as_the_model_scores_that_audio_alone(world, model, turns):
+    path, _ = turns
+    out = _score(world, model, path, {})["output"]
+    samples = decode(path)
+    for s in out["segments"]:
+        alone = model.predict(samples[round(s["start"] * 16000) : round(s["end"] * 16000)])
+        assert [s["scores"][k] for k in LABELS] == pytest.approx([alone["scores"][k] for k in LABELS], abs=1e-4)
+
+
+def test_fixed_gives_exactly_the_result_of_fixed_windows(world, model, tmp_path):
+    """segmentation=fixed is today's scoring: the windows of the whole recording, silence included, the output
+    the model gives (what the service returned before segments), no segment fields."""
+    path = tmp_path / "long.wav"
+    make_turns(path, [2.0, "I can't believe you did that again.", 3.0, "Thank you.", 1.0] * 2)
+    samples = decode(path)
+    out = _score(world, model, path, {"segmentation": "fixed"}, window_seconds=5)["output"]
+    today = model.predict(samples, window_s=5)
+    out.pop("timing")
+    assert out == today
+    assert [(w["start"], w["end"]) for w in out["timeline"]] == [(a / 16000, b / 16000)
+                                                                 for a, b in window_bounds(samples.size, 5)]
+    assert "segments" not in out
+
+
+def test_a_recording_without_speech_succeeds_with_no_segments(world, model, tmp_path):
+    path = tmp_path / "silence.wav"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(path), "synth", "3", "pinknoise", "vol",
+                    "0.005"], check=True)
+    run = _score(world, model, path, {})
+    out = run["output"]
+    assert run["state"] == "succeeded"
+    assert out["no_speech"] is True and out["segments"] == [] and out["timeline"] == []
+    assert out["scores"] is None and out["top_label"] is None
+    assert out["channels"] == [{"name": "mix", "scores": None, "top_label": None, "no_speech": True,
+                                "summary": {"speech_s": 0, "share": {}, "dominant_label": None, "strongest": {},
+                                            "changes": []}}]
+    assert out["duration_s"] == pytest.approx(3.0)
+
+
+def test_long_speech_is_scored_in_pieces_of_at_most_the_window(world, model, tmp_path):
+    path = tmp_path / "talk.wav"
+    make_turns(path, ["I can't believe you did that again.", 0.3, "Please tell me what happened this morning.",
+                      0.3, "Thank you very much."])
+    out = _score(world, model, path, {}, window_seconds=2)["output"]
+    assert len(out["segments"]) >= 3
+    assert all(s["end"] - s["start"] <= 2.0 + 1e-9 for s in out["segments"])
+
+
+def test_the_segment_options_are_part_of_the_dedup_key():
+    keys = {jobs.dedup_key(sha256="a", model="m", options=JobForm.parse(form).options())
+            for form in ({}, {"segmentation": "fixed"}, {"min_silence_ms": "300"}, {"channels": "separate"},
+                         {"channels": "separate", "channel_names": "agent,customer"}, {"vad_threshold": "0.6"})}
+    assert len(keys) == 6
