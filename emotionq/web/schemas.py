@@ -73,6 +73,7 @@ class JobInput(BaseModel):
     content_type: str | None
     bytes: int
     duration_s: float
+    channels: int | None = Field(None, description="channels in the file's header")
     sha256: str
     url: str | None = Field(None, description="a job by URL: its audio_url, without the query string")
 

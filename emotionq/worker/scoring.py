@@ -11,11 +11,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
 from emotionq.errors import BadInput, BlobStoreUnavailable, Canceled, EmotionQError, RunTimeLimit, TransientFault
 from emotionq.inference import segmented
-from emotionq.inference.audio import SAMPLE_RATE, decode
+from emotionq.inference.audio import SAMPLE_RATE, decode, decode_channels
 from emotionq.settings import Settings
 from emotionq.store import Store
 
@@ -110,10 +112,11 @@ class _Batch:
         """The run's audio, decoded (its length recorded); None if it fails, as it then has."""
         began = time.perf_counter()
         try:
-            samples = _decode(self.blobs, run, self.settings)
-            duration_s = samples.size / SAMPLE_RATE
+            channels = _decode(self.blobs, run, self.settings)
+            duration_s = channels[0].size / SAMPLE_RATE
             jobs.record_decoded(self.store, run_id=member.run_id, task_id=member.task_id, duration_s=duration_s)
-            plan = segmented.tracks([samples], run["options"], window_s=self.settings.window_seconds)
+            jobs.check_channels(len(channels), run["options"], max_channels=self.settings.max_channels)
+            plan = segmented.tracks(channels, run["options"], window_s=self.settings.window_seconds)
         except TransientFault:
             raise  # the object store is down: the batch goes back, and is retried
         except EmotionQError as exc:
@@ -192,11 +195,15 @@ def _tracks_of(members: set[int], entries: list) -> set[int]:
     return {i for i, (k, _) in enumerate(entries) if k in members}
 
 
-def _decode(blobs: BlobStore, run: dict, settings: Settings):
-    """The run's audio, decoded from a local copy (BadInput ``audio_missing`` if the blob is gone)."""
+def _decode(blobs: BlobStore, run: dict, settings: Settings) -> list[np.ndarray]:
+    """The run's audio, decoded from a local copy: the mix, or each channel with channels=separate
+    (BadInput ``audio_missing`` if the blob is gone)."""
     try:
         with blobs.local(run["sha256"], run.get("blob")) as path:
-            return decode(path, max_seconds=settings.max_audio_seconds)
+            if run["options"].get("channels") == "separate":
+                return decode_channels(path, max_seconds=settings.max_audio_seconds,
+                                       max_channels=settings.max_channels)
+            return [decode(path, max_seconds=settings.max_audio_seconds)]
     except BlobStoreUnavailable as exc:
         raise TransientFault(exc.message, code=exc.code) from exc
 

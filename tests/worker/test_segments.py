@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import harness
-from audio_factory import make_turns
+from audio_factory import make_channels, make_turns
 from emotionq import jobs
 from emotionq.blobs.local import LocalBlobs
 from emotionq.inference import decode
+from emotionq.inference.audio import decode_channels
 from emotionq.inference.labels import LABELS
 from emotionq.inference.windows import window_bounds
 from emotionq.store import open_store
@@ -132,3 +133,77 @@ def test_the_segment_options_are_part_of_the_dedup_key():
             for form in ({}, {"segmentation": "fixed"}, {"min_silence_ms": "300"}, {"channels": "separate"},
                          {"channels": "separate", "channel_names": "agent,customer"}, {"vad_threshold": "0.6"})}
     assert len(keys) == 6
+
+
+# -- channels=separate -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def call(tmp_path_factory):
+    """A two-channel call made by sox: the agent speaks first on the left, the customer after on the right."""
+    tmp = tmp_path_factory.mktemp("call")
+    agent = make_turns(tmp / "agent.wav", [0.5, "Hello, this is the agent speaking.", 4.0,
+                                           "Thank you for calling.", 1.0])
+    customer = make_turns(tmp / "customer.wav", [3.2, "I am very angry about my bill.", 4.5])
+    return make_channels(tmp / "call.wav", [tmp / "agent.wav", tmp / "customer.wav"]), agent, customer
+
+
+def test_separate_channels_are_segmented_and_scored_each_on_its_own(world, model, call):
+    path, agent, customer = call
+    out = _score(world, model, path, {"channels": "separate", "channel_names": "agent,customer"})["output"]
+    assert [c["name"] for c in out["channels"]] == ["agent", "customer"]
+    for name, known in (("agent", agent), ("customer", customer)):
+        mine = [s for s in out["segments"] if s["channel"] == name]
+        assert len(mine) == len(known), (name, out["segments"])
+        for s, (start, end) in zip(mine, known):
+            assert abs(s["start"] - start) <= TOLERANCE_S and abs(s["end"] - end) <= TOLERANCE_S, (name, s, known)
+    assert [s["start"] for s in out["segments"]] == sorted(s["start"] for s in out["segments"])
+    samples = decode_channels(path)
+    customer_segment = next(s for s in out["segments"] if s["channel"] == "customer")
+    alone = model.predict(samples[1][round(customer_segment["start"] * 16000):round(customer_segment["end"] * 16000)])
+    assert customer_segment["scores"] == pytest.approx(alone["scores"], abs=1e-4)  # the right channel's audio
+    assert out["channels"][0]["summary"]["speech_s"] == pytest.approx(
+        sum(s["end"] - s["start"] for s in out["segments"] if s["channel"] == "agent"), abs=1e-3)
+
+
+def test_default_channel_names_and_a_channel_of_silence(world, model, tmp_path):
+    left = tmp_path / "left.wav"
+    make_turns(left, [0.5, "Hello, this is the agent speaking.", 1.0])
+    right = tmp_path / "right.wav"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(right), "trim", "0", "2"], check=True)
+    path = make_channels(tmp_path / "half.wav", [left, right])
+    out = _score(world, model, path, {"channels": "separate"})["output"]
+    ch1, ch2 = out["channels"]
+    assert (ch1["name"], ch1["no_speech"], ch2["name"], ch2["no_speech"]) == ("ch1", False, "ch2", True)
+    assert ch2["scores"] is None and out["no_speech"] is False
+    assert {s["channel"] for s in out["segments"]} == {"ch1"}
+    assert out["scores"] == ch1["scores"]
+
+
+def test_fixed_windows_per_channel(world, model, call):
+    path, _, _ = call
+    out = _score(world, model, path, {"channels": "separate", "segmentation": "fixed"})["output"]
+    samples = decode_channels(path)
+    for name, channel in zip(("ch1", "ch2"), samples):
+        mine = [s for s in out["segments"] if s["channel"] == name]
+        assert [(s["start"], s["end"]) for s in mine] == [(0.0, round(channel.size / 16000, 3))]
+
+
+@pytest.mark.parametrize("channels, form, code", [
+    (32, {"channels": "separate"}, "too_many_channels"),
+    (2, {"channels": "separate", "channel_names": "a,b,c"}, "channel_names_mismatch"),
+])
+def test_bad_channel_requests_fail_with_a_code(world, model, tmp_path, channels, form, code):
+    """Past the upload's own checks (a header may misstate its channels), the worker fails the job with a code."""
+    path = tmp_path / "many.wav"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", str(channels), "-b", "16", str(path), "synth", "1", "sine",
+                    "300"], check=True)
+    run = _score(world, model, path, form)
+    assert run["state"] == "failed" and run["error"]["code"] == code and run["error"]["retryable"] is False
+
+
+def test_a_mixed_recording_keeps_its_stereo_average(world, model, call):
+    path, _, _ = call
+    out = _score(world, model, path, {})["output"]
+    assert [c["name"] for c in out["channels"]] == ["mix"]
+    assert len(out["segments"]) >= 2
