@@ -207,3 +207,12 @@ def test_a_mixed_recording_keeps_its_stereo_average(world, model, call):
     out = _score(world, model, path, {})["output"]
     assert [c["name"] for c in out["channels"]] == ["mix"]
     assert len(out["segments"]) >= 2
+
+
+def test_embedding_and_frames_with_segments(world, model, turns):
+    path, _ = turns
+    out = _score(world, model, path, {"granularity": "frame", "embedding": "true"})["output"]
+    assert len(out["embedding"]) == model.embed_dim
+    [channel] = out["channels"]
+    frames = sum(int((s["end"] - s["start"]) * 16000) // 320 for s in out["segments"])
+    assert abs(len(channel["frames"]) - frames) <= len(out["segments"]) and len(channel["frames"][0]) == model.embed_dim
