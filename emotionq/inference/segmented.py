@@ -119,7 +119,7 @@ def combine(plan: Plan, results: list[dict], *, model: dict, duration_s: float) 
 
 def _segment(channel: str, window: dict) -> dict:
     label = window["top_label"]
-    return {"channel": channel, "start": round(window["start"], 3), "end": round(window["end"], 3),
+    return {"channel": channel, "start": window["start"], "end": window["end"],  # sample / 16000: exact
             "label": label, "score": window["scores"][label], "scores": window["scores"]}
 
 
