@@ -91,6 +91,14 @@ def detector() -> VoiceDetector:
     return VoiceDetector()
 
 
+def warm_up() -> None:
+    """Load the detector and librosa now (a worker does at start), not in the first job: ConfigurationError
+    if silero-vad is missing."""
+    quiet = np.zeros(SAMPLE_RATE, np.float32)
+    detector().speech(quiet)
+    split(quiet, [(0, quiet.size)], 0.5)
+
+
 def model_path() -> Path:
     """The ONNX file inside the installed ``silero-vad`` wheel (found without importing it: it imports torch)."""
     spec = importlib.util.find_spec("silero_vad")
