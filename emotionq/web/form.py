@@ -197,7 +197,7 @@ MAX_JSON_BYTES = 64 * 1024
 
 def parse_json(body: bytes) -> tuple[str, JobForm]:
     """``POST /v1/jobs`` as JSON: its ``audio_url`` and its options, validated exactly as the form's
-    (``metadata`` may be an object, ``webhook_events`` a list)."""
+    (``metadata`` may be an object, ``webhook_events`` and ``channel_names`` lists)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -220,8 +220,9 @@ def parse_json(body: bytes) -> tuple[str, JobForm]:
     fields = dict(data)
     if isinstance(fields.get("metadata"), dict):
         fields["metadata"] = json.dumps(fields["metadata"])
-    if isinstance(fields.get("webhook_events"), list):
-        fields["webhook_events"] = ",".join(str(e) for e in fields["webhook_events"])
+    for name in ("webhook_events", "channel_names"):
+        if isinstance(fields.get(name), list):
+            fields[name] = ",".join(str(e) for e in fields[name])
     return audio_url.strip(), JobForm.parse(fields)
 
 

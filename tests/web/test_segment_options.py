@@ -87,3 +87,11 @@ def test_the_forms_defaults_are_the_detectors():
     assert (defaults.vad_threshold, defaults.min_speech_ms, defaults.min_silence_ms, defaults.speech_pad_ms) == (
         VadOptions.threshold, VadOptions.min_speech_ms, VadOptions.min_silence_ms, VadOptions.speech_pad_ms)
     assert VAD.threshold == VadOptions().threshold
+
+
+def test_a_json_body_takes_the_same_options_with_names_as_a_list():
+    from emotionq.web.form import parse_json
+
+    url, form = parse_json(b'{"audio_url": "https://example.com/a.wav", "channels": "separate", '
+                           b'"channel_names": ["agent", "customer"], "segmentation": "vad", "min_silence_ms": 300}')
+    assert form.options()["channel_names"] == ["agent", "customer"] and form.options()["min_silence_ms"] == 300
