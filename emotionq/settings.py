@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # Limits.
     max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0)
     max_audio_seconds: float = Field(3600.0, gt=0)
+    max_channels: int = Field(8, ge=1, le=64, description="channels a recording may have for channels=separate "
+                              "(each is scored on its own, so its time limit counts every channel)")
     soft_time_limit_base: float = Field(60.0, gt=0, description="seconds a job may run, plus the per-second part")
     soft_time_limit_per_audio_second: float = Field(0.5, ge=0)
     hard_time_limit_grace: float = Field(30.0, gt=0, description="seconds between the soft and the hard limit")

@@ -61,6 +61,41 @@ def make_speech(
     return path
 
 
+def make_turns(path: str | Path, turns: list[str | float], *, rate: int = 16000) -> list[tuple[float, float]]:
+    """Write ``turns`` to ``path``: each a text spoken by espeak-ng (its own leading and trailing silence
+    trimmed by sox) or seconds of digital silence, joined in order. Returns the speech spans (start, end)
+    in seconds, as sox measured them."""
+    path = Path(path)
+    spans, at = [], 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = []
+        for i, turn in enumerate(turns):
+            part = Path(tmp) / f"part{i}.wav"
+            if isinstance(turn, str):
+                spoken = Path(tmp) / f"spoken{i}.wav"
+                subprocess.run(["espeak-ng", "-w", str(spoken), turn], check=True, capture_output=True)
+                subprocess.run(["sox", str(spoken), "-r", str(rate), "-c", "1", "-b", "16", str(part),
+                                "silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%", "reverse"],
+                               check=True, capture_output=True)
+            else:
+                subprocess.run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(part), "trim", "0",
+                                f"{turn}"], check=True, capture_output=True)
+            seconds = float(subprocess.run(["soxi", "-D", str(part)], check=True, capture_output=True,
+                                           text=True).stdout)
+            if isinstance(turn, str):
+                spans.append((at, at + seconds))
+            at += seconds
+            parts.append(str(part))
+        subprocess.run(["sox", *parts, str(path)], check=True, capture_output=True)
+    return spans
+
+
+def make_channels(path: str | Path, channels: list[str | Path]) -> Path:
+    """Merge mono files of equal rate into one multi-channel file (sox -M), shorter ones padded with silence."""
+    subprocess.run(["sox", "-M", *map(str, channels), str(path)], check=True, capture_output=True)
+    return Path(path)
+
+
 # -- a corpus of bad (and borderline) uploads ------------------------------------------------------------------
 
 

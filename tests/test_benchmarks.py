@@ -60,3 +60,15 @@ def test_gpu_check_runs_standalone_without_servers(tmp_path):
     result = json.loads(out.read_text())
     assert any(r["metric"] == "sweep clips/s, 32 windows per pass" and r["value"] > 0 for r in result["rows"])
     assert result["details"]["fixed_shapes"]["compiled_max_frame_diff"] < 1e-5
+
+
+def test_segments_benchmark_measures_the_vad_share_on_any_model(tiny_model_dir, tmp_path):
+    from benchmarks.common import Context
+    from benchmarks.segments import NAME, _vad_share
+
+    ctx = Context(quick=True)
+    rows = _vad_share(ctx, tmp_path, tiny_model_dir, runtime="torch")
+    assert [r.unit for r in rows] == ["%", "s"] and all(r.value > 0 for r in rows), rows
+    mix = ctx.detail(NAME)["long mix"]
+    assert 0 < mix["speech_s"] < mix["audio_s"] and mix["segments"] >= 10  # the silences are left out
+    assert mix["inference_fixed_s"] > 0

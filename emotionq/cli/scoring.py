@@ -38,9 +38,16 @@ def _client(url: str | None, key: str | None):
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the results to this file  [default: stdout]")
+@click.option("--segmentation", type=click.Choice(["vad", "fixed"]), help="Speech segments (the API's default) "
+              "or fixed windows.")
+@click.option("--channels", type=click.Choice(["mix", "separate"]), help="Score each channel on its own.")
+@click.option("--channel-names", help="Names of the channels, comma-separated (with --channels separate).")
+@click.option("--segments", "segments_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write one row per speech segment to this .csv or .jsonl file (implies --wait).")
 @_api_options
 def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, concurrency: int, fmt: str,
-           output: Path | None, url: str | None, key: str | None) -> None:
+           output: Path | None, segmentation: str | None, channels: str | None, channel_names: str | None,
+           segments_path: Path | None, url: str | None, key: str | None) -> None:
     """Score each FILE and every audio file under each DIR: one result per file, as they finish.
 
     Run it again on the same folder to resume: files already scored come back at once from the
@@ -55,16 +62,24 @@ def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, c
     files = bulk.audio_files(paths)
     if not files:
         raise click.UsageError("no audio files found (looked for " + " ".join(sorted(bulk.AUDIO_SUFFIXES)) + ")")
+    seg_fmt = _segments_format(segments_path)
+    options = {k: v for k, v in (("segmentation", segmentation), ("channels", channels),
+                                 ("channel_names", channel_names)) if v}
     failed = 0
     with (open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)) as out, \
+            (open(segments_path, "w", encoding="utf-8") if segments_path else contextlib.nullcontext()) as seg_out, \
             _client(url, key) as client, tqdm(total=len(files), unit="file", disable=None) as bar:
         if fmt == "csv":
             tqdm.write(bulk.csv_header(), file=out)
+        if seg_fmt == "csv":
+            print(bulk.csv_header(bulk.SEGMENT_COLUMNS), file=seg_out)
         try:
-            for result in bulk.score(client, files, priority=priority, wait=wait, timeout=timeout,
-                                      concurrency=concurrency):
+            for result in bulk.score(client, files, priority=priority, wait=wait or bool(segments_path),
+                                      timeout=timeout, concurrency=concurrency, options=options):
                 tqdm.write(bulk.format_row(result, fmt), file=out)  # above the bar, not through it
                 out.flush()
+                if seg_out is not None:
+                    seg_out.writelines(bulk.format_segment(s, seg_fmt) + "\n" for s in result["segments"])
                 failed += result["error"] is not None
                 bar.update()
                 bar.set_postfix(failed=failed, refresh=False)
@@ -73,6 +88,14 @@ def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, c
     if failed:
         click.echo(f"emotionq: {failed} of {len(files)} files failed", err=True)
         sys.exit(1)
+
+
+def _segments_format(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    if path.suffix.lower() not in (".csv", ".jsonl"):
+        raise click.BadParameter("name a .csv or a .jsonl file", param_hint="--segments")
+    return path.suffix.lower().lstrip(".")
 
 
 @click.command()

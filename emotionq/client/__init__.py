@@ -55,11 +55,13 @@ class Client:
 
     def submit(self, path: str | Path, *, priority: str = "low", granularity: str = "utterance",
                embedding: bool = False, metadata: dict | None = None, webhook_url: str | None = None,
-               webhook_events: list[str] | None = None, wait: float = 0, idempotency_key: str | None = None) -> dict:
+               webhook_events: list[str] | None = None, wait: float = 0, idempotency_key: str | None = None,
+               options: dict[str, str] | None = None) -> dict:
         """Upload one recording; the job as the API answered (finished at once when its result was reused,
-        or within ``wait`` seconds)."""
+        or within ``wait`` seconds). ``options``: more form fields (segmentation, channels, channel_names, ...)."""
         path = Path(path)
-        fields = {"priority": priority, "granularity": granularity, "embedding": str(embedding).lower()}
+        fields = {"priority": priority, "granularity": granularity, "embedding": str(embedding).lower(),
+                  **(options or {})}
         if metadata is not None:
             fields["metadata"] = json.dumps(metadata)
         if webhook_url:

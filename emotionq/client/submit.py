@@ -24,6 +24,7 @@ AUDIO_SUFFIXES = frozenset({
 })
 STOP_CODES = frozenset({"unauthorized", "unreachable"})  # not about one file: stop instead of failing each
 CSV_COLUMNS = ("file", "job_id", "status", "dedup", "top_label", "top_score", *LABELS, "error_code", "error")
+SEGMENT_COLUMNS = ("file", "channel", "start", "end", "label", "score", *LABELS)
 
 
 def audio_files(paths: Iterable[Path]) -> list[Path]:
@@ -42,14 +43,16 @@ def audio_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def score(client: Client, files: list[Path], *, priority: str, wait: bool, timeout: float,
-          concurrency: int) -> Iterator[dict]:
+          concurrency: int, options: dict[str, str] | None = None) -> Iterator[dict]:
     """One row per file, in the order they finish; a file the API refuses is a row with its error code.
+    Each row's ``segments`` are its rows for ``--segments`` (``segment_rows``; not written with the row).
 
     Raises APIError when the API cannot be reached or refuses the API key, which no file would escape.
     """
     pool = ThreadPoolExecutor(concurrency, thread_name_prefix="emotionq-submit")
     try:
-        futures = [pool.submit(_one, client, path, priority=priority, wait=wait, timeout=timeout) for path in files]
+        futures = [pool.submit(_one, client, path, priority=priority, wait=wait, timeout=timeout, options=options)
+                   for path in files]
         for future in as_completed(futures):
             result, error = future.result()
             if error is not None and error.code in STOP_CODES:
@@ -59,11 +62,12 @@ def score(client: Client, files: list[Path], *, priority: str, wait: bool, timeo
         pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: send nothing more
 
 
-def _one(client: Client, path: Path, *, priority: str, wait: bool, timeout: float) -> tuple[dict, APIError | None]:
+def _one(client: Client, path: Path, *, priority: str, wait: bool, timeout: float,
+         options: dict[str, str] | None) -> tuple[dict, APIError | None]:
     deadline = time.monotonic() + timeout
     job, error = None, None
     try:
-        job = client.submit(path, priority=priority, wait=min(timeout, LONG_POLL_S) if wait else 0)
+        job = client.submit(path, priority=priority, wait=min(timeout, LONG_POLL_S) if wait else 0, options=options)
         if wait and job["status"] not in TERMINAL:
             job = client.wait(job["id"], timeout=max(0.0, deadline - time.monotonic()))
             if job["status"] not in TERMINAL:
@@ -96,13 +100,30 @@ def row(path: Path, job: dict | None, error: APIError | None = None) -> dict:
         "top_score": output.get("top_score"),
         "scores": output.get("scores"),
         "error": problem,
+        "segments": segment_rows(path, output),
     }
+
+
+def segment_rows(path: Path, output: dict) -> list[dict]:
+    """One row per scored segment of a result (none for a result of fixed windows of the mix, or no speech)."""
+    return [{"file": str(path), "channel": s["channel"], "start": s["start"], "end": s["end"], "label": s["label"],
+             "score": s["score"], "scores": s["scores"]} for s in output.get("segments") or []]
+
+
+def format_segment(segment: dict, fmt: str) -> str:
+    """A segment row as one line of JSON, or one CSV record (a column per label)."""
+    if fmt == "jsonl":
+        return json.dumps(segment)
+    values = [segment[k] for k in SEGMENT_COLUMNS[:6]] + [segment["scores"].get(label) for label in LABELS]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(values)
+    return buffer.getvalue()
 
 
 def format_row(result: dict, fmt: str) -> str:
     """One line of JSON, or one CSV record (a column per label) without its line ending."""
     if fmt == "jsonl":
-        return json.dumps(result)
+        return json.dumps({k: v for k, v in result.items() if k != "segments"})
     scores = result["scores"] or {}
     error = result["error"] or {}
     values = [result["file"], result["job_id"], result["status"], result["dedup"], result["top_label"],
@@ -112,7 +133,7 @@ def format_row(result: dict, fmt: str) -> str:
     return buffer.getvalue()
 
 
-def csv_header() -> str:
+def csv_header(columns: tuple[str, ...] = CSV_COLUMNS) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(CSV_COLUMNS)
+    csv.writer(buffer, lineterminator="").writerow(columns)
     return buffer.getvalue()

@@ -60,6 +60,29 @@ def decode(path: str | os.PathLike, *, max_seconds: float | None = None) -> np.n
     return check_samples(samples, max_seconds=max_seconds)
 
 
+def decode_channels(path: str | os.PathLike, *, max_seconds: float | None = None,
+                    max_channels: int = 8) -> list[np.ndarray]:
+    """Decode a file to one 16 kHz float32 array per channel (AudioError ``too_many_channels`` past
+    ``max_channels``, checked from the header before decoding)."""
+    info = probe(path, max_seconds=max_seconds)
+    if info.channels > max_channels:
+        raise too_many_channels(info.channels, max_channels)
+    samples = _decode_soundfile(path, max_seconds, keep_channels=True)
+    if samples is None:
+        samples = _decode_av(path, max_seconds, keep_channels=True)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    if samples.shape[1] > max_channels:
+        raise too_many_channels(samples.shape[1], max_channels)
+    return [check_samples(np.ascontiguousarray(samples[:, c]), max_seconds=max_seconds)
+            for c in range(samples.shape[1])]
+
+
+def too_many_channels(channels: int, max_channels: int) -> AudioError:
+    return AudioError(f"the recording has {channels} channels; channels=separate scores at most {max_channels}: "
+                      "upload it with channels=mix, or with fewer channels", code="too_many_channels")
+
+
 def check_samples(samples: np.ndarray, *, max_seconds: float | None = None) -> np.ndarray:
     """Validate decoded 16 kHz mono samples: non-empty, long enough, finite."""
     if samples.size == 0:
@@ -104,7 +127,7 @@ def _undecodable(detail: str = "") -> AudioError:
 
 
 class _MonoResampler:
-    """Averages channels and resamples blocks to 16 kHz as they arrive.
+    """Averages channels (or, with ``keep_channels``, keeps them) and resamples blocks to 16 kHz as they arrive.
 
     Given the length the header declares (``expected_frames``), output goes straight into one buffer
     of that size: a list of blocks concatenated at the end held the samples twice at its peak (77 MB
@@ -112,20 +135,23 @@ class _MonoResampler:
     understates), the rest goes to a list as before.
     """
 
-    def __init__(self, rate: int, max_seconds: float | None, expected_frames: int | None = None) -> None:
-        self.rate = rate
+    def __init__(self, rate: int, max_seconds: float | None, expected_frames: int | None = None,
+                 channels: int = 1) -> None:
+        self.rate, self.channels = rate, channels  # channels kept (1: the mix)
+        shape = () if channels == 1 else (channels,)
         self.max_frames = None if max_seconds is None else max_seconds * rate
         self.frames = 0
         self.out: list[np.ndarray] = []
         self.buffer = None
         self.filled = 0
         if expected_frames and (self.max_frames is None or expected_frames <= self.max_frames):
-            self.buffer = np.empty(int(expected_frames * SAMPLE_RATE / rate) + SAMPLE_RATE // 10, np.float32)
+            self.buffer = np.empty((int(expected_frames * SAMPLE_RATE / rate) + SAMPLE_RATE // 10, *shape),
+                                   np.float32)
         self.stream = None
         if rate != SAMPLE_RATE:
             import soxr
 
-            self.stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+            self.stream = soxr.ResampleStream(rate, SAMPLE_RATE, channels, dtype="float32", quality="HQ")
 
     def add(self, block: np.ndarray, *, last: bool = False) -> None:
         """``block`` is (frames, channels)."""
@@ -135,26 +161,30 @@ class _MonoResampler:
                 f"the recording lasts more than the {self.max_frames / self.rate:g} s allowed: "
                 "split it into shorter files"
             )
-        mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+        if self.channels > 1:
+            mono = block
+        else:
+            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
         mono = np.ascontiguousarray(mono, dtype=np.float32)
         if self.stream is not None:
             mono = self.stream.resample_chunk(mono, last=last)
         if not mono.size:
             return
-        if self.buffer is not None and not self.out and self.filled + mono.size <= self.buffer.size:
-            self.buffer[self.filled : self.filled + mono.size] = mono
-            self.filled += mono.size
+        n = mono.shape[0]
+        if self.buffer is not None and not self.out and self.filled + n <= self.buffer.shape[0]:
+            self.buffer[self.filled : self.filled + n] = mono
+            self.filled += n
         else:
             self.out.append(mono)
 
     def finish(self) -> np.ndarray:
         if self.stream is not None:
-            self.add(np.zeros((0, 1), np.float32), last=True)
+            self.add(np.zeros((0, self.channels), np.float32), last=True)
         if self.buffer is not None and not self.out:
             return self.buffer[: self.filled]
         head = [self.buffer[: self.filled]] if self.buffer is not None and self.filled else []
         parts = head + self.out
-        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        return np.concatenate(parts) if parts else np.zeros((0,) if self.channels == 1 else (0, self.channels), np.float32)
 
 
 def _sf_open(path):
@@ -195,7 +225,7 @@ def _probe_soundfile(path) -> AudioInfo | None:
         )
 
 
-def _decode_soundfile(path, max_seconds) -> np.ndarray | None:
+def _decode_soundfile(path, max_seconds, *, keep_channels: bool = False) -> np.ndarray | None:
     import soundfile as sf
 
     sfile = _sf_open(path)
@@ -207,7 +237,8 @@ def _decode_soundfile(path, max_seconds) -> np.ndarray | None:
         if _truncated(sfile):
             log.warning("audio header declares more data than the file holds (truncated, or written as a stream)")
         expected = sfile.frames if sfile.frames < _UNKNOWN_FRAMES else None
-        mixer = _MonoResampler(sfile.samplerate, max_seconds, expected)
+        mixer = _MonoResampler(sfile.samplerate, max_seconds, expected,
+                               channels=sfile.channels if keep_channels else 1)
         try:
             # Not SoundFile.blocks(): it yields uninitialised memory when a file holds fewer
             # frames than its header declares (a truncated MP3 gave NaNs).
@@ -264,7 +295,7 @@ def _probe_av(path, max_seconds: float | None) -> AudioInfo:
     return AudioInfo(duration_s=duration, sample_rate=rate, channels=channels, format=fmt)
 
 
-def _decode_av(path, max_seconds) -> np.ndarray:
+def _decode_av(path, max_seconds, *, keep_channels: bool = False) -> np.ndarray:
     import av
 
     with _av_open(path) as container:
@@ -276,16 +307,17 @@ def _decode_av(path, max_seconds) -> np.ndarray:
         resampler = av.AudioResampler(format="fltp")  # any sample format -> float planar
         mixer = None
 
-        def expected(rate: int) -> int | None:  # frames the header declares, where it is not a guess
-            return int(duration * rate) if exact and duration else None
+        def new_mixer(out) -> _MonoResampler:  # with the frames the header declares, where it is not a guess
+            return _MonoResampler(out.sample_rate, max_seconds, int(duration * out.sample_rate) if exact and duration
+                                  else None, channels=out.to_ndarray().shape[0] if keep_channels else 1)
 
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    mixer = mixer or _MonoResampler(out.sample_rate, max_seconds, expected(out.sample_rate))
+                    mixer = mixer or new_mixer(out)
                     mixer.add(out.to_ndarray().T)
             for out in resampler.resample(None):
-                mixer = mixer or _MonoResampler(out.sample_rate, max_seconds, expected(out.sample_rate))
+                mixer = mixer or new_mixer(out)
                 mixer.add(out.to_ndarray().T)
         except av.FFmpegError as exc:
             if mixer is None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from emotionq.errors import AudioError, Canceled, ConfigurationError, ServerFault, TransientFault
 from emotionq.inference import heap
-from emotionq.inference.audio import SAMPLE_RATE, check_samples
+from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE, check_samples
 from emotionq.inference.funasr_patches import local_features_per_window, trim_alibi_cache, zeroed_padding
 from emotionq.inference.labels import LABELS
 from emotionq.inference.loading import autocast_dtype, load_automodel
@@ -29,7 +29,7 @@ from emotionq.inference.windows import FRAME_STRIDE, group_windows, window_bound
 
 FRAME_RATE = SAMPLE_RATE // FRAME_STRIDE  # 50 frames per second
 GRANULARITIES = ("utterance", "frame")
-OPTIONS = ("granularity", "embedding")  # predict's per-recording options
+OPTIONS = ("granularity", "embedding", "bounds")  # predict_batch's per-recording options (bounds: its own windows)
 # Padded seconds of audio per forward pass of predict_batch. On a GPU big passes keep it busy (four
 # 30 s windows). On a CPU they lose: past ~16 padded seconds the attention's batch x heads x T^2
 # tensors outgrow the caches and a pass runs slower than its windows one at a time, while
@@ -420,10 +420,22 @@ def _item(index: int, samples: np.ndarray, options: dict | None, window_s: float
     return {
         "index": index,
         "samples": samples,
-        "bounds": window_bounds(samples.size, window_s, sample_rate=SAMPLE_RATE),
+        "bounds": _bounds(options.get("bounds"), samples.size, window_s),
         "granularity": granularity,
         "embedding": bool(options.get("embedding", False)),
     }
+
+
+def _bounds(given: list | None, n_samples: int, window_s: float) -> list[tuple[int, int]]:
+    """The item's windows: ``window_bounds``, or the sample ranges it names (speech segments), each checked
+    to lie in the recording, hold at least ``MIN_SAMPLES`` and at most a window's samples."""
+    if given is None:
+        return window_bounds(n_samples, window_s, sample_rate=SAMPLE_RATE)
+    longest = int(window_s * SAMPLE_RATE) // FRAME_STRIDE * FRAME_STRIDE
+    bounds = [(int(a), int(b)) for a, b in given]
+    if not bounds or any(not (0 <= a and a + MIN_SAMPLES <= b <= n_samples and b - a <= longest) for a, b in bounds):
+        raise ValueError(f"bounds must be sample ranges of {MIN_SAMPLES} to {longest} samples within the recording")
+    return bounds
 
 
 def _summary(scores: list[float], *, top_score: bool = True) -> dict:

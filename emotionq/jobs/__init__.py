@@ -18,6 +18,7 @@ transactions that move runs in and out of ``queued``; a new run past
 """
 
 from emotionq.jobs.access import cancel, load, status_of, take_back
+from emotionq.jobs.channels import check_channels
 from emotionq.jobs.records import (
     CANCELED,
     FAILED,
@@ -36,6 +37,7 @@ from emotionq.jobs.submission import Submission, abandon_run, mark_published, su
 from emotionq.jobs.view import iso, view
 
 __all__ = [
+    "check_channels",
     "CANCELED", "FAILED", "QUEUED", "RUNNING", "SUCCEEDED", "TERMINAL", "Claim", "Submission", "abandon_run",
     "cancel", "claim", "complete", "dedup_key", "fail", "iso", "job_key", "load", "mark_published", "new_id",
     "queue_depth", "record_decoded", "requeue", "run_key", "status_of", "stop_if_unwanted", "submit", "take_back",

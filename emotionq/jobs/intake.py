@@ -18,6 +18,7 @@ from celery import Celery
 from emotionq import metrics
 from emotionq.errors import AudioTooLong, BlobStoreUnavailable, Unavailable
 from emotionq.inference.audio import probe
+from emotionq.jobs.channels import check_channels
 from emotionq.jobs.submission import Submission, abandon_run, mark_published, submit
 from emotionq.queues import publish_run
 from emotionq.settings import Priority, Settings
@@ -71,11 +72,11 @@ class Intake:
         """Submit the job; its audio is filed if a run needs it, and thrown away otherwise (or on refusal)."""
         try:
             webhook = self._webhook(request)
-            duration_s = self._duration(audio)
+            duration_s, channels = self._duration(audio, request.options)
             submission = submit(
                 self.store, settings=self.settings, client=request.client, priority=request.priority,
                 input={"filename": request.filename, "content_type": request.content_type, "bytes": audio.size,
-                       "duration_s": round(duration_s, 3), "sha256": audio.sha256,
+                       "duration_s": round(duration_s, 3), "channels": channels, "sha256": audio.sha256,
                        **({"url": request.url} if request.url else {})},
                 options=request.options, metadata=request.metadata, model=self.model_key, webhook=webhook,
                 idempotency_key=request.idempotency_key,
@@ -96,13 +97,17 @@ class Intake:
             targets.check(request.webhook["url"], allow=self.webhook_policy.allow)
         return request.webhook
 
-    def _duration(self, audio: PendingAudio) -> float:
+    def _duration(self, audio: PendingAudio, options: dict) -> tuple[float, int]:
+        """The recording's duration and channel count, from its header; refused past the limits, or where
+        ``channel_names`` does not name each of its channels."""
         limit = self.settings.max_audio_seconds
         info = probe(audio.source(), max_seconds=limit)
         if info.duration_s > limit:
             raise AudioTooLong(f"the recording lasts {info.duration_s:.0f} s; the limit is {limit:.0f} s: "
                                "split it and send the parts")
-        return info.duration_s
+        if options.get("channels") == "separate":
+            check_channels(info.channels, options, max_channels=self.settings.max_channels)
+        return info.duration_s, info.channels
 
     def _file(self, audio: PendingAudio, submission: Submission) -> None:
         try:

@@ -130,7 +130,8 @@ def _new_run(tx: Tx, *, run_id: str, key: str, job_id: str, priority: Priority, 
                          "retry later")
     return {
         "id": run_id, "key": key, "sha256": input["sha256"], "model": model,
-        "options": options, "duration_s": input["duration_s"], "priority": priority,
+        "options": options, "duration_s": input["duration_s"], "channels": input.get("channels", 1),
+        "priority": priority,
         "state": QUEUED, "jobs": [job_id], "created_at": now, "started_at": None,
         "finished_at": None, "published_at": None, "owner": None, "deliveries": 0, "retries": 0,
         "deadline": None, "worker": None, "output": None, "error": None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -27,6 +28,11 @@ from pydantic_core import PydanticCustomError
 from emotionq.errors import InvalidRequest
 from emotionq.webhooks.events import parse_events
 
+# The detector's defaults (emotionq.inference.segments.VadOptions, which the web layer does not import;
+# tests/web/test_api.py checks that the two agree).
+VAD = SimpleNamespace(threshold=0.5, min_speech_ms=250, min_silence_ms=500, speech_pad_ms=30)
+VAD_FIELDS = ("vad_threshold", "min_speech_ms", "min_silence_ms", "speech_pad_ms")
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_METADATA_KEYS = 16
 MAX_METADATA_DEPTH = 8  # nested arrays/objects; json.loads recurses, so depth is bounded before parsing
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
@@ -76,7 +82,25 @@ class JobForm(BaseModel):
                                 description="comma-separated extra events; job.succeeded, job.failed and "
                                 "job.canceled are always sent")
 
-    @field_validator("priority", "granularity", "embedding", "webhook_url", mode="before")
+    segmentation: Literal["vad", "fixed"] = Field(
+        "vad", examples=["vad"], description="vad: speech segments (Silero VAD), each scored on its own, silence "
+        "left out; fixed: windows of up to 30 s over the whole recording, silence included")
+    vad_threshold: float = Field(VAD.threshold, ge=0.05, le=0.95, examples=[0.5],
+                                 description="speech probability at which speech starts (vad only)")
+    min_speech_ms: int = Field(VAD.min_speech_ms, ge=30, le=10000, examples=[250],
+                               description="shorter speech is dropped (vad only)")
+    min_silence_ms: int = Field(VAD.min_silence_ms, ge=30, le=10000, examples=[500],
+                                description="a pause at least this long ends a segment (vad only)")
+    speech_pad_ms: int = Field(VAD.speech_pad_ms, ge=0, le=1000, examples=[30],
+                               description="added before and after each segment (vad only)")
+    channels: Literal["mix", "separate"] = Field(
+        "mix", examples=["separate"], description="mix: channels averaged to mono; separate: each channel "
+        "segmented and scored on its own (a two-channel call: agent and customer)")
+    channel_names: str = Field("", examples=["agent,customer"], description="comma-separated names of the "
+                               "channels, one per channel, in order (separate only); default ch1, ch2, ...")
+
+    @field_validator("priority", "granularity", "embedding", "webhook_url", "segmentation", "vad_threshold",
+                     "min_speech_ms", "min_silence_ms", "speech_pad_ms", "channels", mode="before")
     @classmethod
     def _blank_is_default(cls, value: Any, info) -> Any:
         """Form values are strings: trimmed, case-folded (but URLs), and an empty one is the default."""
@@ -94,10 +118,26 @@ class JobForm(BaseModel):
             raise PydanticCustomError("invalid_request", exc.message) from None
         return value
 
+    @field_validator("channel_names")
+    @classmethod
+    def _valid_names(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",")] if value.strip() else []
+        if any(not CHANNEL_NAME.fullmatch(n) for n in names):
+            raise PydanticCustomError("invalid_request", "channel_names: comma-separated names of 1 to 32 letters, "
+                                      "digits, '_', '-' or '.', one per channel (e.g. agent,customer)")
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("invalid_request", "channel_names: each channel needs a name of its own")
+        return ",".join(names)
+
     @model_validator(mode="after")
     def _events_need_a_url(self) -> JobForm:
         if self.webhook_events.strip() and not self.webhook_url:
             raise PydanticCustomError("invalid_request", "webhook_events needs a webhook_url")
+        if self.channel_names and self.channels != "separate":
+            raise PydanticCustomError("invalid_request", "channel_names needs channels=separate")
+        vad_set = sorted(set(VAD_FIELDS) & self.model_fields_set)
+        if vad_set and self.segmentation != "vad":
+            raise PydanticCustomError("invalid_request", f"{', '.join(vad_set)}: for segmentation=vad only")
         return self
 
     @classmethod
@@ -109,8 +149,15 @@ class JobForm(BaseModel):
             raise _invalid(exc) from None
 
     def options(self) -> dict:
-        """The job options that are part of its dedup key."""
-        return {"granularity": self.granularity, "embedding": self.embedding}
+        """The job options that are part of its dedup key (the VAD's thresholds only with vad, the names
+        only with separate channels)."""
+        out = {"granularity": self.granularity, "embedding": self.embedding, "segmentation": self.segmentation,
+               "channels": self.channels}
+        if self.segmentation == "vad":
+            out.update({name: getattr(self, name) for name in VAD_FIELDS})
+        if self.channel_names:
+            out["channel_names"] = self.channel_names.split(",")
+        return out
 
     def webhook(self) -> dict | None:
         """The webhook as the job records it (its URL is checked against the network policy later)."""
@@ -136,7 +183,8 @@ def schema_with_file() -> dict:
     schema = JobForm.model_json_schema(mode="validation")
     schema["properties"] = {"file": {
         "type": "string", "format": "binary", "description": "the recording: anything libsndfile or FFmpeg "
-        "decodes (WAV, FLAC, MP3, OGG, M4A, ...); averaged to mono and resampled to 16 kHz"},
+        "decodes (WAV, FLAC, MP3, OGG, M4A, ...); resampled to 16 kHz, its channels averaged to mono "
+        "unless channels=separate"},
         **schema["properties"]}
     schema["required"] = ["file"]
     return schema
@@ -149,7 +197,7 @@ MAX_JSON_BYTES = 64 * 1024
 
 def parse_json(body: bytes) -> tuple[str, JobForm]:
     """``POST /v1/jobs`` as JSON: its ``audio_url`` and its options, validated exactly as the form's
-    (``metadata`` may be an object, ``webhook_events`` a list)."""
+    (``metadata`` may be an object, ``webhook_events`` and ``channel_names`` lists)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -172,8 +220,9 @@ def parse_json(body: bytes) -> tuple[str, JobForm]:
     fields = dict(data)
     if isinstance(fields.get("metadata"), dict):
         fields["metadata"] = json.dumps(fields["metadata"])
-    if isinstance(fields.get("webhook_events"), list):
-        fields["webhook_events"] = ",".join(str(e) for e in fields["webhook_events"])
+    for name in ("webhook_events", "channel_names"):
+        if isinstance(fields.get(name), list):
+            fields[name] = ",".join(str(e) for e in fields[name])
     return audio_url.strip(), JobForm.parse(fields)
 
 

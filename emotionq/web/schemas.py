@@ -15,12 +15,15 @@ Status = Literal["queued", "running", "succeeded", "failed", "canceled"]
 
 _SCORES = {"angry": 0.012, "disgusted": 0.004, "fearful": 0.009, "happy": 0.731, "neutral": 0.198, "other": 0.011,
            "sad": 0.018, "surprised": 0.015, "unknown": 0.002}
+_ANGRY = {**_SCORES, "angry": 0.652, "happy": 0.091}
 JOB_QUEUED = {
     "id": "job_5f0c2a9e8b7d4c1fa3e6b2d9c8a7f1e0", "status": "queued", "priority": "high",
     "created_at": "2026-05-04T09:30:12.481Z", "started_at": None, "finished_at": None,
     "input": {"filename": "call-1842.wav", "content_type": "audio/wav", "bytes": 1920044, "duration_s": 60.0,
               "sha256": "56d8c244463deb2bb2f421627bad7af3dab9d8278908295eb3f7fb47ce182e5c"},
-    "options": {"granularity": "utterance", "embedding": False},
+    "options": {"granularity": "utterance", "embedding": False, "segmentation": "vad", "channels": "separate",
+                "vad_threshold": 0.5, "min_speech_ms": 250, "min_silence_ms": 500, "speech_pad_ms": 30,
+                "channel_names": ["agent", "customer"]},
     "metadata": {"call_id": "c-1842"},
     "output": None, "error": None,
     "dedup": {"reused": False, "source": None, "run_id": "run_0b1c2d3e4f5a4b6c8d9e0f1a2b3c4d5e"},
@@ -32,12 +35,24 @@ JOB_SUCCEEDED = {
     "started_at": "2026-05-04T09:30:12.903Z", "finished_at": "2026-05-04T09:30:13.655Z",
     "output": {
         "scores": _SCORES, "top_label": "happy", "top_score": 0.731,
-        "timeline": [{"start": 0.0, "end": 30.0, "scores": _SCORES, "top_label": "happy"},
-                     {"start": 30.0, "end": 60.0, "scores": _SCORES, "top_label": "happy"}],
+        "segments": [{"channel": "agent", "start": 0.42, "end": 3.9, "label": "happy", "score": 0.731,
+                      "scores": _SCORES},
+                     {"channel": "customer", "start": 4.61, "end": 9.02, "label": "angry", "score": 0.652,
+                      "scores": _ANGRY}],
+        "channels": [
+            {"name": "agent", "scores": _SCORES, "top_label": "happy", "no_speech": False, "summary": {
+                "speech_s": 3.48, "share": {"happy": 1.0}, "dominant_label": "happy",
+                "strongest": {"happy": {"start": 0.42, "end": 3.9, "score": 0.731}}, "changes": []}},
+            {"name": "customer", "scores": _ANGRY, "top_label": "angry", "no_speech": False, "summary": {
+                "speech_s": 4.41, "share": {"angry": 1.0}, "dominant_label": "angry",
+                "strongest": {"angry": {"start": 4.61, "end": 9.02, "score": 0.652}}, "changes": []}}],
+        "no_speech": False, "segmentation": "vad", "speech_s": 7.89,
+        "timeline": [{"start": 0.42, "end": 3.9, "scores": _SCORES, "top_label": "happy"},
+                     {"start": 4.61, "end": 9.02, "scores": _ANGRY, "top_label": "angry"}],
         "duration_s": 60.0, "frame_rate": 50,
         "model": {"id": "iic/emotion2vec_plus_large", "revision": "v2.0.4", "device": "cuda", "dtype": "bfloat16",
                   "untrained": False},
-        "timing": {"decode_ms": 41.2, "inference_ms": 688.5},
+        "timing": {"decode_ms": 41.2, "inference_ms": 688.5, "vad_ms": 12.7},
     },
     "webhook": {**JOB_QUEUED["webhook"], "deliveries": [{
         "event": "job.succeeded", "id": "msg_2b7e41c0d9a84f3e9c51d7a8e6f20b14", "status": "delivered", "attempts": 1,
@@ -58,6 +73,7 @@ class JobInput(BaseModel):
     content_type: str | None
     bytes: int
     duration_s: float
+    channels: int | None = Field(None, description="channels in the file's header")
     sha256: str
     url: str | None = Field(None, description="a job by URL: its audio_url, without the query string")
 
@@ -65,6 +81,13 @@ class JobInput(BaseModel):
 class JobOptions(BaseModel):
     granularity: Literal["utterance", "frame"] = "utterance"
     embedding: bool = False
+    segmentation: Literal["vad", "fixed"] = Field("fixed", description="absent on jobs from before segments: fixed")
+    channels: Literal["mix", "separate"] = "mix"
+    vad_threshold: float | None = None
+    min_speech_ms: int | None = None
+    min_silence_ms: int | None = None
+    speech_pad_ms: int | None = None
+    channel_names: list[str] | None = None
 
 
 class JobError(BaseModel):
@@ -126,8 +149,12 @@ class Job(BaseModel):
     options: JobOptions
     metadata: dict[str, Any]
     output: dict[str, Any] | None = Field(
-        description="scores (9 English labels summing to 1), top_label, top_score, timeline, model; "
-                    "embedding and frames on request")
+        description="scores (9 English labels summing to 1; with vad the speech-duration-weighted mean over "
+                    "segments, null when no_speech), top_label, top_score, timeline (windows; with vad, the "
+                    "segments), duration_s, model; with vad or channels=separate also segments [{channel, start, "
+                    "end, label, score, scores}], channels [{name, scores, top_label, no_speech, summary {speech_s, "
+                    "share, dominant_label, strongest, changes}}], no_speech, speech_s; embedding and frames on "
+                    "request")
     error: JobError | None
     dedup: Dedup
     webhook: Webhook | None = None

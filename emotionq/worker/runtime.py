@@ -70,13 +70,14 @@ class Runtime:
 
     @cached_property
     def model(self):
-        from emotionq.inference import EmotionModel
+        from emotionq.inference import EmotionModel, segments
 
         s = self.settings
         model = EmotionModel.load(s.model, revision=s.model_revision, device=s.worker_device,
                                   threads=s.torch_threads, runtime=s.runtime, runtime_cache_dir=s.runtime_cache_dir)
         log.info("model %s ready on %s (%s, %s: %s; untrained=%s)", model.model_id, model.device, model.dtype,
                  model.runtime, model.runtime_note, model.untrained)
+        segments.warm_up()  # the speech detector and librosa, loaded before the first job
         return model
 
     def announce(self) -> None:

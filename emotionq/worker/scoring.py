@@ -16,7 +16,8 @@ import numpy as np
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
 from emotionq.errors import BadInput, BlobStoreUnavailable, Canceled, EmotionQError, RunTimeLimit, TransientFault
-from emotionq.inference.audio import SAMPLE_RATE, decode
+from emotionq.inference import segmented
+from emotionq.inference.audio import SAMPLE_RATE, decode, decode_channels
 from emotionq.settings import Settings
 from emotionq.store import Store
 
@@ -75,7 +76,8 @@ class _Decoded:
     index: int  # in the batch's members
     member: Member
     run: dict
-    samples: np.ndarray
+    plan: segmented.Plan  # its tracks (channels) and the windows or speech segments of each
+    duration_s: float
     decode_s: float
 
 
@@ -110,40 +112,51 @@ class _Batch:
         """The run's audio, decoded (its length recorded); None if it fails, as it then has."""
         began = time.perf_counter()
         try:
-            samples = _decode(self.blobs, run, self.settings)
+            channels = _decode(self.blobs, run, self.settings)
+            duration_s = channels[0].size / SAMPLE_RATE
+            jobs.record_decoded(self.store, run_id=member.run_id, task_id=member.task_id, duration_s=duration_s)
+            jobs.check_channels(len(channels), run["options"], max_channels=self.settings.max_channels)
+            plan = segmented.tracks(channels, run["options"], window_s=self.settings.window_seconds)
         except TransientFault:
             raise  # the object store is down: the batch goes back, and is retried
         except EmotionQError as exc:
             self.outcomes[i] = _fail_member(self.store, member, exc, self.notify)
             return None
-        jobs.record_decoded(self.store, run_id=member.run_id, task_id=member.task_id,
-                            duration_s=samples.size / SAMPLE_RATE)
-        return _Decoded(i, member, run, samples, time.perf_counter() - began)
+        return _Decoded(i, member, run, plan, duration_s, time.perf_counter() - began - plan.vad_s)
 
     def score(self, decoded: list[_Decoded], *, started: float) -> None:
-        """One model call for all of ``decoded``; each result recorded on its own."""
+        """One model call for the tracks of all of ``decoded``; each run's result recorded on its own."""
         metrics.observe_batch(len(decoded))
         watch = _Watch(self.store, [d.member for d in decoded], settings=self.settings, started=started,
-                       audio_s=sum(d.samples.size for d in decoded) / SAMPLE_RATE)
+                       audio_s=sum(max(d.duration_s, d.plan.audio_s()) for d in decoded))
+        entries = [(k, track) for k, d in enumerate(decoded) for track in d.plan.scored()]
         s = self.settings
         began = time.perf_counter()
-        results = self.model.predict_batch([d.samples for d in decoded], options=[d.run["options"] for d in decoded],
-                                           window_s=s.window_seconds, max_batch_windows=s.batch_windows,
-                                           max_batch_s=s.batch_pass_s, before_pass=watch)
+        results = self.model.predict_batch(
+            [t.samples for _, t in entries],
+            options=[segmented.model_options(decoded[k].run["options"], t, decoded[k].plan) for k, t in entries],
+            window_s=s.window_seconds, max_batch_windows=s.batch_windows, max_batch_s=s.batch_pass_s,
+            before_pass=lambda: _tracks_of(watch(), entries)) if entries else []
         inference_s = time.perf_counter() - began
-        metrics.observe_inference(inference_s, worker=self.worker)
-        for k, (d, result) in enumerate(zip(decoded, results)):
-            if isinstance(result, Canceled):
+        if entries:
+            metrics.observe_inference(inference_s, worker=self.worker)
+        for k, d in enumerate(decoded):
+            mine = [r for (owner, _), r in zip(entries, results) if owner == k]
+            problem = next((r for r in mine if isinstance(r, BaseException)), None)
+            if isinstance(problem, Canceled) or k in watch.stopped:
                 log.info("run %s stopped: every job that wanted it was canceled", d.member.run_id)
                 metrics.run_finished(watch.stopped[k])
                 self.outcomes[d.index] = "canceled"
-            elif isinstance(result, EmotionQError) and not isinstance(result, TransientFault):
-                self.outcomes[d.index] = _fail_member(self.store, d.member, result, self.notify)
-            elif isinstance(result, BaseException):
-                raise result
+            elif isinstance(problem, EmotionQError) and not isinstance(problem, TransientFault):
+                self.outcomes[d.index] = _fail_member(self.store, d.member, problem, self.notify)
+            elif problem is not None:
+                raise problem
             else:
+                result = segmented.combine(d.plan, mine, model=self.model.info(), duration_s=d.duration_s)
                 result["timing"] = {"decode_ms": round(d.decode_s * 1e3, 1),
                                     "inference_ms": round(inference_s * 1e3, 1), "batch_size": len(decoded)}
+                if d.plan.segmentation == "vad":
+                    result["timing"]["vad_ms"] = round(d.plan.vad_s * 1e3, 1)
                 self._complete(d, result)
 
     def _complete(self, d: _Decoded, result: dict) -> None:
@@ -177,11 +190,20 @@ class _Watch:
         return set(self.stopped)
 
 
-def _decode(blobs: BlobStore, run: dict, settings: Settings):
-    """The run's audio, decoded from a local copy (BadInput ``audio_missing`` if the blob is gone)."""
+def _tracks_of(members: set[int], entries: list) -> set[int]:
+    """The indices of ``entries`` (member index, track) that belong to ``members``."""
+    return {i for i, (k, _) in enumerate(entries) if k in members}
+
+
+def _decode(blobs: BlobStore, run: dict, settings: Settings) -> list[np.ndarray]:
+    """The run's audio, decoded from a local copy: the mix, or each channel with channels=separate
+    (BadInput ``audio_missing`` if the blob is gone)."""
     try:
         with blobs.local(run["sha256"], run.get("blob")) as path:
-            return decode(path, max_seconds=settings.max_audio_seconds)
+            if run["options"].get("channels") == "separate":
+                return decode_channels(path, max_seconds=settings.max_audio_seconds,
+                                       max_channels=settings.max_channels)
+            return [decode(path, max_seconds=settings.max_audio_seconds)]
     except BlobStoreUnavailable as exc:
         raise TransientFault(exc.message, code=exc.code) from exc
 

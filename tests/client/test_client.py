@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from audio_factory import distinct_clips
+from audio_factory import distinct_clips, make_channels, make_turns
 from emotionq.client import Client, problem
 from emotionq.errors import APIError
 from emotionq.inference.labels import LABELS
@@ -190,3 +190,35 @@ def test_retry_after_may_be_an_http_date():
     error = problem(response)
     assert (error.status, error.code, error.detail, error.retry_after) == (503, "store_unavailable", "down", 0.0)
     assert problem(httpx.Response(502, text="<html>bad gateway</html>")).code == "http_502"
+
+
+def test_submit_segments_writes_a_row_per_segment_of_each_channel(service, tmp_path):
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    make_turns(tmp_path / "agent.wav", [0.3, "Hello, this is the agent speaking.", 3.0])
+    make_turns(tmp_path / "customer.wav", [2.6, "I am very angry about my bill.", 0.5])
+    make_channels(calls / "call.wav", [tmp_path / "agent.wav", tmp_path / "customer.wav"])
+    seg_csv, seg_jsonl = tmp_path / "segments.csv", tmp_path / "segments.jsonl"
+    out = emotionq(service, "submit", str(calls), "--channels", "separate", "--channel-names", "agent,customer",
+                   "--segments", str(seg_csv))
+    assert out.returncode == 0, out.stdout + out.stderr
+    [row] = jsonl(out).values()
+    assert row["status"] == "succeeded" and "segments" not in row  # --segments implies --wait
+    job = Client(service.url, service.key).job(row["job_id"])
+    with open(seg_csv, newline="") as f:
+        records = list(csv.DictReader(f))
+    assert list(records[0]) == ["file", "channel", "start", "end", "label", "score", *LABELS]
+    segments = job["output"]["segments"]
+    assert [r["channel"] for r in records] == [s["channel"] for s in segments] == ["agent", "customer"]
+    for record, segment in zip(records, segments):
+        assert record["file"].endswith("call.wav") and record["label"] == segment["label"]
+        assert (float(record["start"]), float(record["end"])) == (segment["start"], segment["end"])
+        assert {k: float(record[k]) for k in LABELS} == pytest.approx(segment["scores"])
+    again = emotionq(service, "submit", str(calls), "--channels", "separate", "--channel-names", "agent,customer",
+                     "--segments", str(seg_jsonl))
+    assert again.returncode == 0, again.stdout + again.stderr
+    rows = [json.loads(line) for line in seg_jsonl.read_text().splitlines()]
+    assert [(r["channel"], r["start"], r["end"], r["label"], r["scores"]) for r in rows] == [
+        (s["channel"], s["start"], s["end"], s["label"], s["scores"]) for s in segments]
+    bad = emotionq(service, "submit", str(calls), "--segments", str(tmp_path / "segments.txt"))
+    assert bad.returncode == 2 and ".csv or a .jsonl" in bad.stderr

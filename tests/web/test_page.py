@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
-from audio_factory import distinct_clips
+from audio_factory import distinct_clips, make_channels, make_turns
 from emotionq.inference.labels import LABELS
 from harness import running
 
@@ -164,6 +164,7 @@ def test_long_recording_shows_a_timeline_window_by_window(service, page, long_wa
     _open(page, service.url, key)
     polls = []
     page.on("request", lambda r: "/v1/jobs/" in r.url and polls.append(r.headers.get("prefer")))
+    page.get_by_label("Segments").select_option("fixed")  # windows of the whole recording, not speech segments
     page.get_by_label("Audio file").set_input_files(clip)
     job_id = _finish(page, timeout_s=240)
     assert "running" in page.evaluate("window.__seen")  # scoring 70 s takes long enough to be seen running
@@ -190,6 +191,53 @@ def test_long_recording_shows_a_timeline_window_by_window(service, page, long_wa
             assert abs(part["height"] - w["scores"][label] * column.locator(".stack").bounding_box()["height"]) <= 1
     ticks = page.locator("#axis span").all_inner_texts()
     assert ticks[0] == "0:00" and len(ticks) >= 3, ticks  # a time axis in m:ss
+
+
+def test_separate_channels_show_a_lane_each_with_its_segments_in_place(service, page, tmp_path):
+    """A two-channel call: one lane per channel, each segment a box at its time and in its label's colour
+    (DOM and pixels), and the channel's summary under it."""
+    make_turns(tmp_path / "agent.wav", [0.4, "Hello, this is the agent speaking.", 2.5, "Thank you.", 0.5])
+    make_turns(tmp_path / "customer.wav", [2.5, "I am very angry about my bill.", 3.0])
+    call = make_channels(tmp_path / "call.wav", [tmp_path / "agent.wav", tmp_path / "customer.wav"])
+    key = service.create_key("web-lanes")
+    _open(page, service.url, key)
+    page.get_by_label("Channels").select_option("separate")
+    page.get_by_label("Channel names").fill("agent,customer")
+    page.get_by_label("Audio file").set_input_files(call)
+    job_id = _finish(page)
+    job = httpx.get(f"{service.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+    out = job["output"]
+    assert [c["name"] for c in out["channels"]] == ["agent", "customer"] and len(out["segments"]) >= 3
+    expect(page.locator("#lanes-box")).to_be_visible()
+    expect(page.locator("#timeline-box")).to_be_hidden()
+    shot = _screenshot(page, tmp_path / "lanes.png")
+    lanes = page.locator("#lanes .lane")
+    expect(lanes).to_have_count(2)
+    for i, channel in enumerate(out["channels"]):
+        lane = lanes.nth(i)
+        assert lane.get_attribute("data-channel") == channel["name"] == lane.locator(".name").inner_text()
+        track = lane.locator(".lane-track").bounding_box()
+        mine = [s for s in out["segments"] if s["channel"] == channel["name"]]
+        boxes = lane.locator(".segment")
+        expect(boxes).to_have_count(len(mine))
+        for k, s in enumerate(mine):
+            box = boxes.nth(k)
+            assert box.get_attribute("data-label") == s["label"]
+            at = box.bounding_box()
+            duration = out["duration_s"]
+            assert abs(at["x"] - (track["x"] + s["start"] / duration * track["width"])) <= 1.5, (s, at, track)
+            assert abs(at["width"] - (s["end"] - s["start"]) / duration * track["width"]) <= 1.5, (s, at, track)
+            assert box.evaluate("e => getComputedStyle(e).backgroundColor") == \
+                "rgb({}, {}, {})".format(*_rgb(COLOURS[s["label"]]))
+            pixel = shot.getpixel((int(at["x"] + at["width"] / 2), int(at["y"] + at["height"] / 2)))
+            assert _near(pixel, _rgb(COLOURS[s["label"]])), (s, pixel)
+        gap = (mine[0]["start"] / 2) / out["duration_s"]  # before the first segment: the empty track
+        pixel = shot.getpixel((int(track["x"] + gap * track["width"]), int(track["y"] + track["height"] / 2)))
+        assert not any(_near(pixel, _rgb(c)) for c in COLOURS.values()), pixel
+        summary = lane.locator(".lane-summary").inner_text()
+        dominant = channel["summary"]["dominant_label"]
+        assert f"mostly {dominant}" in summary and f"speech {channel['summary']['speech_s']:.1f} s" in summary
+    _check_bars(page, job, shot)
 
 
 def test_refused_upload_shows_the_problem_detail(service, page, tmp_path):

@@ -74,10 +74,13 @@ def test_waiting_jobs_are_scored_together_and_match_scoring_alone(service, speec
     assert max(sizes) == BATCH, sizes  # a backlog fills whole batches
 
     alone = EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1)
-    for clip, job in zip(clips, done):
-        expected = alone.predict(decode(clip))["scores"]
-        got = job["output"]["scores"]
-        assert max(abs(got[k] - expected[k]) for k in expected) < 1e-5
+    for clip, job in zip(clips, done):  # speech segments (the default): each as the model scores it alone
+        samples = decode(clip)
+        assert job["output"]["segments"], job["output"]
+        for segment in job["output"]["segments"]:
+            expected = alone.predict(samples[round(segment["start"] * 16000):round(segment["end"] * 16000)])["scores"]
+            got = segment["scores"]
+            assert max(abs(got[k] - expected[k]) for k in expected) < 1e-5
 
 
 def test_a_bad_file_in_a_batch_fails_alone(service, speech_wav, tmp_path):

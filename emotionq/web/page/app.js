@@ -63,6 +63,10 @@ function upload(file, priority, onProgress) {
       detail: "the upload did not reach the API (connection refused or dropped; a file over the size limit may be cut off)" }));
     const form = new FormData();
     form.append("priority", priority);
+    form.append("segmentation", $("segmentation").value);
+    form.append("channels", $("channels").value);
+    const names = $("channel-names").value.trim();
+    if (names && $("channels").value === "separate") form.append("channel_names", names);
     form.append("file", file);
     xhr.send(form);
   });
@@ -164,17 +168,25 @@ function showTimeline(timeline, duration) {
     column.append(stack, top);
     return column;
   }));
-  const most = Math.max(2, Math.floor($("axis").clientWidth / 64));  // ticks that fit side by side
-  const step = [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600].find((s) => duration / s <= most) || 7200;
+  showAxis($("axis"), duration);
+  showLegend($("legend"));
+}
+
+function showAxis(axis, duration) {
+  const most = Math.max(2, Math.floor(axis.clientWidth / 64));  // ticks that fit side by side
+  const step = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600].find((s) => duration / s <= most) || 7200;
   const ticks = [];
   for (let t = 0; t <= duration + 1e-6; t += step) ticks.push(t);
-  $("axis").replaceChildren(...ticks.map((t) => {
+  axis.replaceChildren(...ticks.map((t) => {
     const tick = el("span", {}, clock(t));
     tick.style.left = `${(t / duration) * 100}%`;
     if (t > 0 && t / duration > 0.94) tick.className = "end";
     return tick;
   }));
-  $("legend").replaceChildren(...LABELS.map((label) => {
+}
+
+function showLegend(legend) {
+  legend.replaceChildren(...LABELS.map((label) => {
     const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
     swatch.style.background = colour(label);
     const li = el("li", {}, label);
@@ -183,23 +195,64 @@ function showTimeline(timeline, duration) {
   }));
 }
 
+// One lane per channel on a shared time axis: each speech segment a box where it was spoken, in the colour of
+// its top label, and under the lane the channel's summary.
+function showLanes(out, duration) {
+  const segments = out.segments || [];
+  $("lanes").replaceChildren(...out.channels.map((channel) => {
+    const track = el("div", { class: "lane-track", "data-channel": channel.name });
+    for (const s of segments.filter((seg) => seg.channel === channel.name)) {
+      const text = `${channel.name} ${clock(s.start)}–${clock(s.end)}: ${s.label} ${percent(s.score)}`;
+      const box = el("span", { class: "segment", role: "img", "aria-label": text, title: text,
+                               "data-label": s.label, "data-start": String(s.start), "data-end": String(s.end) });
+      box.style.left = `${(s.start / duration) * 100}%`;
+      box.style.width = `${((s.end - s.start) / duration) * 100}%`;
+      box.style.background = colour(s.label);
+      track.append(box);
+    }
+    const lane = el("div", { class: "lane", "data-channel": channel.name });
+    lane.append(el("span", { class: "name" }, channel.name), track,
+                el("p", { class: "lane-summary" }, laneSummary(channel)));
+    return lane;
+  }));
+  showAxis($("lanes-axis"), duration);
+  showLegend($("lanes-legend"));
+}
+
+function laneSummary(channel) {
+  const s = channel.summary;
+  if (channel.no_speech) return "no speech";
+  const parts = [`speech ${s.speech_s.toFixed(1)} s`,
+                 `mostly ${s.dominant_label} (${percent(s.share[s.dominant_label])} of speech)`];
+  const best = s.strongest[s.dominant_label];
+  if (best) parts.push(`strongest ${s.dominant_label} ${clock(best.start)}–${clock(best.end)} (${percent(best.score)})`);
+  parts.push(s.changes.length === 1 ? "1 change" : `${s.changes.length} changes`);
+  return parts.join(" · ");
+}
+
 function showJob(job) {
   setStep(job.status);
   showFacts(job);
   const texts = { queued: "Queued: waiting for a worker…", running: "Running: the model is listening…",
-                  succeeded: `Succeeded: mostly ${job.output?.top_label}.`, failed: "Failed.", canceled: "Canceled." };
+                  succeeded: job.output?.no_speech ? "Succeeded: no speech in the recording."
+                                                   : `Succeeded: mostly ${job.output?.top_label}.`,
+                  failed: "Failed.", canceled: "Canceled." };
   setStatus(texts[job.status] || job.status);
   if (job.status === "failed" && job.error) {
     showProblem(job.error.code, job.error.message + (job.error.retryable ? " (retryable: try again later)" : ""));
   }
   if (job.status !== "succeeded") return;
   const out = job.output;
-  const long = Array.isArray(out.timeline) && out.timeline.length > 1;
+  const lanes = Array.isArray(out.channels);  // speech segments, or channels scored each on its own
+  const long = !lanes && Array.isArray(out.timeline) && out.timeline.length > 1;
   $("untrained").hidden = !out.model?.untrained;
   $("result").hidden = false;
+  $("bars").hidden = !out.scores;
   $("timeline-box").hidden = !long;  // shown before drawing: the axis fits its ticks to the width
-  showBars(out.scores);
+  $("lanes-box").hidden = !lanes;
+  if (out.scores) showBars(out.scores);
   if (long) showTimeline(out.timeline, out.duration_s || job.input.duration_s);
+  if (lanes) showLanes(out, out.duration_s || job.input.duration_s);
 }
 
 function reset(file) {

@@ -1,0 +1,151 @@
+"""A recording as its options ask it to be scored: which audio goes to the model (``tracks``), and the result
+put together from what the model gave each track (``combine``).
+
+``segmentation=fixed`` with ``channels=mix`` is the model's own result, unchanged: one track cut into
+fixed windows. Otherwise each channel (the mix, or each channel of the file) is one track; with ``vad``
+its speech segments (``emotionq.inference.segments``) are what the model scores, one segment per window,
+and a channel without speech is not scored at all. Utterance scores are the speech-duration-weighted
+mean of segment scores, per channel and over all channels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE
+from emotionq.inference.labels import LABELS
+from emotionq.inference.segments import VadOptions, detector, split
+from emotionq.inference.summary import summarize
+from emotionq.inference.windows import window_bounds
+
+MODEL_OPTIONS = ("granularity", "embedding")
+
+
+@dataclass
+class Track:
+    """One channel to score: its samples, and the sample ranges the model scores (its windows or segments)."""
+
+    name: str
+    samples: np.ndarray
+    bounds: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """What one run scores: its tracks, how they were found, and how long finding the speech took."""
+
+    tracks: list[Track]
+    segmentation: str  # "vad" | "fixed"
+    mixed: bool
+    vad_s: float = 0.0
+
+    @property
+    def unchanged(self) -> bool:
+        """The model's result is the run's (fixed windows of the mix: the service's results before segments)."""
+        return self.segmentation == "fixed" and self.mixed
+
+    def scored(self) -> list[Track]:
+        """The tracks the model has anything to score in."""
+        return [t for t in self.tracks if t.bounds]
+
+    def audio_s(self) -> float:
+        """Seconds of audio the model will score."""
+        return sum(b - a for t in self.scored() for a, b in t.bounds) / SAMPLE_RATE
+
+
+def channel_names(options: dict, count: int) -> list[str]:
+    if options.get("channels", "mix") != "separate":
+        return ["mix"]
+    return list(options.get("channel_names") or [f"ch{i + 1}" for i in range(count)])
+
+
+def tracks(channels: list[np.ndarray], options: dict, *, window_s: float) -> Plan:
+    """The run's tracks: ``channels`` (one array per channel, or one: the mix) cut as ``options`` say.
+
+    Runs queued before segments existed have no ``segmentation`` option: they are scored as then (fixed).
+    """
+    segmentation = options.get("segmentation", "fixed")
+    names = channel_names(options, len(channels))
+    plan = Plan([], segmentation, mixed=options.get("channels", "mix") != "separate")
+    began = time.perf_counter()
+    for name, samples in zip(names, channels):
+        if segmentation == "fixed":
+            bounds = window_bounds(samples.size, window_s, sample_rate=SAMPLE_RATE)
+        else:
+            speech = detector().speech(samples, VadOptions.from_options(options))
+            bounds = [(a, b) for a, b in split(samples, speech, window_s) if b - a >= MIN_SAMPLES]
+        plan.tracks.append(Track(name, samples, bounds))
+    plan.vad_s = time.perf_counter() - began if segmentation == "vad" else 0.0
+    return plan
+
+
+def model_options(options: dict, track: Track, plan: Plan) -> dict:
+    """``predict_batch``'s options for one track: the run's model options, and its segments as windows."""
+    out = {k: options[k] for k in MODEL_OPTIONS if k in options}
+    if not plan.unchanged:
+        out["bounds"] = track.bounds
+    return out
+
+
+def combine(plan: Plan, results: list[dict], *, model: dict, duration_s: float) -> dict:
+    """The run's output from the model's result for each of ``plan.scored()``, in order."""
+    if plan.unchanged:
+        return results[0]
+    by_name = {t.name: r for t, r in zip(plan.scored(), results)}
+    segments, channels = [], []
+    for track in plan.tracks:
+        result = by_name.get(track.name)
+        found = [_segment(track.name, w) for w in (result or {}).get("timeline", [])]
+        segments.extend(found)
+        channels.append(_channel(track.name, found, result))
+    segments.sort(key=lambda s: (s["start"], s["channel"]))
+    out = _weighted(segments)
+    out.update(segments=segments, channels=channels, no_speech=not segments, segmentation=plan.segmentation,
+               speech_s=round(sum(s["end"] - s["start"] for s in segments), 3),
+               timeline=[{"start": s["start"], "end": s["end"], "scores": s["scores"], "top_label": s["label"]}
+                         for s in segments], duration_s=duration_s, frame_rate=_frame_rate(results), model=model)
+    embeddings = [(r["embedding"], sum(s["end"] - s["start"] for s in c["segments_of"]))
+                  for c, r in _pairs(channels, by_name) if "embedding" in r]
+    if embeddings:
+        total = sum(w for _, w in embeddings)
+        out["embedding"] = (sum(np.asarray(e, np.float64) * w for e, w in embeddings) / total).tolist()
+    for channel in channels:
+        channel.pop("segments_of")
+    return out
+
+
+def _segment(channel: str, window: dict) -> dict:
+    label = window["top_label"]
+    return {"channel": channel, "start": window["start"], "end": window["end"],  # sample / 16000: exact
+            "label": label, "score": window["scores"][label], "scores": window["scores"]}
+
+
+def _channel(name: str, segments: list[dict], result: dict | None) -> dict:
+    weighted = _weighted(segments)
+    channel = {"name": name, "scores": weighted["scores"], "top_label": weighted["top_label"],
+               "no_speech": not segments, "summary": summarize(segments), "segments_of": segments}
+    if result is not None and "frames" in result:
+        channel["frames"] = result["frames"]
+    return channel
+
+
+def _weighted(segments: list[dict]) -> dict:
+    """Speech-duration-weighted mean of the segments' scores; None scores without speech."""
+    if not segments:
+        return {"scores": None, "top_label": None, "top_score": None}
+    weights = np.array([s["end"] - s["start"] for s in segments], np.float64)
+    matrix = np.array([[s["scores"][k] for k in LABELS] for s in segments], np.float64)
+    mean = weights @ matrix / weights.sum()
+    top = int(np.argmax(mean))
+    return {"scores": dict(zip(LABELS, map(float, mean))), "top_label": LABELS[top], "top_score": float(mean[top])}
+
+
+def _pairs(channels: list[dict], by_name: dict) -> list[tuple[dict, dict]]:
+    return [(c, by_name[c["name"]]) for c in channels if c["name"] in by_name]
+
+
+def _frame_rate(results: list[dict]) -> int:
+    return results[0]["frame_rate"] if results else SAMPLE_RATE // 320
