@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     max_wait_seconds: float = Field(60.0, ge=0, description="longest 'Prefer: wait=N' honoured")
     max_queued_high: int = Field(1000, ge=1, description="high-priority jobs waiting before uploads get 429")
     max_queued_low: int = Field(10000, ge=1, description="low-priority jobs waiting before uploads get 429")
+    dispatch_ahead: int = Field(0, ge=0, description="runs of each priority handed to the broker before a "
+                                "worker starts them (the rest wait in the store, where priority and turns "
+                                "between clients decide); 0: live workers x batch size (x 1 in embedded mode)")
+    dispatch_tick_s: float = Field(1.0, gt=0, le=60, description="how often each API process dispatches and "
+                                   "repairs dispatches whose publisher died, besides after every submit and claim")
     store_patience_s: float = Field(120.0, ge=0, description="how long a worker waits for a store that is down")
     drain_timeout_s: float | None = Field(None, gt=0, description="how long `emotionq worker`/`run` lets workers "
                                           "finish the jobs in hand when asked to stop; unset: the longest a job may "

@@ -6,6 +6,7 @@ import time
 from typing import Callable
 
 from emotionq.errors import Conflict, NotFound
+from emotionq.jobs import backlog
 from emotionq.jobs.records import CANCELED, QUEUED, RUNNING, TERMINAL, count, forget, job_key, mark_failed, run_key
 from emotionq.settings import Priority
 from emotionq.store import Store, Tx
@@ -56,6 +57,7 @@ def cancel(store: Store, *, job_id: str, client: str) -> None:
         if not run["jobs"] and run["state"] == QUEUED:
             run["state"], run["finished_at"] = CANCELED, time.time()
             count(tx, run["priority"], -1)
+            backlog.leave(tx, run)
             forget(tx, run)
         tx.put(run_key(run["id"]), run)
 

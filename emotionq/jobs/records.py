@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 
+from emotionq.jobs import backlog
 from emotionq.store import Store, Tx
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
@@ -69,6 +70,7 @@ def mark_failed(tx: Tx, run_id: str, error: dict, *, only_owner: str | None, run
         return None
     if run["state"] == QUEUED:
         count(tx, run["priority"], -1)
+        backlog.leave(tx, run)
     run.update(state=FAILED, error=error, finished_at=time.time(), deadline=None)
     tx.put(run_key(run_id), run)
     forget(tx, run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from emotionq.jobs import leases
+from emotionq.jobs import backlog, leases
 from emotionq.jobs.records import (
     CANCELED,
     QUEUED,
@@ -32,12 +32,15 @@ LEASE_GRACE_S = 60.0  # a running run's lease: its hard time limit plus this
 class Claim:
     run: dict | None
     go: bool
-    reason: str  # "claimed" | "redelivered" | "missing" | "finished" | "duplicate" | "poison"
+    reason: str  # "claimed" | "redelivered" | "missing" | "finished" | "duplicate" | "poison" | "deferred"
 
 
 def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliveries: int,
           hard_limit_s: float) -> Claim:
-    """Take a run for this task. Duplicate messages, finished runs and poison runs are skipped."""
+    """Take a run for this task. Duplicate messages, finished runs and poison runs are skipped.
+
+    A low run while high runs wait is *deferred*: back at the front of its backlog, its message
+    dropped, so priority is strict whatever order the broker delivers in (embedded mode's is FIFO)."""
 
     def tx_claim(tx: Tx) -> Claim:
         run = tx.get(run_key(run_id))
@@ -58,7 +61,13 @@ def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliverie
                     "retryable": False,
                 }, only_owner=None, run=run)
                 return Claim(run, False, "poison")
+        elif run["priority"] == "low" and backlog.waiting(tx, "high") > 0:
+            if (run.get("queue") or {}).get("at") != backlog.BACKLOG:
+                backlog.back(tx, run)
+                tx.put(run_key(run_id), run)
+            return Claim(run, False, "deferred")
         else:
+            backlog.leave(tx, run)
             run["deliveries"] = 1
             count(tx, run["priority"], -1)
         now = time.time()
