@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from emotionq.jobs import backlog, leases
+from emotionq.jobs import backlog, leases, position
 from emotionq.jobs.records import (
     CANCELED,
     QUEUED,
@@ -124,6 +124,7 @@ def complete(store: Store, *, run_id: str, task_id: str, output: dict, settings:
         if run is None or run["state"] != RUNNING or run["owner"] != task_id:
             return None
         run.update(state=SUCCEEDED, output=output, finished_at=time.time(), deadline=None)
+        position.record_service(tx, run, batch_size=(output.get("timing") or {}).get("batch_size", 1))
         ttl = max(settings.job_ttl_seconds, settings.result_ttl_seconds)
         tx.put(run_key(run_id), run, ttl=ttl)
         tx.put(dedup_pointer(run["key"]), {"run_id": run_id}, ttl=settings.result_ttl_seconds)

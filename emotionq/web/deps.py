@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
+from emotionq.jobs import position
 from emotionq.jobs.intake import Intake
 from emotionq.settings import Settings
 from emotionq.store import Store
@@ -50,8 +51,9 @@ class Services:
         return jobs.load(self.store, job_id=job_id, client=client, on_fail=self.run_failed)
 
     def view(self, job: dict, run: dict) -> dict:
-        """The job object, with its webhook deliveries (blocking: call in a thread)."""
-        return jobs.view(job, run, delivery.for_job(self.store, job))
+        """The job object, with its webhook deliveries and, while queued, its place (blocking: call in a thread)."""
+        queue = position.estimate(self.store, run) if not job["canceled_at"] else None
+        return jobs.view(job, run, delivery.for_job(self.store, job), queue)
 
     def run_failed(self, run: dict, event: str) -> None:
         """A run that its vanished worker left, failed on reading: count it and tell the webhooks."""

@@ -91,3 +91,22 @@ def test_a_dispatch_whose_publisher_died_is_put_back(store, monkeypatch):
     assert _next(store) == run_id
     dispatch._published(store, run_id)
     assert dispatch.repair(store) == 0  # its message is out: not an orphan
+
+
+def test_positions_follow_the_turns_and_count_high_first(store):
+    from emotionq.jobs import position
+
+    a = [_submit(store, _sha("a", k), client="a").run["id"] for k in range(4)]
+    b = [_submit(store, _sha("b", k), client="b").run["id"] for k in range(2)]
+
+    def places():
+        return {r: position.estimate(store, store.get(jobs.run_key(r)))["position"] for r in a + b}
+
+    expected = [b[0], a[0], b[1], a[1], a[2], a[3]]  # the order the dispatcher takes them in
+    assert places() == {r: i for i, r in enumerate(expected)}
+    high = _submit(store, _sha("c", 0), client="c", priority="high").run["id"]
+    assert position.estimate(store, store.get(jobs.run_key(high)))["position"] == 0
+    assert places() == {r: i + 1 for i, r in enumerate(expected)}
+    taken = [_next(store, limit=2) for _ in range(3)]
+    assert taken == [high, b[0], a[0]]
+    assert places() == {r: i + 1 for i, r in enumerate(expected)}  # the high one, in the broker, still first
