@@ -120,6 +120,8 @@ class Settings(BaseSettings):
                                 "between clients decide); 0: live workers x batch size (x 1 in embedded mode)")
     dispatch_tick_s: float = Field(1.0, gt=0, le=60, description="how often each API process dispatches and "
                                    "repairs dispatches whose publisher died, besides after every submit and claim")
+    events_poll_s: float = Field(0.25, gt=0, le=5, description="how often a job's event stream looks at the store")
+    events_ping_s: int = Field(15, ge=1, description="seconds between heartbeats (`: ping`) of an event stream")
     store_patience_s: float = Field(120.0, ge=0, description="how long a worker waits for a store that is down")
     drain_timeout_s: float | None = Field(None, gt=0, description="how long `emotionq worker`/`run` lets workers "
                                           "finish the jobs in hand when asked to stop; unset: the longest a job may "

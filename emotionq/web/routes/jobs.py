@@ -1,5 +1,5 @@
-"""``/v1/jobs``: upload audio (or name it by URL) for scoring, read a job (long-polling with ``Prefer: wait``),
-cancel it."""
+"""``/v1/jobs``: upload audio (or name it by URL) for scoring, read a job (long-polling with ``Prefer: wait``,
+or as Server-Sent Events), cancel it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from emotionq import jobs
@@ -20,9 +21,15 @@ from emotionq.web.fetch import fetch, read_json
 from emotionq.web.form import JobForm, parse_json
 from emotionq.web.openapi import LOCATION, UPLOAD_BODY, job_examples, problem_responses
 from emotionq.web.schemas import JOB_CANCELED, JOB_DEDUPED, JOB_FAILED, JOB_QUEUED, JOB_SUCCEEDED, Job
+from emotionq.web.stream import job_events, resume_after
 from emotionq.web.upload import receive
 
 router = APIRouter(prefix="/v1/jobs")
+SSE_EXAMPLE = ('event: queued\r\nid: 1\r\ndata: {"id": "job_5f0c…", "status": "queued", …}\r\n\r\n'
+               'event: position\r\ndata: {"id": "job_5f0c…", "position": 3, "eta_s": 9.5}\r\n\r\n'
+               ': ping\r\n\r\n'
+               'event: running\r\nid: 2\r\ndata: {"id": "job_5f0c…", "status": "running", …}\r\n\r\n'
+               'event: succeeded\r\nid: 3\r\ndata: {"id": "job_5f0c…", "status": "succeeded", …}\r\n\r\n')
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
 IdempotencyKey = Annotated[str | None, Header(max_length=255, examples=["upload-c-1842-attempt"],
                                               description="a retry with the same key and request returns the "
@@ -73,6 +80,27 @@ async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: Pr
     job, run = await wait_for(svc, job_id, client, wait)
     body = await run_in_threadpool(svc.view, job, run)
     return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"} if wait else None)
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses={
+    200: {"description": "Server-Sent Events: queued (id 1), position, running (id 2), then succeeded, failed or "
+          "canceled (id 3), each with the job as data; `: ping` comments meanwhile; closed after the last. "
+          "Send Last-Event-ID to resume.", "content": {"text/event-stream": {
+              "schema": {"type": "string"}, "example": SSE_EXAMPLE}}},
+    **problem_responses("unauthorized", "not_found", "invalid_parameter", "store_unavailable")})
+async def job_events_stream(job_id: JobId, request: Request, svc: ServicesDep, client: ClientDep,
+                            last_event_id: Annotated[str | None, Header(
+                                alias="Last-Event-ID", examples=["1"],
+                                description="the id of the last event received: resume after it")] = None):
+    """The job's changes as they happen, pushed: the current state at once, then each change."""
+    await run_in_threadpool(svc.load, job_id, client)  # 404 now, not inside the stream
+
+    def read() -> dict:
+        return svc.view(*svc.load(job_id, client))
+
+    events = job_events(read, after=resume_after(last_event_id), poll_s=svc.settings.events_poll_s,
+                        gone=request.is_disconnected)
+    return EventSourceResponse(events, ping=svc.settings.events_ping_s)
 
 
 @router.post("/{job_id}/cancel", response_model=Job, responses={
