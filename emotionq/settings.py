@@ -120,6 +120,12 @@ class Settings(BaseSettings):
                                 "between clients decide); 0: live workers x batch size (x 1 in embedded mode)")
     dispatch_tick_s: float = Field(1.0, gt=0, le=60, description="how often each API process dispatches and "
                                    "repairs dispatches whose publisher died, besides after every submit and claim")
+    client_rate_per_s: float = Field(0.0, ge=0, description="API requests per second each client may make "
+                                     "(a token bucket in the store); 0: no limit; per client: `emotionq keys limits`")
+    client_burst: int = Field(100, ge=1, description="requests a client may make at once above its rate")
+    client_max_waiting: int = Field(0, ge=0, description="jobs of new audio a client may have waiting; "
+                                    "0: no cap beyond EMOTIONQ_MAX_QUEUED_*; per client: `emotionq keys limits`")
+    client_waiting_retry_s: int = Field(10, ge=1, description="Retry-After of a client over its waiting cap")
     events_poll_s: float = Field(0.25, gt=0, le=5, description="how often a job's event stream looks at the store")
     events_ping_s: int = Field(15, ge=1, description="seconds between heartbeats (`: ping`) of an event stream")
     store_patience_s: float = Field(120.0, ge=0, description="how long a worker waits for a store that is down")

@@ -56,7 +56,7 @@ def cancel(store: Store, *, job_id: str, client: str) -> None:
         run["jobs"] = [j for j in run["jobs"] if j != job_id]
         if not run["jobs"] and run["state"] == QUEUED:
             run["state"], run["finished_at"] = CANCELED, time.time()
-            count(tx, run["priority"], -1)
+            count(tx, run["priority"], -1, client=run.get("client"))
             backlog.leave(tx, run)
             forget(tx, run)
         tx.put(run_key(run["id"]), run)

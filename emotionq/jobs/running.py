@@ -69,7 +69,7 @@ def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliverie
         else:
             backlog.leave(tx, run)
             run["deliveries"] = 1
-            count(tx, run["priority"], -1)
+            count(tx, run["priority"], -1, client=run.get("client"))
         now = time.time()
         run.update(state=RUNNING, owner=task_id, worker=worker, deadline=now + hard_limit_s + LEASE_GRACE_S)
         run["started_at"] = run["started_at"] or now
@@ -145,7 +145,7 @@ def requeue(store: Store, *, run_id: str, task_id: str) -> None:
         run = tx.get(run_key(run_id))
         if run is not None and run["state"] == RUNNING and run["owner"] == task_id:
             run.update(state=QUEUED, owner=None, deadline=None, retries=run["retries"] + 1)
-            count(tx, run["priority"], +1)
+            count(tx, run["priority"], +1, client=run.get("client"))
             tx.put(run_key(run_id), run)
 
     store.transact(tx_requeue)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from emotionq.errors import Conflict, Overloaded
-from emotionq.jobs import backlog, blobrefs
+from emotionq.jobs import backlog, blobrefs, limits
 from emotionq.jobs.records import (
     QUEUED,
     RUNNING,
@@ -124,7 +124,8 @@ def _join(tx: Tx, run: dict, *, job_id: str, priority: Priority, settings: Setti
 def _new_run(tx: Tx, *, run_id: str, key: str, job_id: str, priority: Priority, model: str, input: dict,
              options: dict, settings: Settings, now: float, client: str) -> dict:
     """A queued run for the job, counted as waiting; Overloaded past the priority's queue limit."""
-    waiting_now = count(tx, priority, +1)
+    limits.check_waiting(tx, client, settings)
+    waiting_now = count(tx, priority, +1, client=client)
     if waiting_now >= settings.max_queued(priority):
         raise Overloaded(f"{waiting_now} {priority}-priority jobs are waiting, the most this service queues; "
                          "retry later")

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
-from emotionq.jobs import position
+from emotionq.jobs import limits, position
 from emotionq.jobs.intake import Intake
 from emotionq.settings import Settings
 from emotionq.store import Store
@@ -72,10 +72,15 @@ bearer = HTTPBearer(auto_error=False, description="an API key from `emotionq key
 
 async def client_id(svc: ServicesDep,
                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-    """The caller's client, from its API key; every job belongs to one."""
+    """The caller's client, from its API key; every job belongs to one. A client over its request rate
+    is refused here (429 ``rate_limited``)."""
     if svc.settings.auth == "disabled":
-        return keys.ANONYMOUS
-    return await run_in_threadpool(keys.authenticate, svc.store, credentials.credentials if credentials else None)
+        client = keys.ANONYMOUS
+    else:
+        client = await run_in_threadpool(keys.authenticate, svc.store,
+                                         credentials.credentials if credentials else None)
+    await run_in_threadpool(limits.take_token, svc.store, client, svc.settings)
+    return client
 
 
 ClientDep = Annotated[str, Depends(client_id)]

@@ -41,9 +41,9 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255, examples=["upload-
           **job_examples(queued=JOB_QUEUED)},
     200: {"model": Job, "description": "finished: a reused result (dedup.source cache), or within Prefer: wait",
           **job_examples(reused=JOB_DEDUPED, succeeded=JOB_SUCCEEDED, failed=JOB_FAILED)},
-    **problem_responses("unauthorized", "idempotency_key_reused", "payload_too_large", "request_timeout",
+    **problem_responses("unauthorized", "rate_limited", "idempotency_key_reused", "payload_too_large", "request_timeout",
                         "audio_undecodable", "audio_too_long", "invalid_form", "metadata_too_deep", "incomplete_body",
-                        "webhook_url_refused", "audio_url_refused", "audio_url_unreachable", "queue_full",
+                        "webhook_url_refused", "audio_url_refused", "audio_url_unreachable", "queue_full", "too_many_waiting",
                         "broker_unavailable", "store_unavailable", "blob_store_unavailable")})
 async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
                      idempotency_key: IdempotencyKey = None, prefer: PreferWait = None):
@@ -73,7 +73,7 @@ async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
 
 @router.get("/{job_id}", response_model=Job, responses={
     200: job_examples(succeeded=JOB_SUCCEEDED, queued=JOB_QUEUED, failed=JOB_FAILED),
-    **problem_responses("unauthorized", "not_found", "invalid_parameter", "store_unavailable")})
+    **problem_responses("unauthorized", "rate_limited", "not_found", "invalid_parameter", "store_unavailable")})
 async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: PreferWait = None):
     """The job's status, and its output once it has succeeded."""
     wait = prefer_wait(prefer, svc.settings)
@@ -87,7 +87,7 @@ async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: Pr
           "canceled (id 3), each with the job as data; `: ping` comments meanwhile; closed after the last. "
           "Send Last-Event-ID to resume.", "content": {"text/event-stream": {
               "schema": {"type": "string"}, "example": SSE_EXAMPLE}}},
-    **problem_responses("unauthorized", "not_found", "invalid_parameter", "store_unavailable")})
+    **problem_responses("unauthorized", "rate_limited", "not_found", "invalid_parameter", "store_unavailable")})
 async def job_events_stream(job_id: JobId, request: Request, svc: ServicesDep, client: ClientDep,
                             last_event_id: Annotated[str | None, Header(
                                 alias="Last-Event-ID", examples=["1"],
@@ -105,7 +105,7 @@ async def job_events_stream(job_id: JobId, request: Request, svc: ServicesDep, c
 
 @router.post("/{job_id}/cancel", response_model=Job, responses={
     200: job_examples(canceled=JOB_CANCELED),
-    **problem_responses("unauthorized", "not_found", "job_finished", "invalid_parameter", "store_unavailable")})
+    **problem_responses("unauthorized", "rate_limited", "not_found", "job_finished", "invalid_parameter", "store_unavailable")})
 async def cancel_job(job_id: JobId, svc: ServicesDep, client: ClientDep):
     """Cancel a job that has not finished: its run stops too, unless an identical job still wants it."""
     await run_in_threadpool(jobs.cancel, svc.store, job_id=job_id, client=client)
