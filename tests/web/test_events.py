@@ -70,6 +70,21 @@ def test_queued_running_succeeded_resumed_on_another_api(two_apis, speech_wav):
     assert [e[0] for e in replay] == ["queued", "running", "succeeded"]
 
 
+def test_the_python_client_follows_the_events(two_apis, speech_wav):
+    from emotionq.client import Client
+
+    first, second = two_apis
+    job_id = first.submit(speech_wav).json()["id"]
+    first.start_worker()
+    key = first.http.headers["authorization"].removeprefix("Bearer ")
+    with Client(second.url, key) as api:
+        events = [event for event, _, _ in api.events(job_id) if event not in ("ping", "position")]
+        assert events == ["queued", "running", "succeeded"]
+        assert api.wait(job_id, timeout=30)["status"] == "succeeded"
+    routes = httpx.get(f"{second.url}/metrics").text
+    assert 'route="/v1/jobs/{job_id}/events"' in routes  # the stream, not polls, carried the wait
+
+
 def test_another_clients_job_has_no_events(two_apis, speech_wav):
     first, second = two_apis
     job_id = first.submit(speech_wav).json()["id"]
