@@ -126,6 +126,8 @@ class Settings(BaseSettings):
     client_max_waiting: int = Field(0, ge=0, description="jobs of new audio a client may have waiting; "
                                     "0: no cap beyond EMOTIONQ_MAX_QUEUED_*; per client: `emotionq keys limits`")
     client_waiting_retry_s: int = Field(10, ge=1, description="Retry-After of a client over its waiting cap")
+    queue_position: bool = Field(True, description="queued jobs carry queue.position and eta_s; false saves "
+                                 "their reads (benchmarks compare)")
     events_poll_s: float = Field(0.25, gt=0, le=5, description="how often a job's event stream looks at the store")
     events_ping_s: int = Field(15, ge=1, description="seconds between heartbeats (`: ping`) of an event stream")
     store_patience_s: float = Field(120.0, ge=0, description="how long a worker waits for a store that is down")

@@ -52,7 +52,8 @@ class Services:
 
     def view(self, job: dict, run: dict) -> dict:
         """The job object, with its webhook deliveries and, while queued, its place (blocking: call in a thread)."""
-        queue = position.estimate(self.store, run) if not job["canceled_at"] else None
+        wanted = self.settings.queue_position and not job["canceled_at"]
+        queue = position.estimate(self.store, run) if wanted else None
         return jobs.view(job, run, delivery.for_job(self.store, job), queue)
 
     def run_failed(self, run: dict, event: str) -> None:
