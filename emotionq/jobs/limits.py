@@ -3,7 +3,8 @@
 sets them per client. Over a limit: ``RateLimited`` (429 with Retry-After and the IETF draft's
 ``RateLimit-Policy``/``RateLimit`` headers); within it, nothing changes.
 
-Costs: one small transaction per API request (the bucket), and one document more in a submission's
+Costs: one read per API request (the client's limits), one small transaction more where a rate is
+set (the bucket), and one document more in a submission's
 transaction (the client's count of waiting runs, kept where runs enter and leave ``queued``).
 """
 
@@ -61,7 +62,10 @@ def set_limits(store: Store, client: str, **values: float | int | None) -> dict:
 
 
 def take_token(store: Store, client: str, settings: Settings) -> None:
-    """Spend one request of ``client``'s rate; RateLimited if its bucket is empty."""
+    """Spend one request of ``client``'s rate; RateLimited if its bucket is empty. A client without a
+    rate costs one read."""
+    if limits_of(store, client, settings).rate_per_s <= 0:
+        return
 
     def tx_take(tx: Tx) -> float | None:
         limits = limits_of(tx, client, settings)
