@@ -109,11 +109,11 @@ def dispatched(tx: Tx, run: dict, *, priority: str, publish_by: float) -> None:
     """Record that the run (already out of its backlog) is being handed to the broker."""
     t = turns(tx, priority)
     t["ahead"] += 1
-    t["dispatched"] = t.get("dispatched", 0) + 1
     tx.put(turns_key(priority), t)
-    run["queue"] = {**(run.get("queue") or {}), "at": DISPATCHED, "priority": priority, "since": time.time()}
+    now = time.time()
+    run["queue"] = {**(run.get("queue") or {}), "at": DISPATCHED, "priority": priority, "since": now}
     tx.index(PUBLISHING_INDEX, run["id"], publish_by)
-    tx.index(dispatched_index(priority), run["id"], float(t["dispatched"]))
+    tx.index(dispatched_index(priority), run["id"], now)  # by time: the order dispatched, and how long ago
 
 
 def back(tx: Tx, run: dict) -> None:

@@ -8,7 +8,8 @@ backlog, and a worker that is handed a low run while high runs wait gives it bac
 
 A dispatch is a store transaction (take the next run, mark it dispatched) and then the publish. A
 failed publish puts the run back at the front of its backlog. One whose publisher died in between is
-put back by ``repair`` once ``ORPHAN_AFTER_S`` passed; a duplicate message is harmless (a claim skips
+put back by ``repair`` once ``ORPHAN_AFTER_S`` passed, and one whose message was lost in the broker by
+``reclaim_lost``; a duplicate message is harmless (a claim skips
 a run already running or finished). Callers: the API after a submission or a cancel, workers after
 each claim, and every API process's tick (``Ticker``), which also repairs.
 """
@@ -25,13 +26,14 @@ import emotionq.worker.readiness as readiness
 from emotionq.errors import EmotionQError, Unavailable
 from emotionq.jobs import backlog
 from emotionq.jobs.records import QUEUED, run_key
-from emotionq.queues import publish_run
+from emotionq.queues import publish_run, waiting_messages
 from emotionq.settings import Settings
 from emotionq.store import Store, Tx
 
 log = logging.getLogger(__name__)
 
 ORPHAN_AFTER_S = 60.0  # a dispatched run still unconfirmed this long after lost its publisher
+LOST_AFTER_S = 10.0  # a dispatched run not started this long while the broker's queue is empty lost its message
 MOST_PER_CALL = 64
 
 
@@ -121,6 +123,26 @@ def repair(store: Store) -> int:
     return repaired
 
 
+def reclaim_lost(store: Store, celery: Celery) -> int:
+    """Put back in their backlogs the runs dispatched ``LOST_AFTER_S`` ago and still not started while the
+    broker's queue holds no message: theirs were lost (a purge by hand, a queue deleted or recreated).
+    Without this their count in the broker (``ahead``) would hold the dispatcher back for ever."""
+    until = time.time() - LOST_AFTER_S
+    old = [(p, run_id) for p in ("high", "low")
+           for run_id, _ in store.due(backlog.dispatched_index(p), until=until, limit=MOST_PER_CALL)]
+    if not old or waiting_messages(celery) != 0:
+        return 0
+    for priority, run_id in old:
+        def tx_reclaim(tx: Tx, run_id: str = run_id, priority: str = priority) -> None:
+            tx.index(backlog.dispatched_index(priority), run_id, None)  # _back puts it back if it still waits
+            _back(tx, run_id)
+
+        store.transact(tx_reclaim)
+    log.warning("%d dispatched runs lost their messages (the broker's queue is empty); back in their backlogs",
+                len(old))
+    return len(old)
+
+
 class Ticker:
     """A thread of the API process: repair, then dispatch, every ``EMOTIONQ_DISPATCH_TICK_S``."""
 
@@ -141,6 +163,7 @@ class Ticker:
         while not self._stop.wait(self.settings.dispatch_tick_s):
             try:
                 repair(self.store)
+                reclaim_lost(self.store, self.celery)
                 dispatch(self.store, self.celery, self.settings)
             except EmotionQError as exc:  # the store or broker is down: next tick
                 log.warning("dispatch tick: %s", exc)

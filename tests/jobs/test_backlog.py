@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 import harness
 from emotionq import jobs
 from emotionq.jobs import backlog, dispatch
@@ -110,3 +112,21 @@ def test_positions_follow_the_turns_and_count_high_first(store):
     taken = [_next(store, limit=2) for _ in range(3)]
     assert taken == [high, b[0], a[0]]
     assert places() == {r: i + 1 for i, r in enumerate(expected)}  # the high one, in the broker, still first
+
+
+@pytest.mark.rabbitmq
+def test_dispatched_runs_whose_messages_were_lost_are_put_back(store, amqp_url, monkeypatch):
+    from celery import Celery
+
+    from emotionq.queues import INFERENCE
+
+    celery = Celery(broker=amqp_url)
+    with celery.connection_for_write() as conn:
+        INFERENCE(conn.default_channel).declare()  # an empty queue: the message of the run below is gone
+    run_id = _submit(store, _sha("a", 0)).run["id"]
+    assert _next(store, limit=1) == run_id and _next(store, limit=1) is None  # the broker "holds" one
+    assert dispatch.reclaim_lost(store, celery) == 0  # too young: it may be on its way to a worker
+    later = time.time() + dispatch.LOST_AFTER_S + 1
+    monkeypatch.setattr(dispatch.time, "time", lambda: later)
+    assert dispatch.reclaim_lost(store, celery) == 1
+    assert backlog.turns(store, "low")["ahead"] == 0 and _next(store, limit=1) == run_id

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from audio_factory import distinct_clips
-from harness import running
+from harness import fresh_redis_db, running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
@@ -41,7 +41,8 @@ def _finish(http, job_id):
 
 def test_a_small_client_is_not_stuck_behind_a_big_backlog(tmp_path, tiny_model_dir, redis_url, speech_wav):
     clips = distinct_clips(speech_wav, tmp_path, BACKLOG + FEW)
-    with running(tmp_path, model=tiny_model_dir, store=redis_url, worker=False, batch_size=1) as service:
+    with running(tmp_path, model=tiny_model_dir, store=fresh_redis_db(3), worker=False,
+                 batch_size=1) as service:  # a database of its own: no other test's waiting jobs take turns
         a, b = service.as_client("client-a"), service.as_client("client-b")
         a_jobs = _submit_all(a, clips[:BACKLOG])
         b_jobs = [_submit_all(b, [clip])[0] for clip in clips[BACKLOG:]]  # one by one, in order

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from audio_factory import distinct_clips
-from harness import running
+from harness import fresh_redis_db, running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
@@ -27,7 +27,8 @@ def _positions(service, job_ids):
 
 def test_positions_match_the_start_order_and_fall(tmp_path, tiny_model_dir, redis_url, speech_wav):
     clips = distinct_clips(speech_wav, tmp_path, LOW + HIGH)
-    with running(tmp_path, model=tiny_model_dir, store=redis_url, worker=False, batch_size=1) as service:
+    with running(tmp_path, model=tiny_model_dir, store=fresh_redis_db(10), worker=False,
+                 batch_size=1) as service:  # a database of its own: no other test's waiting jobs take turns
         low = [service.submit(c, priority="low").json()["id"] for c in clips[:LOW]]
         assert list(_positions(service, low).values()) == list(range(LOW))
         high = [service.submit(c, priority="high").json()["id"] for c in clips[LOW:]]
