@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from emotionq import __version__, queues
 from emotionq.blobs import open_blobs
 from emotionq.errors import ClientGone, EmotionQError, InvalidRequest, MethodNotAllowed, NotFound
+from emotionq.jobs.dispatch import Ticker
 from emotionq.settings import get_settings
 from emotionq.store import open_store
 from emotionq.web import keys, openapi, problems
@@ -47,7 +48,9 @@ async def lifespan(app: FastAPI):
     log.info("emotionq API %s in %s mode: broker %s, store %s", __version__,
              "embedded" if settings.embedded else "distributed", settings.effective_broker_url.split("@")[-1],
              settings.effective_store_url.split("@")[-1])
+    ticker = Ticker(store, queues.app, settings).start()  # dispatches what no submit or claim did
     yield
+    ticker.stop()
     store.close()
 
 

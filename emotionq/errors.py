@@ -16,6 +16,7 @@ EmotionQError                 root; ``code`` is stable, ``retryable`` says wheth
 ├── Conflict                  the request clashes with the state of the job or an earlier request
 ├── Unavailable               a dependency (broker, store) is down or full: retry later
 │   ├── Overloaded            the queue for this priority is at its configured depth
+│   │   └── RateLimited       this client is over its request rate or its cap on waiting jobs
 │   ├── BrokerUnavailable     the broker did not confirm the message
 │   ├── StoreUnavailable      the job store did not answer
 │   ├── BlobStoreUnavailable  the audio could not be stored or fetched
@@ -136,6 +137,16 @@ class Overloaded(Unavailable):
     """The queue for this priority is full: retry after Retry-After seconds."""
 
     code = "queue_full"
+
+
+class RateLimited(Overloaded):
+    """This client is over one of its limits (request rate, jobs waiting): retry after Retry-After seconds."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float, policy: str, state: str, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after_s, self.policy, self.state = retry_after_s, policy, state
 
 
 class BrokerUnavailable(Unavailable):

@@ -83,6 +83,16 @@ def work_seconds(run: dict) -> float:
     return run["duration_s"]
 
 
+def waiting_messages(celery: Celery) -> int | None:
+    """How many messages wait in the inference queue, not yet delivered; None if the broker cannot say."""
+    try:
+        with celery.connection_for_write() as conn:
+            _, count, _ = INFERENCE(conn.default_channel).queue_declare(passive=True)
+            return int(count)
+    except Exception:  # noqa: BLE001 - kombu raises many kinds here; all mean "unknown"
+        return None
+
+
 def ping(celery: Celery) -> None:
     """Raise BrokerUnavailable unless the broker accepts a connection."""
     try:

@@ -117,6 +117,21 @@ class Settings(BaseSettings):
     max_wait_seconds: float = Field(60.0, ge=0, description="longest 'Prefer: wait=N' honoured")
     max_queued_high: int = Field(1000, ge=1, description="high-priority jobs waiting before uploads get 429")
     max_queued_low: int = Field(10000, ge=1, description="low-priority jobs waiting before uploads get 429")
+    dispatch_ahead: int = Field(0, ge=0, description="runs of each priority handed to the broker before a "
+                                "worker starts them (the rest wait in the store, where priority and turns "
+                                "between clients decide); 0: live workers x batch size (x 1 in embedded mode)")
+    dispatch_tick_s: float = Field(1.0, gt=0, le=60, description="how often each API process dispatches and "
+                                   "repairs dispatches whose publisher died, besides after every submit and claim")
+    client_rate_per_s: float = Field(0.0, ge=0, description="API requests per second each client may make "
+                                     "(a token bucket in the store); 0: no limit; per client: `emotionq keys limits`")
+    client_burst: int = Field(100, ge=1, description="requests a client may make at once above its rate")
+    client_max_waiting: int = Field(0, ge=0, description="jobs of new audio a client may have waiting; "
+                                    "0: no cap beyond EMOTIONQ_MAX_QUEUED_*; per client: `emotionq keys limits`")
+    client_waiting_retry_s: int = Field(10, ge=1, description="Retry-After of a client over its waiting cap")
+    queue_position: bool = Field(True, description="queued jobs carry queue.position and eta_s; false saves "
+                                 "their reads (benchmarks compare)")
+    events_poll_s: float = Field(0.25, gt=0, le=5, description="how often a job's event stream looks at the store")
+    events_ping_s: int = Field(15, ge=1, description="seconds between heartbeats (`: ping`) of an event stream")
     store_patience_s: float = Field(120.0, ge=0, description="how long a worker waits for a store that is down")
     drain_timeout_s: float | None = Field(None, gt=0, description="how long `emotionq worker`/`run` lets workers "
                                           "finish the jobs in hand when asked to stop; unset: the longest a job may "

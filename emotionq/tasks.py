@@ -109,7 +109,7 @@ def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = 
     try:
         outcomes = scoring.score_runs(store=rt.store, blobs=rt.blobs, model=rt.model, settings=rt.settings,
                                       members=members, worker=rt.name, hard_limit_s=hard, notify=rt.notify,
-                                      started=started)
+                                      started=started, on_claimed=rt.dispatch)
     except (SoftTimeLimitExceeded, RunTimeLimit) as exc:
         if not extras:
             _record_failure(run_id, self.request.id, "time_limit", exc.message if isinstance(exc, RunTimeLimit) else

@@ -15,7 +15,7 @@ PACKAGE = ROOT / "emotionq"
 ALLOWED = {
     "inference": {"inference"},
     "store": {"store"},
-    "jobs": {"jobs", "queues", "inference", "webhooks"},
+    "jobs": {"jobs", "queues", "inference", "webhooks", "worker.readiness"},
     "webhooks": {"webhooks", "jobs", "queues"},
     "queues": set(),
     "worker": {"worker", "jobs", "queues", "webhooks", "blobs", "inference"},

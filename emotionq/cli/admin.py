@@ -66,6 +66,25 @@ def keys_revoke(key_id: str) -> None:
     click.echo(f"revoked key {key_id} of client {entry['client']!r}")
 
 
+@keys.command("limits")
+@click.argument("client")
+@click.option("--rate", type=click.FloatRange(min=0), help="requests per second (0: no limit)")
+@click.option("--burst", type=click.IntRange(min=1), help="requests at once above the rate")
+@click.option("--max-waiting", type=click.IntRange(min=0), help="jobs waiting at once (0: no cap of its own)")
+@click.option("--reset", is_flag=True, help="back to the defaults (EMOTIONQ_CLIENT_*)")
+def keys_limits(client: str, rate: float | None, burst: int | None, max_waiting: int | None, reset: bool) -> None:
+    """Show or set CLIENT's limits: its request rate (token bucket) and its cap on waiting jobs."""
+    from emotionq.jobs import limits
+
+    values = {"rate_per_s": rate, "burst": burst, "max_waiting": max_waiting}
+    if reset or any(v is not None for v in values.values()):
+        _run_admin(lambda store: limits.set_limits(
+            store, client, **(dict.fromkeys(values) if reset else {k: v for k, v in values.items() if v is not None})))
+    got = _run_admin(lambda store: limits.limits_of(store, client, get_settings()))
+    click.echo(f"client {client!r}: rate {got.rate_per_s:g}/s (burst {got.burst}), at most {got.max_waiting or 'any'} "
+               "jobs waiting")
+
+
 def _run_admin(action):
     """Run ``action(store)``; emotionq's own errors become a one-line message and exit code 1."""
     from emotionq.errors import EmotionQError

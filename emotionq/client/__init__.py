@@ -1,4 +1,5 @@
-"""A Python client of the HTTP API: submit audio, read a job, wait for it, cancel it.
+"""A Python client of the HTTP API: submit audio, read a job, wait for it (pushed, as Server-Sent
+Events, or by long polls where the stream is not there), follow its events, cancel it.
 
     with Client("http://127.0.0.1:8000", "eq_...") as api:
         job = api.wait(api.submit("call.wav", priority="high")["id"], timeout=300)
@@ -16,7 +17,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
@@ -30,6 +31,7 @@ from emotionq.errors import APIError
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 RETRY_STATUSES = frozenset({429, 503})
 LONG_POLL_S = 60.0  # the longest `Prefer: wait` one request asks for (the API's default cap)
+EVENT_PING_S = 15.0  # the API's heartbeat interval on event streams (EMOTIONQ_EVENTS_PING_S)
 
 
 class Client:
@@ -82,9 +84,43 @@ class Client:
         return self._call(lambda: self._http.get(_job_path(job_id), headers=_prefer(wait),
                                                  timeout=self.timeout + wait))
 
+    def events(self, job_id: str, *, last_event_id: str | None = None) -> Iterator[tuple[str, str | None, dict]]:
+        """The job's Server-Sent Events as (event, id, data): queued, position, running, then its end; and
+        ("ping", None, {}) for each heartbeat (every 15 s), so that a caller can keep time."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, 3 * EVENT_PING_S))  # heartbeats keep it alive
+        with self._http.stream("GET", f"{_job_path(job_id)}/events", headers=headers, timeout=timeout) as response:
+            if not response.is_success:
+                response.read()
+                raise problem(response)
+            block: dict[str, str] = {}
+            for line in response.iter_lines():
+                if not line:
+                    if "data" in block:
+                        yield block.get("event", "message"), block.get("id"), json.loads(block["data"])
+                    block = {}
+                elif line.startswith(":"):  # ": ping" heartbeats are comments
+                    yield "ping", None, {}
+                else:
+                    field, _, value = line.partition(":")
+                    block[field] = value.removeprefix(" ")
+
     def wait(self, job_id: str, timeout: float | None = None) -> dict:
-        """The job once it has finished, or as it stands after ``timeout`` seconds (None: no limit)."""
+        """The job once it has finished, or as it stands after ``timeout`` seconds (None: no limit).
+
+        It follows the job's events; if the stream breaks or the API has none, it long-polls."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for event, _, data in self.events(job_id):
+                if event in TERMINAL:
+                    return data
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        except (APIError, httpx.HTTPError, ValueError):  # dropped, or an API without events: poll instead
+            pass
+        return self._poll(job_id, deadline)
+
+    def _poll(self, job_id: str, deadline: float | None) -> dict:
         while True:
             left = LONG_POLL_S if deadline is None else deadline - time.monotonic()
             asked = max(0.0, min(left, LONG_POLL_S))

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from emotionq.client import LONG_POLL_S, TERMINAL, Client
+from emotionq.client import TERMINAL, Client
 from emotionq.errors import APIError
 from emotionq.inference.labels import LABELS
 
@@ -67,8 +67,8 @@ def _one(client: Client, path: Path, *, priority: str, wait: bool, timeout: floa
     deadline = time.monotonic() + timeout
     job, error = None, None
     try:
-        job = client.submit(path, priority=priority, wait=min(timeout, LONG_POLL_S) if wait else 0, options=options)
-        if wait and job["status"] not in TERMINAL:
+        job = client.submit(path, priority=priority, options=options)
+        if wait and job["status"] not in TERMINAL:  # follows the job's events (long polls where they fail)
             job = client.wait(job["id"], timeout=max(0.0, deadline - time.monotonic()))
             if job["status"] not in TERMINAL:
                 error = APIError(f"not finished after {timeout:g} s; `emotionq status {job['id']}` shows it later",

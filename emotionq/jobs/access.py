@@ -6,6 +6,7 @@ import time
 from typing import Callable
 
 from emotionq.errors import Conflict, NotFound
+from emotionq.jobs import backlog
 from emotionq.jobs.records import CANCELED, QUEUED, RUNNING, TERMINAL, count, forget, job_key, mark_failed, run_key
 from emotionq.settings import Priority
 from emotionq.store import Store, Tx
@@ -55,7 +56,8 @@ def cancel(store: Store, *, job_id: str, client: str) -> None:
         run["jobs"] = [j for j in run["jobs"] if j != job_id]
         if not run["jobs"] and run["state"] == QUEUED:
             run["state"], run["finished_at"] = CANCELED, time.time()
-            count(tx, run["priority"], -1)
+            count(tx, run["priority"], -1, client=run.get("client"))
+            backlog.leave(tx, run)
             forget(tx, run)
         tx.put(run_key(run["id"]), run)
 

@@ -1,4 +1,4 @@
-"""An upload's way in: checked, submitted, its audio filed, its run published. The one function the
+"""An upload's way in: checked, submitted, its audio filed, its run dispatched. The one function the
 routes (and tests) call for a new job: ``Intake.accept``.
 
 The audio is filed under its hash only after the store accepted the job, so a refused request
@@ -18,9 +18,9 @@ from celery import Celery
 from emotionq import metrics
 from emotionq.errors import AudioTooLong, BlobStoreUnavailable, Unavailable
 from emotionq.inference.audio import probe
+from emotionq.jobs import dispatch
 from emotionq.jobs.channels import check_channels
-from emotionq.jobs.submission import Submission, abandon_run, mark_published, submit
-from emotionq.queues import publish_run
+from emotionq.jobs.submission import Submission, abandon_run, submit
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store
 from emotionq.webhooks import delivery, events, targets
@@ -88,7 +88,7 @@ class Intake:
         if submission.outcome == "cache":
             self.notifier.job_event(submission.job, submission.run, "job.succeeded")
         if submission.publish:
-            self._publish(submission)
+            self._dispatch(submission)
         metrics.JOBS_SUBMITTED.labels(request.priority, submission.outcome).inc()
         return submission
 
@@ -121,17 +121,15 @@ class Intake:
             abandon_run(self.store, run_id=submission.run["id"], error=error.as_dict())
             raise error from exc
 
-    def _publish(self, submission: Submission) -> None:
+    def _dispatch(self, submission: Submission) -> None:
+        """Hand the broker what it may hold now (this run, or another client's whose turn it is). If the
+        broker refuses, a new run is failed and the client told to retry (503), as before backlogs."""
         job, run = submission.job, submission.run
         try:
-            publish_run(self.celery, run, settings=self.settings, job_id=job["id"])
+            dispatch.dispatch(self.store, self.celery, self.settings)
         except Unavailable as exc:
-            if submission.outcome != "new":  # a priority raise (or an orphan: the next joiner retries)
-                log.warning("job %s: could not republish run %s: %s", job["id"], run["id"], exc)
+            if submission.outcome != "new":  # a priority raise: the run waits in the high backlog
+                log.warning("job %s: could not dispatch: %s", job["id"], exc)
                 return
             abandon_run(self.store, run_id=run["id"], error=exc.as_dict())
             raise
-        try:
-            mark_published(self.store, run_id=run["id"])
-        except Unavailable as exc:  # the message is out; at worst a joiner publishes it again
-            log.warning("run %s: could not record its publication: %s", run["id"], exc)

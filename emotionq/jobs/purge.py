@@ -7,6 +7,9 @@ at that priority has the run failed (code ``purged``, webhooks told) and is then
 acked; one whose run has already ended is dropped as stale; every other message
 goes back to the queue. Fail first, ack second: if this process dies in between,
 RabbitMQ returns the message and a worker skips it as finished.
+
+Most waiting runs are not in the broker at all but in the store's backlogs (``emotionq.jobs.backlog``):
+those of the priority are failed too, as many as waited when the purge began.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from typing import Callable
 
 from celery import Celery
 
+from emotionq.jobs import backlog
 from emotionq.jobs.access import take_back
+from emotionq.jobs.records import mark_failed, run_key
 from emotionq.queues import INFERENCE, message_priority, read_infer
 from emotionq.settings import Priority
-from emotionq.store import Store
+from emotionq.store import Store, Tx
 
 
 @dataclass
@@ -35,6 +40,7 @@ def purge_priority(celery: Celery, store: Store, *, priority: Priority,
     error = {"code": "purged", "message": f"an operator purged the {priority}-priority queue before the job "
              "started; submit it again", "retryable": True}
     result, held = Purged(), []
+    waiting_in_store = sum(backlog.turns(store, priority)["counts"].values())
     with celery.connection_for_write() as conn:
         bound = INFERENCE(conn.default_channel)
         _, waiting, _ = bound.queue_declare(passive=True)
@@ -61,4 +67,22 @@ def purge_priority(celery: Celery, store: Store, *, priority: Priority,
             for message in held:  # back where they were; unacked ones would come back anyway on disconnect
                 message.requeue()
             result.kept = len(held)
+    for _ in range(waiting_in_store):  # what waits now; later uploads are not purged
+        run = store.transact(lambda tx: _fail_next(tx, priority, error))
+        if run is None:
+            break
+        result.failed.append(run["id"])
+        notify(run, "job.failed")
     return result
+
+
+def _fail_next(tx: Tx, priority: Priority, error: dict) -> dict | None:
+    """Fail the run whose turn is next in the backlogs of ``priority``; None when they are empty."""
+    while (run_id := backlog.take(tx, priority)) is not None:
+        run = tx.get(run_key(run_id))
+        if run is not None:
+            run["queue"] = None  # out of its backlog already
+            failed = mark_failed(tx, run_id, error, only_owner=None, run=run)
+            if failed is not None:
+                return failed
+    return None

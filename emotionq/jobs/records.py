@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 
+from emotionq.jobs import backlog, limits
 from emotionq.store import Store, Tx
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
@@ -48,8 +49,10 @@ def waiting(tx: Tx, priority: str) -> int:
     return (tx.get(DEPTH_KEY) or {}).get(priority, 0)
 
 
-def count(tx: Tx, priority: str, delta: int) -> int:
-    """Move the waiting count of ``priority`` by ``delta``; returns the count before."""
+def count(tx: Tx, priority: str, delta: int, *, client: str | None = None) -> int:
+    """Move the waiting count of ``priority`` (and of ``client``'s, if given) by ``delta``; returns the
+    count of ``priority`` before."""
+    limits.count_waiting(tx, client, delta)
     depth = {"high": 0, "low": 0, **(tx.get(DEPTH_KEY) or {})}
     before = depth[priority]
     depth[priority] = max(0, before + delta)
@@ -68,7 +71,8 @@ def mark_failed(tx: Tx, run_id: str, error: dict, *, only_owner: str | None, run
     if only_owner is not None and run["owner"] not in (None, only_owner):
         return None
     if run["state"] == QUEUED:
-        count(tx, run["priority"], -1)
+        count(tx, run["priority"], -1, client=run.get("client"))
+        backlog.leave(tx, run)
     run.update(state=FAILED, error=error, finished_at=time.time(), deadline=None)
     tx.put(run_key(run_id), run)
     forget(tx, run)

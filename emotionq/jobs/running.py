@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from emotionq.jobs import leases
+from emotionq.jobs import backlog, leases, position
 from emotionq.jobs.records import (
     CANCELED,
     QUEUED,
@@ -32,12 +32,15 @@ LEASE_GRACE_S = 60.0  # a running run's lease: its hard time limit plus this
 class Claim:
     run: dict | None
     go: bool
-    reason: str  # "claimed" | "redelivered" | "missing" | "finished" | "duplicate" | "poison"
+    reason: str  # "claimed" | "redelivered" | "missing" | "finished" | "duplicate" | "poison" | "deferred"
 
 
 def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliveries: int,
           hard_limit_s: float) -> Claim:
-    """Take a run for this task. Duplicate messages, finished runs and poison runs are skipped."""
+    """Take a run for this task. Duplicate messages, finished runs and poison runs are skipped.
+
+    A low run while high runs wait is *deferred*: back at the front of its backlog, its message
+    dropped, so priority is strict whatever order the broker delivers in (embedded mode's is FIFO)."""
 
     def tx_claim(tx: Tx) -> Claim:
         run = tx.get(run_key(run_id))
@@ -58,9 +61,15 @@ def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliverie
                     "retryable": False,
                 }, only_owner=None, run=run)
                 return Claim(run, False, "poison")
+        elif run["priority"] == "low" and backlog.waiting(tx, "high") > 0:
+            if (run.get("queue") or {}).get("at") != backlog.BACKLOG:
+                backlog.back(tx, run)
+                tx.put(run_key(run_id), run)
+            return Claim(run, False, "deferred")
         else:
+            backlog.leave(tx, run)
             run["deliveries"] = 1
-            count(tx, run["priority"], -1)
+            count(tx, run["priority"], -1, client=run.get("client"))
         now = time.time()
         run.update(state=RUNNING, owner=task_id, worker=worker, deadline=now + hard_limit_s + LEASE_GRACE_S)
         run["started_at"] = run["started_at"] or now
@@ -115,6 +124,7 @@ def complete(store: Store, *, run_id: str, task_id: str, output: dict, settings:
         if run is None or run["state"] != RUNNING or run["owner"] != task_id:
             return None
         run.update(state=SUCCEEDED, output=output, finished_at=time.time(), deadline=None)
+        position.record_service(tx, run, batch_size=(output.get("timing") or {}).get("batch_size", 1))
         ttl = max(settings.job_ttl_seconds, settings.result_ttl_seconds)
         tx.put(run_key(run_id), run, ttl=ttl)
         tx.put(dedup_pointer(run["key"]), {"run_id": run_id}, ttl=settings.result_ttl_seconds)
@@ -135,7 +145,7 @@ def requeue(store: Store, *, run_id: str, task_id: str) -> None:
         run = tx.get(run_key(run_id))
         if run is not None and run["state"] == RUNNING and run["owner"] == task_id:
             run.update(state=QUEUED, owner=None, deadline=None, retries=run["retries"] + 1)
-            count(tx, run["priority"], +1)
+            count(tx, run["priority"], +1, client=run.get("client"))
             tx.put(run_key(run_id), run)
 
     store.transact(tx_requeue)

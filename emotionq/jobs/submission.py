@@ -1,6 +1,8 @@
 """Submitting: a new job attached to a new run, joined to a live one, or answered from a finished one.
 
-One store transaction decides it, so concurrent identical uploads make exactly one run.
+One store transaction decides it, so concurrent identical uploads make exactly one run. A new run
+enters its client's backlog in that transaction (``emotionq.jobs.backlog``); the dispatcher, which
+the caller runs next, hands it to the broker in its turn.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from emotionq.errors import Conflict, Overloaded
-from emotionq.jobs import blobrefs
+from emotionq.jobs import backlog, blobrefs, limits
 from emotionq.jobs.records import (
     QUEUED,
     RUNNING,
@@ -26,15 +28,13 @@ from emotionq.jobs.records import (
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store, Tx
 
-ORPHAN_AFTER_S = 60.0  # a queued run still unpublished this long after creation lost its publisher
-
 
 @dataclass(frozen=True)
 class Submission:
     job: dict
     run: dict
     outcome: str  # "new" | "coalesced" | "cache" | "idempotent"
-    publish: bool  # the caller must publish a message for this run (new, or raised priority)
+    publish: bool  # the caller must dispatch: work entered a backlog (a new run, or one raised to high)
 
 
 def submit(
@@ -68,12 +68,12 @@ def submit(
         if run is not None and run["state"] == SUCCEEDED:
             outcome, publish = "cache", False
         elif run is not None and run["state"] in (QUEUED, RUNNING):
-            outcome, publish = "coalesced", _join(tx, run, job_id=job_id, priority=priority, settings=settings,
-                                                  now=now)
+            outcome, publish = "coalesced", _join(tx, run, job_id=job_id, priority=priority, settings=settings)
         else:
             outcome, publish = "new", True
             run = _new_run(tx, run_id=fresh_run_id, key=key, job_id=job_id, priority=priority, model=model,
-                           input=input, options=options, settings=settings, now=now)
+                           input=input, options=options, settings=settings, now=now, client=client)
+            backlog.enter(tx, run, client=client)
             tx.put(dedup_pointer(key), {"run_id": run["id"]}, ttl=run_ttl)
         if outcome in ("new", "coalesced"):  # the run needs the audio: hold it (a new run learns its name)
             gen = blobrefs.hold(tx, sha256=input["sha256"], run_id=run["id"] if outcome == "new" else None,
@@ -106,48 +106,37 @@ def _idempotent(tx: Tx, idem_key: str, fingerprint: str) -> Submission | None:
     return None if job is None else Submission(job, tx.get(run_key(job["run_id"])), "idempotent", False)
 
 
-def _join(tx: Tx, run: dict, *, job_id: str, priority: Priority, settings: Settings, now: float) -> bool:
-    """Attach a job to a live run; True if the run must be published (again)."""
+def _join(tx: Tx, run: dict, *, job_id: str, priority: Priority, settings: Settings) -> bool:
+    """Attach a job to a live run; True if it moved to the high backlog (the caller dispatches)."""
     run["jobs"].append(job_id)
-    publish = False
-    if run["state"] == QUEUED and not run.get("published_at") and now - run["created_at"] > ORPHAN_AFTER_S:
-        publish = True  # its publisher died before publishing: publish it now, or nothing ever will
     if (priority == "high" and run["priority"] != "high" and run["state"] == QUEUED
             and waiting(tx, "high") < settings.max_queued_high):
-        run["priority"] = "high"  # re-publish at high priority; the first message to arrive wins
+        client = (run.get("queue") or {}).get("client") or run.get("client", "")
+        backlog.leave(tx, run)  # from the low backlog, or from the low messages in the broker
+        run["priority"] = "high"  # dispatched at high now; if its low message comes first, that one wins
         count(tx, "low", -1)
         count(tx, "high", +1)
-        publish = True
-    return publish
+        backlog.enter(tx, run, client=client)
+        return True
+    return False
 
 
 def _new_run(tx: Tx, *, run_id: str, key: str, job_id: str, priority: Priority, model: str, input: dict,
-             options: dict, settings: Settings, now: float) -> dict:
+             options: dict, settings: Settings, now: float, client: str) -> dict:
     """A queued run for the job, counted as waiting; Overloaded past the priority's queue limit."""
-    waiting_now = count(tx, priority, +1)
+    limits.check_waiting(tx, client, settings)
+    waiting_now = count(tx, priority, +1, client=client)
     if waiting_now >= settings.max_queued(priority):
         raise Overloaded(f"{waiting_now} {priority}-priority jobs are waiting, the most this service queues; "
                          "retry later")
     return {
         "id": run_id, "key": key, "sha256": input["sha256"], "model": model,
         "options": options, "duration_s": input["duration_s"], "channels": input.get("channels", 1),
-        "priority": priority,
+        "priority": priority, "client": client,
         "state": QUEUED, "jobs": [job_id], "created_at": now, "started_at": None,
         "finished_at": None, "published_at": None, "owner": None, "deliveries": 0, "retries": 0,
         "deadline": None, "worker": None, "output": None, "error": None,
     }
-
-
-def mark_published(store: Store, *, run_id: str) -> None:
-    """Record that the broker confirmed a message for the run (so it is not an orphan)."""
-
-    def tx_mark(tx: Tx) -> None:
-        run = tx.get(run_key(run_id))
-        if run is not None and not run.get("published_at"):
-            run["published_at"] = time.time()
-            tx.put(run_key(run_id), run)
-
-    store.transact(tx_mark)
 
 
 def abandon_run(store: Store, *, run_id: str, error: dict) -> None:

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from emotionq.jobs.access import status_of
-from emotionq.jobs.records import CANCELED, FAILED, SUCCEEDED, TERMINAL
+from emotionq.jobs.records import CANCELED, FAILED, QUEUED, SUCCEEDED, TERMINAL
 
 
 def iso(ts: float | None) -> str | None:
@@ -14,8 +14,9 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z") if ts else None
 
 
-def view(job: dict, run: dict, deliveries: list[dict] | None = None) -> dict[str, Any]:
-    """The job object of the HTTP API; ``deliveries`` are its webhook deliveries so far."""
+def view(job: dict, run: dict, deliveries: list[dict] | None = None, queue: dict | None = None) -> dict[str, Any]:
+    """The job object of the HTTP API; ``deliveries`` are its webhook deliveries so far, ``queue`` where it
+    stands while queued (``emotionq.jobs.position``)."""
     status = status_of(job, run)
     created = job["created_at"]
     if job["dedup"] == "cache":
@@ -37,4 +38,5 @@ def view(job: dict, run: dict, deliveries: list[dict] | None = None) -> dict[str
         "error": run["error"] if status == FAILED else None,
         "dedup": {"reused": job["dedup"] is not None, "source": job["dedup"], "run_id": run["id"]},
         "webhook": {**job["webhook"], "deliveries": deliveries or []} if job.get("webhook") else None,
+        "queue": queue if status == QUEUED else None,
     }

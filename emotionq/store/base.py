@@ -3,6 +3,9 @@
 Besides documents, a store keeps *indexes*: named sets of members, each with a score (a time,
 here), written inside transactions and read in score order (``due``). They are how the janitor
 finds running leases, pending deliveries and blobs to collect without scanning every document.
+Indexes are also *ordered sets* that transactions read (``first``): the backlogs of waiting runs,
+in the order the dispatcher takes them (``emotionq.jobs.backlog``), and a job's event log; ``rank``
+and ``size`` answer a member's place and a set's length without reading the set.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ class Tx(Protocol):
     def index(self, name: str, member: str, score: float | None) -> None:
         """Set ``member``'s score in index ``name`` at commit; None removes it. Written, never read, in a
         transaction: the index is a to-do list for the janitor, who checks each document it names."""
+
+    def first(self, name: str, limit: int) -> list[tuple[str, float]]:
+        """Up to ``limit`` (member, score) of index ``name``, lowest score first, as this transaction
+        sees it (its own writes included); another writer changing the index makes it run again."""
 
 
 class Store(ABC):
@@ -51,6 +58,18 @@ class Store(ABC):
     @abstractmethod
     def due(self, index: str, *, until: float, limit: int) -> list[tuple[str, float]]:
         """Up to ``limit`` (member, score) of index ``index`` whose score is at most ``until``, lowest first."""
+
+    @abstractmethod
+    def rank(self, index: str, member: str) -> int | None:
+        """How many members of ``index`` score lower than ``member`` (ties by member); None if absent."""
+
+    @abstractmethod
+    def size(self, index: str) -> int:
+        """How many members ``index`` has."""
+
+    def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
+        """Up to ``limit`` (member, score) of ``index`` scoring above ``score``, lowest first."""
+        return [(m, s) for m, s in self.due(index, until=float("inf"), limit=limit + 10_000) if s > score][:limit]
 
     def purge_expired(self) -> int:
         """Delete expired documents where the backend does not do it itself."""

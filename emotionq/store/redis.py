@@ -48,6 +48,18 @@ class _RedisTx:
     def index(self, name: str, member: str, score: float | None) -> None:
         self.indexes[(name, member)] = score
 
+    def first(self, name: str, limit: int) -> list[tuple[str, float]]:
+        key = INDEX_PREFIX + name
+        self._pipe.watch(key)
+        mine = {m: s for (n, m), s in self.indexes.items() if n == name}
+        found = {m.decode(): s for m, s in self._pipe.zrange(key, 0, limit + len(mine) - 1, withscores=True)}
+        for member, score in mine.items():
+            if score is None:
+                found.pop(member, None)
+            else:
+                found[member] = score
+        return sorted(found.items(), key=lambda ms: (ms[1], ms[0]))[:limit]
+
 
 class RedisStore(Store):
     def __init__(self, url: str) -> None:
@@ -97,6 +109,23 @@ class RedisStore(Store):
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
         return [(member.decode(), score) for member, score in found]
+
+    def rank(self, index: str, member: str) -> int | None:
+        return self._call(self._client.zrank, INDEX_PREFIX + index, member)
+
+    def size(self, index: str) -> int:
+        return self._call(self._client.zcard, INDEX_PREFIX + index)
+
+    def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
+        found = self._call(self._client.zrangebyscore, INDEX_PREFIX + index, f"({score!r}", "+inf", start=0,
+                           num=limit, withscores=True)
+        return [(member.decode(), s) for member, s in found]
+
+    def _call(self, command, *args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
 
     def ping(self) -> None:
         try:

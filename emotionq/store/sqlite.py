@@ -64,6 +64,10 @@ class _SqliteTx:
             self._conn.execute("INSERT INTO idx (name, member, score) VALUES (?, ?, ?) ON CONFLICT (name, member)"
                                " DO UPDATE SET score = excluded.score", (name, member, score))
 
+    def first(self, name: str, limit: int) -> list[tuple[str, float]]:
+        return [(m, s) for m, s in self._conn.execute(
+            "SELECT member, score FROM idx WHERE name = ? ORDER BY score, member LIMIT ?", (name, limit))]
+
 
 class SqliteStore(Store):
     def __init__(self, url: str) -> None:
@@ -113,6 +117,27 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self.path} failed: {exc}") from exc
         return [(member, score) for member, score in rows]
+
+    def rank(self, index: str, member: str) -> int | None:
+        row = self._query("SELECT score FROM idx WHERE name = ? AND member = ?", (index, member))
+        if not row:
+            return None
+        return self._query("SELECT COUNT(*) FROM idx WHERE name = ? AND (score < ? OR (score = ? AND member < ?))",
+                           (index, row[0][0], row[0][0], member))[0][0]
+
+    def size(self, index: str) -> int:
+        return self._query("SELECT COUNT(*) FROM idx WHERE name = ?", (index,))[0][0]
+
+    def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
+        rows = self._query("SELECT member, score FROM idx WHERE name = ? AND score > ? ORDER BY score LIMIT ?",
+                           (index, score, limit))
+        return [(m, s) for m, s in rows]
+
+    def _query(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite store {self.path} failed: {exc}") from exc
 
     def ping(self) -> None:
         self.get("ping")

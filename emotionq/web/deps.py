@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
+from emotionq.jobs import limits, position
 from emotionq.jobs.intake import Intake
 from emotionq.settings import Settings
 from emotionq.store import Store
@@ -50,8 +51,10 @@ class Services:
         return jobs.load(self.store, job_id=job_id, client=client, on_fail=self.run_failed)
 
     def view(self, job: dict, run: dict) -> dict:
-        """The job object, with its webhook deliveries (blocking: call in a thread)."""
-        return jobs.view(job, run, delivery.for_job(self.store, job))
+        """The job object, with its webhook deliveries and, while queued, its place (blocking: call in a thread)."""
+        wanted = self.settings.queue_position and not job["canceled_at"]
+        queue = position.estimate(self.store, run) if wanted else None
+        return jobs.view(job, run, delivery.for_job(self.store, job), queue)
 
     def run_failed(self, run: dict, event: str) -> None:
         """A run that its vanished worker left, failed on reading: count it and tell the webhooks."""
@@ -70,10 +73,15 @@ bearer = HTTPBearer(auto_error=False, description="an API key from `emotionq key
 
 async def client_id(svc: ServicesDep,
                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-    """The caller's client, from its API key; every job belongs to one."""
+    """The caller's client, from its API key; every job belongs to one. A client over its request rate
+    is refused here (429 ``rate_limited``)."""
     if svc.settings.auth == "disabled":
-        return keys.ANONYMOUS
-    return await run_in_threadpool(keys.authenticate, svc.store, credentials.credentials if credentials else None)
+        client = keys.ANONYMOUS
+    else:
+        client = await run_in_threadpool(keys.authenticate, svc.store,
+                                         credentials.credentials if credentials else None)
+    await run_in_threadpool(limits.take_token, svc.store, client, svc.settings)
+    return client
 
 
 ClientDep = Annotated[str, Depends(client_id)]

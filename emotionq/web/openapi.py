@@ -21,6 +21,11 @@ from emotionq.web.form import json_schema, schema_with_file
 PROBLEM_JSON = problems.MEDIA_TYPE
 HEADERS = {
     "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer", "example": 5}},
+    "RateLimit-Policy": {"description": "the client's limit (draft-ietf-httpapi-ratelimit-headers): q requests per "
+                         "w seconds, or q jobs waiting", "schema": {"type": "string",
+                                                                    "example": '"requests";q=100;w=2'}},
+    "RateLimit": {"description": "what is left of it (r) and seconds until more (t)",
+                  "schema": {"type": "string", "example": '"requests";r=0;t=1'}},
     "WWW-Authenticate": {"description": "how to authenticate", "schema": {"type": "string",
                                                                          "example": 'Bearer realm="emotionq"'}},
 }

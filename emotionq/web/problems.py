@@ -8,6 +8,8 @@ documented example cannot drift apart.
 
 from __future__ import annotations
 
+import math
+
 from fastapi.responses import JSONResponse
 
 from emotionq.errors import (
@@ -26,6 +28,7 @@ from emotionq.errors import (
     NoWorkers,
     Overloaded,
     PayloadTooLarge,
+    RateLimited,
     RequestTimeout,
     ServerFault,
     StoreUnavailable,
@@ -61,6 +64,9 @@ def status_of(exc: EmotionQError) -> int:
 
 
 def headers_for(exc: EmotionQError) -> dict[str, str]:
+    if isinstance(exc, RateLimited):  # draft-ietf-httpapi-ratelimit-headers
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s))), "RateLimit-Policy": exc.policy,
+                "RateLimit": exc.state}
     if isinstance(exc, Unavailable):
         return {"Retry-After": str(RETRY_AFTER_S)}
     if isinstance(exc, Unauthorized):
@@ -117,6 +123,12 @@ EXAMPLES: dict[str, EmotionQError] = {
                                            code="audio_url_unreachable", retryable=True),
     "blob_store_unavailable": BlobStoreUnavailable("the object store did not store the audio (EndpointConnectionError: "
                                                    "could not connect); retry shortly"),
+    "rate_limited": RateLimited("client 'acme' is over its rate of 50 requests/s (bursts of 100); retry after "
+                                "Retry-After seconds", retry_after_s=1, policy='"requests";q=100;w=2',
+                                state='"requests";r=0;t=1'),
+    "too_many_waiting": RateLimited("client 'acme' has 2000 jobs waiting, its most; retry when some have started",
+                                    code="too_many_waiting", retry_after_s=10, policy='"waiting";q=2000',
+                                    state='"waiting";r=0;t=10'),
     "queue_full": Overloaded("1000 high-priority jobs are waiting, the most this service queues; retry later"),
     "broker_unavailable": BrokerUnavailable("the broker did not accept the job (connection refused); retry "
                                             "shortly"),

@@ -29,9 +29,10 @@ JOB_QUEUED = {
     "dedup": {"reused": False, "source": None, "run_id": "run_0b1c2d3e4f5a4b6c8d9e0f1a2b3c4d5e"},
     "webhook": {"url": "https://example.com/hooks/emotionq", "events": ["job.canceled", "job.failed", "job.succeeded"],
                 "deliveries": []},
+    "queue": {"position": 12, "eta_s": 41.6},
 }
 JOB_SUCCEEDED = {
-    **JOB_QUEUED, "status": "succeeded",
+    **JOB_QUEUED, "status": "succeeded", "queue": None,
     "started_at": "2026-05-04T09:30:12.903Z", "finished_at": "2026-05-04T09:30:13.655Z",
     "output": {
         "scores": _SCORES, "top_label": "happy", "top_score": 0.731,
@@ -61,11 +62,11 @@ JOB_SUCCEEDED = {
 JOB_DEDUPED = {**JOB_SUCCEEDED, "id": "job_9a8b7c6d5e4f40312a1b2c3d4e5f6a7b", "started_at": "2026-05-04T11:02:40.117Z",
                "created_at": "2026-05-04T11:02:40.117Z", "finished_at": "2026-05-04T11:02:40.117Z",
                "dedup": {**JOB_SUCCEEDED["dedup"], "reused": True, "source": "cache"}, "webhook": None}
-JOB_FAILED = {**JOB_QUEUED, "status": "failed", "started_at": "2026-05-04T09:30:12.903Z",
+JOB_FAILED = {**JOB_QUEUED, "status": "failed", "queue": None, "started_at": "2026-05-04T09:30:12.903Z",
               "finished_at": "2026-05-04T09:30:13.010Z",
               "error": {"code": "audio_not_finite", "message": "the recording contains NaN or infinite samples: "
                         "re-export it as 16-bit PCM WAV or FLAC and upload that", "retryable": False}}
-JOB_CANCELED = {**JOB_QUEUED, "status": "canceled", "finished_at": "2026-05-04T09:30:20.551Z"}
+JOB_CANCELED = {**JOB_QUEUED, "status": "canceled", "queue": None, "finished_at": "2026-05-04T09:30:20.551Z"}
 
 
 class JobInput(BaseModel):
@@ -136,6 +137,13 @@ class WebhookSecrets(BaseModel):
     secrets: list[WebhookSecret]
 
 
+class QueuePlace(BaseModel):
+    position: int = Field(description="how many jobs will start before this one: every waiting high job (for a "
+                          "low one), then those ahead of it as the clients take turns")
+    eta_s: float | None = Field(description="about how many seconds until it is done, from recent service times "
+                                "and the live workers; null until one job was measured, or with no worker live")
+
+
 class Job(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [JOB_SUCCEEDED]})
 
@@ -158,6 +166,7 @@ class Job(BaseModel):
     error: JobError | None
     dedup: Dedup
     webhook: Webhook | None = None
+    queue: QueuePlace | None = Field(None, description="while queued: where the job stands; null otherwise")
 
 
 class Problem(BaseModel):

@@ -16,7 +16,8 @@ import httpx
 
 from emotionq import metrics, queues
 from emotionq.blobs import BlobStore, open_blobs
-from emotionq.errors import StoreUnavailable
+from emotionq.errors import EmotionQError, StoreUnavailable
+from emotionq.jobs import dispatch
 from emotionq.settings import get_settings
 from emotionq.store import PatientStore, open_store
 from emotionq.webhooks import delivery
@@ -54,6 +55,13 @@ class Runtime:
     @cached_property
     def http(self) -> httpx.Client:
         return httpx.Client(follow_redirects=False, trust_env=False)
+
+    def dispatch(self) -> None:
+        """Refill the broker from the backlogs after claims (a failure waits for the API's tick)."""
+        try:
+            dispatch.dispatch(self.store.inner, queues.app, self.settings)
+        except EmotionQError as exc:
+            log.warning("could not dispatch after a claim: %s", exc)
 
     def notify(self, run: dict, event: str) -> None:
         """Queue webhook events; a failure here must not undo the recorded outcome."""

@@ -45,6 +45,7 @@ def score_runs(
     hard_limit_s: float,
     notify: Notify = lambda run, event: None,
     started: float | None = None,
+    on_claimed: Callable[[], None] = lambda: None,
 ) -> list[str]:
     """Score ``members`` in shared forward passes; returns what happened to each, in order
     ("succeeded", "failed", or why it was skipped).
@@ -60,11 +61,13 @@ def score_runs(
     Between forward passes, a run whose jobs were all canceled is stopped (recorded canceled),
     and the batch is held to the soft time limit of the audio it really holds, decoded, from
     ``started`` (``time.monotonic()`` when the task began; default now): past it RunTimeLimit
-    propagates, as Celery's own soft limit would.
+    propagates, as Celery's own soft limit would. ``on_claimed()`` is called once the claims are made
+    (the worker dispatches more runs then: these no longer count as waiting in the broker).
     """
     batch = _Batch(store=store, blobs=blobs, model=model, settings=settings, worker=worker, notify=notify)
     claimed = [(i, member, run) for i, member in enumerate(members)
                if (run := batch.claim(i, member, hard_limit_s)) is not None]
+    on_claimed()
     decoded = [d for i, member, run in claimed if (d := batch.decode(i, member, run)) is not None]
     if decoded:
         batch.score(decoded, started=time.monotonic() if started is None else started)

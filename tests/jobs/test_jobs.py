@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 import harness
 from emotionq import jobs
 from emotionq.errors import Conflict, NotFound, Overloaded
-from emotionq.jobs import submission
 
 SETTINGS = harness.settings()
 OPTS = {"granularity": "utterance", "embedding": False}
@@ -173,12 +171,16 @@ def test_full_queue_refuses_new_runs_but_not_cached_or_coalesced_ones(store):
     with pytest.raises(Overloaded, match="2 low-priority jobs are waiting"):
         submit("c" * 64)
     assert submit("a" * 64).outcome == "coalesced"
-    assert submit("c" * 64, priority="high").outcome == "new"  # its own limit
+    high = submit("c" * 64, priority="high")
+    assert high.outcome == "new"  # its own limit
     raised = submit("b" * 64, priority="high")  # high is full: joins without raising the run
     assert raised.outcome == "coalesced" and not raised.publish and raised.run["priority"] == "low"
-    _claim(store, first.run["id"])
-    assert submit("d" * 64).outcome == "new"  # a started run frees its place
+    assert _claim(store, first.run["id"]).reason == "deferred"  # a high run waits: the low one goes back
     assert jobs.queue_depth(store) == {"high": 1, "low": 2}
+    _claim(store, high.run["id"], task="t0")
+    assert _claim(store, first.run["id"]).go
+    assert submit("d" * 64).outcome == "new"  # a started run frees its place
+    assert jobs.queue_depth(store) == {"high": 0, "low": 2}
 
 
 def test_completing_twice_reports_the_same_run(store):
@@ -197,13 +199,3 @@ def test_completing_twice_reports_the_same_run(store):
     assert jobs.fail(store, run_id=other, error=error, task_id="t9") is None
 
 
-def test_a_queued_run_whose_publisher_died_is_published_by_the_next_joiner(store, monkeypatch):
-    orphan = _submit(store)  # the API died here, before publishing
-    published = _submit(store, sha="b" * 64)
-    jobs.mark_published(store, run_id=published.run["id"])
-    assert not _submit(store).publish  # too young to tell from a slow publisher
-    later = time.time() + submission.ORPHAN_AFTER_S + 1
-    monkeypatch.setattr(submission.time, "time", lambda: later)
-    joiner = _submit(store)
-    assert (joiner.outcome, joiner.publish, joiner.run["id"]) == ("coalesced", True, orphan.run["id"])
-    assert not _submit(store, sha="b" * 64).publish  # its message is out: waiting is not orphaned

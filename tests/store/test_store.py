@@ -81,3 +81,34 @@ def test_indexes_are_written_with_the_transaction_and_read_in_score_order(store)
         store.transact(tx_then_fail)
     store.transact(lambda tx: (tx.index("todo", "a", None), tx.index("todo", "c", 5.0)))
     assert store.due("todo", until=100, limit=10) == [("c", 5.0), ("b", 20.0)]
+
+
+def test_ordered_sets_read_in_transactions_and_ranked_outside(store):
+    store.transact(lambda tx: [tx.index("set", m, s) for m, s in (("b", 2.0), ("a", 1.0), ("c", 3.0))])
+
+    def take_first(tx):
+        [(member, _)] = tx.first("set", 1)
+        tx.index("set", member, None)
+        tx.index("set", "z", 0.5)
+        return member, tx.first("set", 3)  # its own writes included
+
+    assert store.transact(take_first) == ("a", [("z", 0.5), ("b", 2.0), ("c", 3.0)])
+    assert [store.rank("set", m) for m in ("z", "b", "c", "a")] == [0, 1, 2, None]
+    assert store.size("set") == 3 and store.size("none") == 0
+    assert store.after("set", 0.5, limit=5) == [("b", 2.0), ("c", 3.0)]
+
+
+def test_a_transaction_that_read_an_ordered_set_runs_again_if_it_changed(store):
+    if not store.url.startswith("redis"):
+        pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE): no other writer can come in between")
+    store.transact(lambda tx: tx.index("queue", "first", 1.0))
+    calls = []
+
+    def pick(tx):
+        calls.append(tx.first("queue", 1))
+        if len(calls) == 1:  # another writer adds a member with a lower score meanwhile
+            store.transact(lambda other: other.index("queue", "sooner", 0.0))
+        tx.put("picked", {"member": calls[-1][0][0]})
+
+    store.transact(pick)
+    assert len(calls) == 2 and store.get("picked") == {"member": "sooner"}

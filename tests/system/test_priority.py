@@ -1,4 +1,5 @@
-"""Strict priority on the real RabbitMQ: a high job starts before every low job not yet started."""
+"""Strict priority, on the real RabbitMQ and in embedded mode (whose file broker is first in, first out):
+a high job starts before every low job not yet started. The store's backlogs decide the order."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ def _ts(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-@pytest.fixture
-def service(tmp_path, tiny_model_dir, redis_url):
-    with running(tmp_path, model=tiny_model_dir, store=redis_url, worker=False) as svc:  # each test starts it
+@pytest.fixture(params=["distributed", "embedded"])
+def service(request, tmp_path, tiny_model_dir, redis_url):
+    where = {"store": redis_url} if request.param == "distributed" else {"broker": "", "store": ""}
+    with running(tmp_path, model=tiny_model_dir, worker=False, **where) as svc:  # each test starts it
         yield svc
 
 

@@ -162,13 +162,13 @@ def test_long_recording_shows_a_timeline_window_by_window(service, page, long_wa
     key = service.create_key("web-long")
     [clip] = distinct_clips(long_wav, tmp_path, 1)
     _open(page, service.url, key)
-    polls = []
-    page.on("request", lambda r: "/v1/jobs/" in r.url and polls.append(r.headers.get("prefer")))
+    reads = []
+    page.on("request", lambda r: "/v1/jobs/" in r.url and reads.append(r.url))
     page.get_by_label("Segments").select_option("fixed")  # windows of the whole recording, not speech segments
     page.get_by_label("Audio file").set_input_files(clip)
     job_id = _finish(page, timeout_s=240)
     assert "running" in page.evaluate("window.__seen")  # scoring 70 s takes long enough to be seen running
-    assert polls and set(polls) == {"wait=2"}, polls  # long polls, not a busy loop
+    assert [url.rsplit("/v1/", 1)[1] for url in reads] == [f"jobs/{job_id}/events"], reads  # pushed: no polls
     job = httpx.get(f"{service.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
     timeline = job["output"]["timeline"]
     assert len(timeline) == 3, timeline

@@ -1,4 +1,5 @@
-// The emotionq page: upload a recording to POST /v1/jobs, long-poll GET /v1/jobs/{id}, draw the result.
+// The emotionq page: upload a recording to POST /v1/jobs, follow GET /v1/jobs/{id}/events (long-polling
+// GET /v1/jobs/{id} where the stream fails), draw the result.
 "use strict";
 
 const LABELS = ["angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown"];
@@ -80,7 +81,52 @@ async function fetchJob(id) {
   return body;
 }
 
+function sseBlock(block) {
+  // One Server-Sent Event ("event: x\nid: n\ndata: {...}") as {event, data}; comments (": ping") are skipped.
+  const fields = {};
+  for (const line of block.split(/\r?\n/)) {
+    if (!line || line.startsWith(":")) continue;
+    const at = line.indexOf(":");
+    fields[line.slice(0, at)] = line.slice(at + 1).replace(/^ /, "");
+  }
+  return fields.data ? { event: fields.event || "message", data: JSON.parse(fields.data) } : null;
+}
+
+async function follow(job, gen) {
+  // The job's event stream (fetch, since EventSource cannot send the API key), until its terminal event.
+  const r = await fetch(api(`jobs/${encodeURIComponent(job.id)}/events`), { headers: authHeaders(), cache: "no-store" });
+  if (!r.ok || !r.body) throw new Problem(r.status, await r.json().catch(() => null), r.headers.get("Retry-After"));
+  const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    while (gen === generation && !TERMINAL.has(job.status)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let cut;
+      while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0 && gen === generation) {
+        const sse = sseBlock(buffer.slice(0, cut));
+        buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+        if (!sse) continue;
+        job = sse.event === "position" ? { ...job, queue: { position: sse.data.position, eta_s: sse.data.eta_s } }
+                                       : sse.data;
+        showJob(job);
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  return job;
+}
+
 async function watch(job, gen) {
+  if (!TERMINAL.has(job.status)) {
+    try {
+      job = await follow(job, gen);
+    } catch (err) {  // no stream (or it broke): the long polls below take over
+      if (gen !== generation) return;
+    }
+  }
   while (gen === generation && !TERMINAL.has(job.status)) {
     const started = performance.now();
     try {
@@ -233,7 +279,10 @@ function laneSummary(channel) {
 function showJob(job) {
   setStep(job.status);
   showFacts(job);
-  const texts = { queued: "Queued: waiting for a worker…", running: "Running: the model is listening…",
+  const queue = job.queue;
+  const place = queue ? ` number ${queue.position + 1} in line${queue.eta_s != null ? `, done in about ${Math.ceil(queue.eta_s)} s` : ""}`
+                      : "";
+  const texts = { queued: `Queued:${place || " waiting for a worker"}…`, running: "Running: the model is listening…",
                   succeeded: job.output?.no_speech ? "Succeeded: no speech in the recording."
                                                    : `Succeeded: mostly ${job.output?.top_label}.`,
                   failed: "Failed.", canceled: "Canceled." };

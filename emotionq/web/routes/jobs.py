@@ -1,5 +1,5 @@
-"""``/v1/jobs``: upload audio (or name it by URL) for scoring, read a job (long-polling with ``Prefer: wait``),
-cancel it."""
+"""``/v1/jobs``: upload audio (or name it by URL) for scoring, read a job (long-polling with ``Prefer: wait``,
+or as Server-Sent Events), cancel it."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from emotionq import jobs
@@ -20,9 +21,15 @@ from emotionq.web.fetch import fetch, read_json
 from emotionq.web.form import JobForm, parse_json
 from emotionq.web.openapi import LOCATION, UPLOAD_BODY, job_examples, problem_responses
 from emotionq.web.schemas import JOB_CANCELED, JOB_DEDUPED, JOB_FAILED, JOB_QUEUED, JOB_SUCCEEDED, Job
+from emotionq.web.stream import job_events, resume_after
 from emotionq.web.upload import receive
 
 router = APIRouter(prefix="/v1/jobs")
+SSE_EXAMPLE = ('event: queued\r\nid: 1\r\ndata: {"id": "job_5f0c…", "status": "queued", …}\r\n\r\n'
+               'event: position\r\ndata: {"id": "job_5f0c…", "position": 3, "eta_s": 9.5}\r\n\r\n'
+               ': ping\r\n\r\n'
+               'event: running\r\nid: 2\r\ndata: {"id": "job_5f0c…", "status": "running", …}\r\n\r\n'
+               'event: succeeded\r\nid: 3\r\ndata: {"id": "job_5f0c…", "status": "succeeded", …}\r\n\r\n')
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)", re.I)
 IdempotencyKey = Annotated[str | None, Header(max_length=255, examples=["upload-c-1842-attempt"],
                                               description="a retry with the same key and request returns the "
@@ -34,9 +41,9 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255, examples=["upload-
           **job_examples(queued=JOB_QUEUED)},
     200: {"model": Job, "description": "finished: a reused result (dedup.source cache), or within Prefer: wait",
           **job_examples(reused=JOB_DEDUPED, succeeded=JOB_SUCCEEDED, failed=JOB_FAILED)},
-    **problem_responses("unauthorized", "idempotency_key_reused", "payload_too_large", "request_timeout",
+    **problem_responses("unauthorized", "rate_limited", "idempotency_key_reused", "payload_too_large", "request_timeout",
                         "audio_undecodable", "audio_too_long", "invalid_form", "metadata_too_deep", "incomplete_body",
-                        "webhook_url_refused", "audio_url_refused", "audio_url_unreachable", "queue_full",
+                        "webhook_url_refused", "audio_url_refused", "audio_url_unreachable", "queue_full", "too_many_waiting",
                         "broker_unavailable", "store_unavailable", "blob_store_unavailable")})
 async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
                      idempotency_key: IdempotencyKey = None, prefer: PreferWait = None):
@@ -66,7 +73,7 @@ async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
 
 @router.get("/{job_id}", response_model=Job, responses={
     200: job_examples(succeeded=JOB_SUCCEEDED, queued=JOB_QUEUED, failed=JOB_FAILED),
-    **problem_responses("unauthorized", "not_found", "invalid_parameter", "store_unavailable")})
+    **problem_responses("unauthorized", "rate_limited", "not_found", "invalid_parameter", "store_unavailable")})
 async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: PreferWait = None):
     """The job's status, and its output once it has succeeded."""
     wait = prefer_wait(prefer, svc.settings)
@@ -75,9 +82,30 @@ async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: Pr
     return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"} if wait else None)
 
 
+@router.get("/{job_id}/events", response_class=EventSourceResponse, responses={
+    200: {"description": "Server-Sent Events: queued (id 1), position, running (id 2), then succeeded, failed or "
+          "canceled (id 3), each with the job as data; `: ping` comments meanwhile; closed after the last. "
+          "Send Last-Event-ID to resume.", "content": {"text/event-stream": {
+              "schema": {"type": "string"}, "example": SSE_EXAMPLE}}},
+    **problem_responses("unauthorized", "rate_limited", "not_found", "invalid_parameter", "store_unavailable")})
+async def job_events_stream(job_id: JobId, request: Request, svc: ServicesDep, client: ClientDep,
+                            last_event_id: Annotated[str | None, Header(
+                                alias="Last-Event-ID", examples=["1"],
+                                description="the id of the last event received: resume after it")] = None):
+    """The job's changes as they happen, pushed: the current state at once, then each change."""
+    await run_in_threadpool(svc.load, job_id, client)  # 404 now, not inside the stream
+
+    def read() -> dict:
+        return svc.view(*svc.load(job_id, client))
+
+    events = job_events(read, after=resume_after(last_event_id), poll_s=svc.settings.events_poll_s,
+                        gone=request.is_disconnected)
+    return EventSourceResponse(events, ping=svc.settings.events_ping_s)
+
+
 @router.post("/{job_id}/cancel", response_model=Job, responses={
     200: job_examples(canceled=JOB_CANCELED),
-    **problem_responses("unauthorized", "not_found", "job_finished", "invalid_parameter", "store_unavailable")})
+    **problem_responses("unauthorized", "rate_limited", "not_found", "job_finished", "invalid_parameter", "store_unavailable")})
 async def cancel_job(job_id: JobId, svc: ServicesDep, client: ClientDep):
     """Cancel a job that has not finished: its run stops too, unless an identical job still wants it."""
     await run_in_threadpool(jobs.cancel, svc.store, job_id=job_id, client=client)

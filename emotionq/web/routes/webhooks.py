@@ -20,7 +20,7 @@ GraceSeconds = Annotated[float | None, Query(ge=0, allow_inf_nan=False, examples
 
 @router.post("/jobs/{job_id}/webhook/redeliver", response_model=Job, responses={
     200: job_examples(succeeded=JOB_SUCCEEDED),
-    **problem_responses("unauthorized", "not_found", "no_webhook", "invalid_parameter", "store_unavailable")})
+    **problem_responses("unauthorized", "rate_limited", "not_found", "no_webhook", "invalid_parameter", "store_unavailable")})
 async def redeliver_webhook(job_id: JobId, svc: ServicesDep, client: ClientDep):
     """Send the job's finished webhook deliveries again, under the same webhook-id."""
     job, run = await run_in_threadpool(svc.load, job_id, client)
@@ -33,14 +33,14 @@ async def redeliver_webhook(job_id: JobId, svc: ServicesDep, client: ClientDep):
 
 
 @router.get("/webhooks/secrets", response_model=WebhookSecrets,
-            responses=problem_responses("unauthorized", "store_unavailable"))
+            responses=problem_responses("unauthorized", "rate_limited", "store_unavailable"))
 async def webhook_secrets(svc: ServicesDep, client: ClientDep):
     """The secrets that sign your webhooks now, newest first (verify against any of them)."""
     return {"secrets": await run_in_threadpool(secrets.active, svc.store, client=client)}
 
 
 @router.post("/webhooks/secrets/rotate", response_model=WebhookSecrets,
-             responses=problem_responses("unauthorized", "invalid_parameter", "store_unavailable"))
+             responses=problem_responses("unauthorized", "rate_limited", "invalid_parameter", "store_unavailable"))
 async def rotate_webhook_secret(svc: ServicesDep, client: ClientDep, grace_seconds: GraceSeconds = None):
     """A new signing secret; the old ones keep signing too for `grace_seconds` (default a day)."""
     grace = svc.settings.webhook_secret_grace_seconds if grace_seconds is None else grace_seconds

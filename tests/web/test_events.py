@@ -1,0 +1,93 @@
+"""A job's Server-Sent Events against a real API, worker, RabbitMQ and Redis: queued, running,
+succeeded; heartbeats; a dropped stream resumed with Last-Event-ID on a second API process."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from harness import Service, running
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
+
+
+def _events(response, *, until=None):
+    """(event, id, data) of the stream, and the comments, until ``until(event)`` or the stream ends."""
+    events, comments, block = [], [], {}
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            comments.append(line)
+        elif line == "":
+            if block:
+                events.append((block.get("event"), block.get("id"), json.loads(block.get("data", "null"))))
+                block = {}
+                if until and until(events[-1][0]):
+                    break
+        else:
+            field, _, value = line.partition(":")
+            block[field] = value.removeprefix(" ")
+        if until and comments and until(":"):
+            break
+    return events, comments
+
+
+@pytest.fixture
+def two_apis(tmp_path, tiny_model_dir, redis_url):
+    with running(tmp_path, model=tiny_model_dir, store=redis_url, worker=False, events_ping_s=1) as svc:
+        other = Service(env={k: v for k, v in svc.env.items() if k != "EMOTIONQ_PORT"}, workdir=tmp_path)
+        other.procs = svc.procs  # stopped with the first
+        other.spawn("api2", "api")
+        other.wait_until(lambda: httpx.get(f"{other.url}/healthz", timeout=1).status_code == 200, 60, "api2")
+        other.http.headers.update(svc.http.headers)  # the same client's key: one store
+        yield svc, other
+        other.http.close()
+
+
+def test_queued_running_succeeded_resumed_on_another_api(two_apis, speech_wav):
+    first, second = two_apis
+    job_id = first.submit(speech_wav).json()["id"]
+    with second.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=30) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        seen = {"position": False}
+
+        def enough(event):
+            seen["position"] |= event == "position"
+            return seen["position"] and event == ":"
+
+        events, comments = _events(r, until=enough)  # then the client drops the connection
+    assert events[0][:2] == ("queued", "1") and events[0][2]["status"] == "queued"
+    assert ("position", None) in [e[:2] for e in events] and comments  # `: ping` heartbeats meanwhile
+    first.start_worker()
+    assert first.finish(job_id)["status"] == "succeeded"
+    with first.http.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "1"}, timeout=30) as r:
+        resumed, _ = _events(r)  # the stream ends by itself after the terminal event
+    assert [e[:2] for e in resumed] == [("running", "2"), ("succeeded", "3")]
+    assert resumed[-1][2]["output"]["top_label"]
+    with second.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=30) as r:
+        replay, _ = _events(r)
+    assert [e[0] for e in replay] == ["queued", "running", "succeeded"]
+
+
+def test_the_python_client_follows_the_events(two_apis, speech_wav):
+    from emotionq.client import Client
+
+    first, second = two_apis
+    job_id = first.submit(speech_wav).json()["id"]
+    first.start_worker()
+    key = first.http.headers["authorization"].removeprefix("Bearer ")
+    with Client(second.url, key) as api:
+        events = [event for event, _, _ in api.events(job_id) if event not in ("ping", "position")]
+        assert events == ["queued", "running", "succeeded"]
+        assert api.wait(job_id, timeout=30)["status"] == "succeeded"
+    routes = httpx.get(f"{second.url}/metrics").text
+    assert 'route="/v1/jobs/{job_id}/events"' in routes  # the stream, not polls, carried the wait
+
+
+def test_another_clients_job_has_no_events(two_apis, speech_wav):
+    first, second = two_apis
+    job_id = first.submit(speech_wav).json()["id"]
+    with first.as_client("someone-else") as other:
+        r = other.get(f"/v1/jobs/{job_id}/events")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
