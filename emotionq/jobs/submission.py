@@ -80,7 +80,11 @@ def submit(
                                 now=now, retention_s=settings.effective_blob_retention_s)
             if outcome == "new":
                 run["blob"] = gen
-        tx.put(run_key(run["id"]), run, ttl=run_ttl)
+        if outcome == "cache":  # unchanged: only kept alive (with the pointer to it) as long as its newest job
+            tx.touch(run_key(run["id"]), run_ttl)
+            tx.touch(dedup_pointer(key), run_ttl)
+        else:
+            tx.put(run_key(run["id"]), run, ttl=run_ttl)
         job = {
             "id": job_id, "run_id": run["id"], "client": client, "priority": priority,
             "created_at": now, "canceled_at": None, "input": input, "options": options,

@@ -26,6 +26,10 @@ class Tx(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def touch(self, key: str, ttl: int) -> None:
+        """Give the key a new expiry of ``ttl`` seconds at commit, keeping its document (unlike ``put``,
+        nothing is rewritten)."""
+
     def index(self, name: str, member: str, score: float | None) -> None:
         """Set ``member``'s score in index ``name`` at commit; None removes it. Written, never read, in a
         transaction: the index is a to-do list for the janitor, who checks each document it names."""

@@ -29,6 +29,7 @@ class _RedisTx:
         self._seen: dict[str, dict | None] = {}
         self.writes: dict[str, tuple[dict | None, int | None]] = {}
         self.indexes: dict[tuple[str, str], float | None] = {}
+        self.touches: dict[str, int] = {}
 
     def get(self, key: str) -> dict | None:
         if key in self.writes:
@@ -44,6 +45,9 @@ class _RedisTx:
 
     def delete(self, key: str) -> None:
         self.writes[key] = (None, None)
+
+    def touch(self, key: str, ttl: int) -> None:
+        self.touches[key] = ttl
 
     def index(self, name: str, member: str, score: float | None) -> None:
         self.indexes[(name, member)] = score
@@ -82,6 +86,9 @@ class RedisStore(Store):
                                 pipe.delete(PREFIX + key)
                             else:
                                 pipe.set(PREFIX + key, json.dumps(doc), ex=ttl, keepttl=ttl is None)
+                        for key, ttl in tx.touches.items():
+                            if key not in tx.writes:
+                                pipe.expire(PREFIX + key, ttl)
                         for (name, member), score in tx.indexes.items():
                             if score is None:
                                 pipe.zrem(INDEX_PREFIX + name, member)

@@ -57,6 +57,9 @@ class _SqliteTx:
     def delete(self, key: str) -> None:
         self._conn.execute("DELETE FROM docs WHERE key = ?", (key,))
 
+    def touch(self, key: str, ttl: int) -> None:
+        self._conn.execute("UPDATE docs SET expires_at = ? WHERE key = ?", (self._now + ttl, key))
+
     def index(self, name: str, member: str, score: float | None) -> None:
         if score is None:
             self._conn.execute("DELETE FROM idx WHERE name = ? AND member = ?", (name, member))

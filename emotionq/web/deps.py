@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
 from emotionq.jobs import limits, position
-from emotionq.jobs.intake import Intake
+from emotionq.jobs.intake import Intake, JobRequest, PendingAudio
+from emotionq.jobs.submission import Submission
 from emotionq.settings import Settings
 from emotionq.store import Store
 from emotionq.web import keys
@@ -50,6 +51,11 @@ class Services:
         """The job and its run (blocking: call in a thread); a run its vanished worker left is failed now."""
         return jobs.load(self.store, job_id=job_id, client=client, on_fail=self.run_failed)
 
+    def accept(self, request: JobRequest, audio: PendingAudio) -> tuple[Submission, dict]:
+        """Submit the job and view it, in one trip to a thread (blocking: call in a thread)."""
+        submission = self.intake.accept(request, audio)
+        return submission, self.view(submission.job, submission.run)
+
     def view(self, job: dict, run: dict) -> dict:
         """The job object, with its webhook deliveries and, while queued, its place (blocking: call in a thread)."""
         wanted = self.settings.queue_position and not job["canceled_at"]
@@ -75,12 +81,13 @@ async def client_id(svc: ServicesDep,
                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
     """The caller's client, from its API key; every job belongs to one. A client over its request rate
     is refused here (429 ``rate_limited``)."""
-    if svc.settings.auth == "disabled":
-        client = keys.ANONYMOUS
-    else:
-        client = await run_in_threadpool(keys.authenticate, svc.store,
-                                         credentials.credentials if credentials else None)
-    await run_in_threadpool(limits.take_token, svc.store, client, svc.settings)
+    return await run_in_threadpool(_identify, svc, credentials.credentials if credentials else None)
+
+
+def _identify(svc: Services, token: str | None) -> str:
+    """The key's client, its request counted against its rate: one trip to a thread for both."""
+    client = keys.ANONYMOUS if svc.settings.auth == "disabled" else keys.authenticate(svc.store, token)
+    limits.take_token(svc.store, client, svc.settings)
     return client
 
 

@@ -62,6 +62,18 @@ def test_ttl_expires_and_none_keeps_it(store):
     assert store.get("t") is None
 
 
+def test_touch_renews_the_expiry_and_keeps_the_document(store):
+    store.transact(lambda tx: tx.put("t", {"v": 1}, ttl=1))
+    store.transact(lambda tx: tx.touch("t", 3))
+    time.sleep(1.3)
+    assert store.get("t") == {"v": 1}  # past its first expiry: the touch renewed it
+    store.transact(lambda tx: tx.touch("t", 1))
+    time.sleep(1.3)
+    assert store.get("t") is None
+    store.transact(lambda tx: tx.touch("missing", 5))  # nothing there: nothing made
+    assert store.get("missing") is None
+
+
 def test_indexes_are_written_with_the_transaction_and_read_in_score_order(store):
     def tx_three(tx):
         tx.put("doc", {"n": 1})

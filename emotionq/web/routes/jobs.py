@@ -63,12 +63,12 @@ async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
     ask = JobRequest(client=client, priority=form.priority, options=form.options(), metadata=form.metadata,
                      webhook=form.webhook(), idempotency_key=idempotency_key, filename=upload.filename,
                      content_type=upload.content_type, url=upload.url)
-    submission = await run_in_threadpool(svc.intake.accept, ask, upload.blob)
-    job, run = submission.job, submission.run
+    submission, body = await run_in_threadpool(svc.accept, ask, upload.blob)
     wait = prefer_wait(prefer, svc.settings)
-    if wait and submission.outcome != "cache":
-        job, run = await wait_for(svc, job["id"], client, wait)
-    return await _answer(svc, job, run, waited=wait or None)
+    if wait and body["status"] not in jobs.TERMINAL:
+        job, run = await wait_for(svc, submission.job["id"], client, wait)
+        body = await run_in_threadpool(svc.view, job, run)
+    return _answer(body, waited=wait or None)
 
 
 @router.get("/{job_id}", response_model=Job, responses={
@@ -132,9 +132,8 @@ async def wait_for(svc: Services, job_id: str, client: str, seconds: float) -> t
         delay = min(delay * 1.5, 0.25)
 
 
-async def _answer(svc: Services, job: dict, run: dict, *, waited: float | None) -> JSONResponse:
-    body = await run_in_threadpool(svc.view, job, run)
-    headers = {"Location": f"/v1/jobs/{job['id']}"}
+def _answer(body: dict, *, waited: float | None) -> JSONResponse:
+    headers = {"Location": f"/v1/jobs/{body['id']}"}
     if waited:
         headers["Preference-Applied"] = f"wait={waited:g}"
     return JSONResponse(body, status_code=200 if body["status"] in jobs.TERMINAL else 202, headers=headers)
