@@ -195,10 +195,13 @@ def service(workdir: Path, model: Path, **env: str):
             redis.Redis.from_url(store).flushdb()
 
 
-def submit_all(svc: Service, paths: list[Path], *, threads: int = 1, **fields) -> list[str]:
-    """Upload every path (in order when ``threads`` is 1); the job ids, in the order of ``paths``."""
+def submit_all(svc: Service, paths: list[Path], *, threads: int = 1, segmentation: str = "fixed",
+               **fields) -> list[str]:
+    """Upload every path (in order when ``threads`` is 1); the job ids, in the order of ``paths``.
+    ``segmentation`` is fixed unless asked: the bare loops the figures are compared with score whole clips
+    in windows, so the service must score the same audio (speech segments would score less of it)."""
     def one(path: Path) -> str:
-        r = svc.submit(path, **fields)
+        r = svc.submit(path, segmentation=segmentation, **fields)
         if r.status_code not in (200, 202):
             raise RuntimeError(f"upload of {path.name} answered {r.status_code}: {r.text[:300]}")
         return r.json()["id"]
