@@ -13,6 +13,7 @@ LOADTEST_AUDIO_DIR (recordings to send; default: short synthetic clips made here
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import time
@@ -54,7 +55,8 @@ REPEATS = _recordings()  # sent again and again: the dedup cache answers after t
 
 
 class Client(HttpUser):
-    """One API client: uploads, then waits for each result by long-polling."""
+    """One API client: uploads, then waits for each result: high-priority jobs follow their events (SSE), the
+    others long-poll."""
 
     wait_time = between(0.2, 1.0)
 
@@ -85,6 +87,8 @@ class Client(HttpUser):
                 return
             job = r.json()
         deadline = started + WAIT_S
+        if priority == "high" and job["status"] not in TERMINAL:  # an interactive user: pushed, not polled
+            job = self._follow(job, deadline)
         while job["status"] not in TERMINAL and time.monotonic() < deadline:
             wait = max(1, min(30, int(deadline - time.monotonic())))
             with self.client.get(f"/v1/jobs/{job['id']}", headers={"Prefer": f"wait={wait}"},
@@ -97,6 +101,23 @@ class Client(HttpUser):
         failed = None if job["status"] == "succeeded" else RuntimeError(f"job {job['status']} after {WAIT_S:g} s")
         events.request.fire(request_type="JOB", name=f"job: upload to result ({kind})", context={},
                             response_time=(time.monotonic() - started) * 1000, response_length=0, exception=failed)
+
+    def _follow(self, job: dict, deadline: float) -> dict:
+        """Follow the job's Server-Sent Events to its terminal event (or the deadline); the job as last seen."""
+        with self.client.get(f"/v1/jobs/{job['id']}/events", stream=True, timeout=WAIT_S,
+                             name="GET /v1/jobs/{id}/events (SSE)", catch_response=True) as r:
+            if r.status_code != 200:
+                r.failure(f"{r.status_code} {r.text[:200]}")
+                return job
+            event = None
+            for line in r.iter_lines(decode_unicode=True):
+                if line.startswith("event:"):
+                    event = line.partition(":")[2].strip()
+                elif line.startswith("data:") and event in TERMINAL:
+                    return json.loads(line.partition(":")[2])
+                if time.monotonic() >= deadline:
+                    break
+        return job
 
 
 @events.quitting.add_listener

@@ -33,12 +33,12 @@ from emotionq.jobs.records import (
     run_key,
 )
 from emotionq.jobs.running import Claim, claim, complete, fail, record_decoded, requeue, stop_if_unwanted
-from emotionq.jobs.submission import Submission, abandon_run, submit
+from emotionq.jobs.submission import Submission, abandon_run, mark_filed, submit
 from emotionq.jobs.view import iso, view
 
 __all__ = [
     "check_channels",
-    "CANCELED", "FAILED", "QUEUED", "RUNNING", "SUCCEEDED", "TERMINAL", "Claim", "Submission", "abandon_run",
+    "CANCELED", "FAILED", "QUEUED", "RUNNING", "SUCCEEDED", "TERMINAL", "Claim", "Submission", "abandon_run", "mark_filed",
     "cancel", "claim", "complete", "dedup_key", "fail", "iso", "job_key", "load", "new_id",
     "queue_depth", "record_decoded", "requeue", "run_key", "status_of", "stop_if_unwanted", "submit", "take_back",
     "view",

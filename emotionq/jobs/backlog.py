@@ -17,8 +17,9 @@ import time
 
 from emotionq.store import Store, Tx
 
-BACKLOG, DISPATCHED = "backlog", "dispatched"
+BACKLOG, DISPATCHED, FILING = "backlog", "dispatched", "filing"
 PUBLISHING_INDEX = "dispatch:unpublished"  # runs handed to the broker, not yet confirmed, by deadline
+FILING_INDEX = "dispatch:filing"  # new runs whose audio is being filed, by the time they enter regardless
 
 
 def backlog_index(priority: str, client: str) -> str:
@@ -55,10 +56,33 @@ def enter(tx: Tx, run: dict, *, client: str, seq: int | None = None) -> None:
     run["queue"] = {"at": BACKLOG, "priority": priority, "client": client, "seq": seq}
 
 
+def hold(tx: Tx, run: dict, *, client: str, until: float) -> None:
+    """A new run waits for its audio to be filed before it enters ``client``'s backlog (``enter``), so that
+    no dispatcher hands a worker a run whose audio is not there yet; at ``until`` it enters anyway (its
+    filer died: the worker then finds the audio, filed by a joiner, or fails the run ``audio_missing``)."""
+    run["queue"] = {"at": FILING, "priority": run["priority"], "client": client, "until": until}
+    tx.index(FILING_INDEX, run["id"], until)
+
+
+def filed(tx: Tx, run: dict) -> bool:
+    """The run's audio is filed: into its client's backlog, if it is still held; True if it entered."""
+    place = run.get("queue") or {}
+    if place.get("at") != FILING:
+        return False
+    tx.index(FILING_INDEX, run["id"], None)
+    run["queue"] = None
+    enter(tx, run, client=place["client"])
+    return True
+
+
 def leave(tx: Tx, run: dict) -> None:
     """Take the run out of its backlog, or out of the dispatched count; nothing if it is in neither."""
     place = run.get("queue")
     if not place:
+        return
+    if place["at"] == FILING:
+        tx.index(FILING_INDEX, run["id"], None)
+        run["queue"] = None
         return
     t = turns(tx, place["priority"])
     if place["at"] == BACKLOG:

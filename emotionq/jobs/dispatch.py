@@ -120,7 +120,25 @@ def repair(store: Store) -> int:
         repaired += store.transact(tx_repair)
     if repaired:
         log.warning("%d dispatched runs were never confirmed by the broker; back in their backlogs", repaired)
-    return repaired
+    return repaired + _unheld(store)
+
+
+def _unheld(store: Store) -> int:
+    """Put in their backlogs the new runs whose filer (an API process) died before saying the audio is filed."""
+    entered = 0
+    for run_id, _ in store.due(backlog.FILING_INDEX, until=time.time(), limit=MOST_PER_CALL):
+        def tx_enter(tx: Tx, run_id=run_id) -> bool:
+            tx.index(backlog.FILING_INDEX, run_id, None)
+            run = tx.get(run_key(run_id))
+            if run is None or run["state"] != QUEUED or not backlog.filed(tx, run):
+                return False
+            tx.put(run_key(run_id), run)
+            return True
+
+        entered += store.transact(tx_enter)
+    if entered:
+        log.warning("%d new runs were never said to have their audio filed; in their backlogs now", entered)
+    return entered
 
 
 def reclaim_lost(store: Store, celery: Celery) -> int:

@@ -10,7 +10,7 @@ submission's transaction holds the blob and names the generation to file it unde
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from celery import Celery
@@ -20,7 +20,7 @@ from emotionq.errors import AudioTooLong, BlobStoreUnavailable, Unavailable
 from emotionq.inference.audio import probe
 from emotionq.jobs import dispatch
 from emotionq.jobs.channels import check_channels
-from emotionq.jobs.submission import Submission, abandon_run, submit
+from emotionq.jobs.submission import Submission, abandon_run, mark_filed, submit
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store
 from emotionq.webhooks import delivery, events, targets
@@ -83,6 +83,9 @@ class Intake:
             )
             if submission.outcome in ("new", "coalesced"):  # the run needs the audio: file it now
                 self._file(audio, submission)
+            if submission.outcome == "new":  # only now may a dispatcher hand it to a worker
+                submission = replace(submission, run=mark_filed(self.store, run_id=submission.run["id"])
+                                     or submission.run)
         finally:
             audio.abort()  # a refused upload leaves nothing behind (after commit there is nothing)
         if submission.outcome == "cache":

@@ -1,8 +1,9 @@
 """Submitting: a new job attached to a new run, joined to a live one, or answered from a finished one.
 
 One store transaction decides it, so concurrent identical uploads make exactly one run. A new run
-enters its client's backlog in that transaction (``emotionq.jobs.backlog``); the dispatcher, which
-the caller runs next, hands it to the broker in its turn.
+is held there until its audio is filed (``mark_filed``), then enters its client's backlog
+(``emotionq.jobs.backlog``); the dispatcher, which the caller runs next, hands it to the broker in its
+turn. No worker can be handed a run whose audio is not in the blob store yet.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from emotionq.jobs.records import (
 )
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store, Tx
+
+FILING_TIMEOUT_S = 120.0  # a new run whose audio is still not filed this long after its submission lost its filer
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def submit(
             outcome, publish = "new", True
             run = _new_run(tx, run_id=fresh_run_id, key=key, job_id=job_id, priority=priority, model=model,
                            input=input, options=options, settings=settings, now=now, client=client)
-            backlog.enter(tx, run, client=client)
+            backlog.hold(tx, run, client=client, until=now + FILING_TIMEOUT_S)  # enters once its audio is filed
             tx.put(dedup_pointer(key), {"run_id": run["id"]}, ttl=run_ttl)
         if outcome in ("new", "coalesced"):  # the run needs the audio: hold it (a new run learns its name)
             gen = blobrefs.hold(tx, sha256=input["sha256"], run_id=run["id"] if outcome == "new" else None,
@@ -115,11 +118,15 @@ def _join(tx: Tx, run: dict, *, job_id: str, priority: Priority, settings: Setti
     run["jobs"].append(job_id)
     if (priority == "high" and run["priority"] != "high" and run["state"] == QUEUED
             and waiting(tx, "high") < settings.max_queued_high):
-        client = (run.get("queue") or {}).get("client") or run.get("client", "")
+        place = run.get("queue") or {}
+        client = place.get("client") or run.get("client", "")
         backlog.leave(tx, run)  # from the low backlog, or from the low messages in the broker
         run["priority"] = "high"  # dispatched at high now; if its low message comes first, that one wins
         count(tx, "low", -1)
         count(tx, "high", +1)
+        if place.get("at") == backlog.FILING:  # its audio is still being filed: it enters the high backlog then
+            backlog.hold(tx, run, client=client, until=place["until"])
+            return False
         backlog.enter(tx, run, client=client)
         return True
     return False
@@ -141,6 +148,19 @@ def _new_run(tx: Tx, *, run_id: str, key: str, job_id: str, priority: Priority, 
         "finished_at": None, "published_at": None, "owner": None, "deliveries": 0, "retries": 0,
         "deadline": None, "worker": None, "output": None, "error": None,
     }
+
+
+def mark_filed(store: Store, *, run_id: str) -> dict | None:
+    """The new run's audio is in the blob store: the run enters its client's backlog (the caller dispatches).
+    Returns the run as it is now."""
+
+    def tx_filed(tx: Tx) -> dict | None:
+        run = tx.get(run_key(run_id))
+        if run is not None and run["state"] == QUEUED and backlog.filed(tx, run):
+            tx.put(run_key(run_id), run)
+        return run
+
+    return store.transact(tx_filed)
 
 
 def abandon_run(store: Store, *, run_id: str, error: dict) -> None:

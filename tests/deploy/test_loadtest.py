@@ -56,4 +56,6 @@ def test_make_loadtest_reports_each_request_type(make_run):
     assert uploads and all(float(r[1]) == 100.0 for r in uploads), report  # every upload answered 2xx
     assert any(name.startswith("job: upload to result") for name in rows), report
     assert any(name.startswith("GET /v1/jobs/{id}") for name in rows) or "repeat" in report, report
+    high = any(name.startswith("POST /v1/jobs (new high)") for name in rows)
+    assert not high or any(name.startswith("GET /v1/jobs/{id}/events (SSE)") for name in rows), report
     assert "p50 ms" in report and "p95 ms" in report and "p99 ms" in report and "per s" in report

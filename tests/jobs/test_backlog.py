@@ -15,10 +15,13 @@ SETTINGS = harness.settings()
 OPTS = {"granularity": "utterance", "embedding": False}
 
 
-def _submit(store, sha, *, client="a", priority="low"):
-    return jobs.submit(store, settings=SETTINGS, client=client, priority=priority, options=OPTS, metadata={},
-                       model="m@1", input={"filename": "x.wav", "content_type": "audio/wav", "bytes": 100,
-                                           "duration_s": 3.0, "sha256": sha})
+def _submit(store, sha, *, client="a", priority="low", filed=True):
+    submission = jobs.submit(store, settings=SETTINGS, client=client, priority=priority, options=OPTS, metadata={},
+                             model="m@1", input={"filename": "x.wav", "content_type": "audio/wav", "bytes": 100,
+                                                 "duration_s": 3.0, "sha256": sha})
+    if filed and submission.outcome == "new":  # as the intake does once the audio is in the blob store
+        jobs.mark_filed(store, run_id=submission.run["id"])
+    return submission
 
 
 def _next(store, limit=1000):
@@ -37,6 +40,26 @@ def test_high_first_then_clients_in_turns(store):
     order = [_next(store) for _ in range(8)]
     assert order == [high, b[0], a[0], b[1], a[1], a[2], a[3], a[4]]
     assert _next(store) is None
+
+
+def test_a_new_run_waits_for_its_audio_to_be_filed(store):
+    held = _submit(store, _sha("a", 0), filed=False).run["id"]
+    later = _submit(store, _sha("a", 1)).run["id"]
+    assert _next(store) == later  # a dispatcher never hands a worker audio that is not in the blob store yet
+    assert _next(store) is None
+    high = _submit(store, _sha("a", 0), priority="high")  # a high job joins the held run: still held, now high
+    assert high.outcome == "coalesced" and _next(store) is None
+    jobs.mark_filed(store, run_id=held)
+    assert _next(store) == held
+    assert store.get(f"run:{held}")["priority"] == "high"
+
+
+def test_a_held_run_whose_filer_died_enters_at_its_deadline(store):
+    held = _submit(store, _sha("a", 0), filed=False).run["id"]
+    assert dispatch.repair(store) == 0 and _next(store) is None
+    store.transact(lambda tx: tx.index(backlog.FILING_INDEX, held, time.time() - 1))  # its deadline passed
+    assert dispatch.repair(store) == 1
+    assert _next(store) == held
 
 
 def test_a_newcomer_is_served_within_one_round(store):

@@ -19,8 +19,11 @@ def _input(sha="a" * 64, duration=3.0):
 
 
 def _submit(store, *, sha="a" * 64, priority="low", client="c1", options=OPTS, idem=None):
-    return jobs.submit(store, settings=SETTINGS, client=client, priority=priority, input=_input(sha),
-                       options=options, metadata={}, model="m@1", idempotency_key=idem)
+    submission = jobs.submit(store, settings=SETTINGS, client=client, priority=priority, input=_input(sha),
+                             options=options, metadata={}, model="m@1", idempotency_key=idem)
+    if submission.outcome == "new":  # as the intake does once the audio is in the blob store
+        jobs.mark_filed(store, run_id=submission.run["id"])
+    return submission
 
 
 def _claim(store, run_id, task="t1", max_deliveries=3):
@@ -163,8 +166,11 @@ def test_full_queue_refuses_new_runs_but_not_cached_or_coalesced_ones(store):
     limited = harness.settings(max_queued_low=2, max_queued_high=1)
 
     def submit(sha, priority="low"):
-        return jobs.submit(store, settings=limited, client="c1", priority=priority, input=_input(sha),
-                           options=OPTS, metadata={}, model="m@1")
+        submission = jobs.submit(store, settings=limited, client="c1", priority=priority, input=_input(sha),
+                                 options=OPTS, metadata={}, model="m@1")
+        if submission.outcome == "new":
+            jobs.mark_filed(store, run_id=submission.run["id"])
+        return submission
 
     first = submit("a" * 64)
     submit("b" * 64)

@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 
+from audio_factory import distinct_clips
 from harness import Service, running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
@@ -45,9 +46,10 @@ def two_apis(tmp_path, tiny_model_dir, redis_url):
         other.http.close()
 
 
-def test_queued_running_succeeded_resumed_on_another_api(two_apis, speech_wav):
+def test_queued_running_succeeded_resumed_on_another_api(two_apis, speech_wav, tmp_path):
     first, second = two_apis
-    job_id = first.submit(speech_wav).json()["id"]
+    [clip] = distinct_clips(speech_wav, tmp_path, 1)  # never scored before: not answered from the cache
+    job_id = first.submit(clip).json()["id"]
     with second.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=30) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         seen = {"position": False}
@@ -70,11 +72,12 @@ def test_queued_running_succeeded_resumed_on_another_api(two_apis, speech_wav):
     assert [e[0] for e in replay] == ["queued", "running", "succeeded"]
 
 
-def test_the_python_client_follows_the_events(two_apis, speech_wav):
+def test_the_python_client_follows_the_events(two_apis, speech_wav, tmp_path):
     from emotionq.client import Client
 
     first, second = two_apis
-    job_id = first.submit(speech_wav).json()["id"]
+    [clip] = distinct_clips(speech_wav, tmp_path, 1)
+    job_id = first.submit(clip).json()["id"]
     first.start_worker()
     key = first.http.headers["authorization"].removeprefix("Bearer ")
     with Client(second.url, key) as api:
