@@ -20,7 +20,7 @@ from audio_factory import distinct_clips, make_speech
 from harness import Service, fresh_redis_db, rabbitmq_vhost
 from servers import PrivateRabbitMQ, PrivateRedis
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
 SUBMITTERS = 3
 PAUSE_S = 0.4  # per submitter: about 7 uploads a second in all

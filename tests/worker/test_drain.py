@@ -15,7 +15,7 @@ import redis
 from audio_factory import distinct_clips, make_speech
 from harness import fresh_redis_db, running
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
 
 WINDOW_S = 3
 LONG_S = 60  # about 5 s of work for the tiny model, in 3 s windows

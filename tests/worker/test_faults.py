@@ -24,7 +24,7 @@ from audio_factory import distinct_clips
 from harness import running
 from webhook_receiver import Receiver
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
 MAX_DELIVERIES = 2
 SOFT_LIMIT_S, GRACE_S = 12, 2  # a 12 s clip scores in 1-4 s here; only a hung child reaches the limits
