@@ -11,7 +11,7 @@ import pytest
 from audio_factory import distinct_clips
 from harness import fresh_redis_db, running
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
 BACKLOG, FEW = 200, 5
 

@@ -23,7 +23,7 @@ from emotionq.worker import readiness
 from harness import Service, _children, fresh_redis_db, rabbitmq_vhost
 from servers import PrivateSeaweedFS
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.s3, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.s3, pytest.mark.timeout(600)]
 
 HOSTS = ("gpu-host-1", "gpu-host-2")
 

@@ -13,7 +13,7 @@ from audio_factory import distinct_clips, make_speech
 from harness import fresh_redis_db, running
 from servers import PrivateSeaweedFS
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.s3, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.s3, pytest.mark.timeout(600)]
 
 SUBMITTERS = 3
 PAUSE_S = 0.4

@@ -12,7 +12,7 @@ import pytest
 from audio_factory import distinct_clips
 from harness import running
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
 LOW, HIGH = 30, 3
 

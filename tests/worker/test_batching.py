@@ -18,7 +18,7 @@ import soundfile as sf
 from audio_factory import distinct_clips
 from harness import fresh_redis_db, running, settings
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
 BATCH = 4
 
