@@ -6,6 +6,8 @@ reports them in English.
 
 from __future__ import annotations
 
+import numpy as np
+
 LABELS: tuple[str, ...] = (
     "angry",
     "disgusted",
@@ -36,3 +38,12 @@ def english(label: str) -> str:
     if label == "<unk>":
         return "unknown"
     return label.rsplit("/", 1)[-1].strip()
+
+
+def summary(scores, *, top_score: bool = True) -> dict:
+    """Nine scores (in ``LABELS`` order) as outputs show them: by label, the top label, and its score."""
+    top = int(np.argmax(scores))
+    out = {"scores": dict(zip(LABELS, (float(s) for s in scores))), "top_label": LABELS[top]}
+    if top_score:
+        out["top_score"] = float(scores[top])
+    return out

@@ -19,17 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionq.errors import AudioError, Canceled, ConfigurationError, ServerFault, TransientFault
+from emotionq.errors import Canceled, ConfigurationError, ServerFault, TransientFault
 from emotionq.inference import heap
-from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE, check_samples
+from emotionq.inference.audio import SAMPLE_RATE
 from emotionq.inference.funasr_patches import local_features_per_window, trim_alibi_cache, zeroed_padding
-from emotionq.inference.labels import LABELS
+from emotionq.inference.items import checked_items
+from emotionq.inference.labels import LABELS, summary
 from emotionq.inference.loading import autocast_dtype, load_automodel
 from emotionq.inference.windows import FRAME_STRIDE, group_windows, window_bounds
 
 FRAME_RATE = SAMPLE_RATE // FRAME_STRIDE  # 50 frames per second
-GRANULARITIES = ("utterance", "frame")
-OPTIONS = ("granularity", "embedding", "bounds")  # predict_batch's per-recording options (bounds: its own windows)
 # Padded seconds of audio per forward pass of predict_batch. On a GPU big passes keep it busy (four
 # 30 s windows). On a CPU they lose: past ~16 padded seconds the attention's batch x heads x T^2
 # tensors outgrow the caches and a pass runs slower than its windows one at a time, while
@@ -211,7 +210,7 @@ class EmotionModel:
         window_bounds(0, window_s)  # ValueError for a bad window_s, for the whole call
         if max_batch_s is None:
             max_batch_s = MAX_BATCH_S["cuda" if self.device.startswith("cuda") else "cpu"]
-        results, checked = _checked_items(items, options, window_s)
+        results, checked = checked_items(items, options, window_s)
         if not checked:
             return results
         dropped: set[int] = set()
@@ -352,9 +351,9 @@ class EmotionModel:
         if not torch.isfinite(mean).all():  # never store NaN as a result
             return ServerFault(f"the model's output is not finite for {samples.size / SAMPLE_RATE:.1f} s "
                                "of audio", code="model_output_not_finite")
-        out = _summary(self._scores(mean))
+        out = summary(self._scores(mean))
         out["timeline"] = [
-            {"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE, **_summary(w["scores"], top_score=False)}
+            {"start": a / SAMPLE_RATE, "end": b / SAMPLE_RATE, **summary(w["scores"], top_score=False)}
             for (a, b), w in zip(bounds, windows)
         ]
         out["duration_s"] = samples.size / SAMPLE_RATE
@@ -392,57 +391,3 @@ class EmotionModel:
 
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
-
-
-def _checked_items(items: list[np.ndarray], options: list[dict] | None,
-                   window_s: float) -> tuple[list[dict | Exception | None], list[dict]]:
-    """(results so far: the exception of each item that fails its checks; the items that pass them)."""
-    results: list[dict | Exception | None] = [None] * len(items)
-    checked: list[dict] = []
-    for index, samples in enumerate(items):
-        try:
-            checked.append(_item(index, samples, (options or [None] * len(items))[index], window_s))
-        except (AudioError, ValueError, TypeError) as exc:
-            results[index] = exc
-    return results, checked
-
-
-def _item(index: int, samples: np.ndarray, options: dict | None, window_s: float) -> dict:
-    """One recording of predict_batch, checked as predict checks it, with its windows."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise TypeError(f"unknown options {unknown}: predict takes {', '.join(OPTIONS)}")
-    granularity = options.get("granularity", "utterance")
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
-    samples = check_samples(np.ascontiguousarray(samples, dtype=np.float32).reshape(-1))
-    return {
-        "index": index,
-        "samples": samples,
-        "bounds": _bounds(options.get("bounds"), samples.size, window_s),
-        "granularity": granularity,
-        "embedding": bool(options.get("embedding", False)),
-    }
-
-
-def _bounds(given: list | None, n_samples: int, window_s: float) -> list[tuple[int, int]]:
-    """The item's windows: ``window_bounds``, or the sample ranges it names (speech segments), each checked
-    to lie in the recording, hold at least ``MIN_SAMPLES`` and at most a window's samples."""
-    if given is None:
-        return window_bounds(n_samples, window_s, sample_rate=SAMPLE_RATE)
-    longest = int(window_s * SAMPLE_RATE) // FRAME_STRIDE * FRAME_STRIDE
-    bounds = [(int(a), int(b)) for a, b in given]
-    if not bounds or any(not (0 <= a and a + MIN_SAMPLES <= b <= n_samples and b - a <= longest) for a, b in bounds):
-        raise ValueError(f"bounds must be sample ranges of {MIN_SAMPLES} to {longest} samples within the recording")
-    return bounds
-
-
-def _summary(scores: list[float], *, top_score: bool = True) -> dict:
-    top = int(np.argmax(scores))
-    out = {"scores": dict(zip(LABELS, (float(s) for s in scores))), "top_label": LABELS[top]}
-    if top_score:
-        out["top_score"] = float(scores[top])
-    return out
-
-

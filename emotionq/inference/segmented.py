@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE
-from emotionq.inference.labels import LABELS
+from emotionq.inference.labels import LABELS, summary
 from emotionq.inference.segments import VadOptions, detector, split
 from emotionq.inference.summary import summarize
 from emotionq.inference.windows import window_bounds
@@ -139,8 +139,7 @@ def _weighted(segments: list[dict]) -> dict:
     weights = np.array([s["end"] - s["start"] for s in segments], np.float64)
     matrix = np.array([[s["scores"][k] for k in LABELS] for s in segments], np.float64)
     mean = weights @ matrix / weights.sum()
-    top = int(np.argmax(mean))
-    return {"scores": dict(zip(LABELS, map(float, mean))), "top_label": LABELS[top], "top_score": float(mean[top])}
+    return summary(mean)
 
 
 def _pairs(channels: list[dict], by_name: dict) -> list[tuple[dict, dict]]:
