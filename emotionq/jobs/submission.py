@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 from emotionq.errors import Conflict, Overloaded
 from emotionq.jobs import backlog, blobrefs, limits
@@ -40,26 +42,23 @@ class Submission:
     publish: bool  # the caller must dispatch: work entered a backlog (a new run, or one raised to high)
 
 
-def submit(
-    store: Store,
-    *,
-    settings: Settings,
-    client: str,
-    priority: Priority,
-    input: dict,
-    options: dict,
-    metadata: dict,
-    model: str,
-    webhook: dict | None = None,
-    idempotency_key: str | None = None,
-) -> Submission:
-    """Create a job and attach it to a run, atomically with every concurrent submission."""
+def submit(store: Store, *, settings: Settings, client: str, priority: Priority, input: dict, options: dict,
+           metadata: dict, model: str, webhook: dict | None = None, idempotency_key: str | None = None) -> Submission:
+    """Create a job and attach it to a run, atomically with every concurrent submission (a known result
+    first without a transaction: ``_reuse``)."""
     key = dedup_key(sha256=input["sha256"], model=model, options=options)
     fingerprint = dedup_key(sha256=input["sha256"], model=model,
                             options={**options, "priority": priority, "webhook": webhook, "metadata": metadata})
     idem_key = f"idem:{client}:{idempotency_key}" if idempotency_key else None
     job_id, fresh_run_id = new_id("job"), new_id("run")
     run_ttl = max(settings.job_ttl_seconds, settings.result_ttl_seconds)
+
+    new_job = partial(_job, {"id": job_id, "client": client, "priority": priority, "canceled_at": None,
+                             "input": input, "options": options, "metadata": metadata, "webhook": webhook})
+    reused = _reuse(store, key=key, idem=(idem_key, {"job_id": job_id, "fingerprint": fingerprint}), new_job=new_job,
+                    job_ttl=settings.job_ttl_seconds, run_ttl=run_ttl)
+    if reused is not None:
+        return reused
 
     def tx_submit(tx: Tx) -> Submission:
         now = time.time()
@@ -88,17 +87,41 @@ def submit(
             tx.touch(dedup_pointer(key), run_ttl)
         else:
             tx.put(run_key(run["id"]), run, ttl=run_ttl)
-        job = {
-            "id": job_id, "run_id": run["id"], "client": client, "priority": priority,
-            "created_at": now, "canceled_at": None, "input": input, "options": options,
-            "metadata": metadata, "dedup": None if outcome == "new" else outcome, "webhook": webhook,
-        }
+        job = new_job(run, outcome, now)
         tx.put(job_key(job_id), job, ttl=settings.job_ttl_seconds)
         if idem_key:
             tx.put(idem_key, {"job_id": job_id, "fingerprint": fingerprint}, ttl=settings.job_ttl_seconds)
         return Submission(job, run, outcome, publish)
 
     return store.transact(tx_submit)
+
+
+def _job(fields: dict, run: dict, outcome: str, now: float) -> dict:
+    """The job document: the request's ``fields``, attached to ``run`` by ``outcome``."""
+    return {**fields, "run_id": run["id"], "created_at": now, "dedup": None if outcome == "new" else outcome}
+
+
+def _reuse(store: Store, *, key: str, idem: tuple[str | None, dict], new_job: Callable[[dict, str, float], dict],
+           job_ttl: int, run_ttl: int) -> Submission | None:
+    """A finished result answered without a transaction: most repeats of known audio end here. A succeeded
+    run never changes again, so the job is written if the run (and its dedup pointer) still exist, and
+    the Idempotency-Key is new, without watching them: the many uploads of one popular recording do not
+    make each other's transactions run again. None: not a cache hit (or the run went meanwhile), or a
+    repeated Idempotency-Key; the transaction decides those."""
+    idem_key, idem_doc = idem
+    pointer, earlier = store.get_many([dedup_pointer(key), idem_key]) if idem_key else (store.get(dedup_pointer(key)),
+                                                                                          None)
+    if pointer is None or earlier is not None:
+        return None
+    run = store.get(run_key(pointer["run_id"]))
+    if run is None or run["state"] != SUCCEEDED:
+        return None
+    job = new_job(run, "cache", time.time())
+    puts = {job_key(job["id"]): (job, job_ttl), **({idem_key: (idem_doc, job_ttl)} if idem_key else {})}
+    if not store.put_if(puts, alive={run_key(run["id"]): run_ttl, dedup_pointer(key): run_ttl},
+                        absent=[idem_key] if idem_key else []):
+        return None
+    return Submission(job, run, "cache", False)
 
 
 def _idempotent(tx: Tx, idem_key: str, fingerprint: str) -> Submission | None:

@@ -11,6 +11,7 @@ and ``size`` answer a member's place and a set's length without reading the set.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from typing import Callable, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -70,6 +71,28 @@ class Store(ABC):
     @abstractmethod
     def size(self, index: str) -> int:
         """How many members ``index`` has."""
+
+    def get_many(self, keys: list[str]) -> list[dict | None]:
+        """The documents of ``keys``, in order (one round trip where the backend allows)."""
+        return [self.get(key) for key in keys]
+
+    def put_if(self, puts: dict[str, tuple[dict, int]], *, alive: dict[str, int], absent: Collection[str] = ()) -> bool:
+        """Write ``puts`` (key: (document, ttl)) and give each key of ``alive`` a new expiry of its ttl, all
+        at once, if every key of ``alive`` exists and no key of ``absent`` does; otherwise write nothing and
+        return False. It reads no document and watches nothing, so it never runs again, however many
+        write alongside: the write for what is settled once it exists (a finished run). (A transaction
+        that read a key of ``alive`` still runs again, as after any write of it.)"""
+
+        def tx_put(tx: Tx) -> bool:
+            if any(tx.get(key) is None for key in alive) or any(tx.get(key) is not None for key in absent):
+                return False
+            for key, (doc, ttl) in puts.items():
+                tx.put(key, doc, ttl=ttl)
+            for key, ttl in alive.items():
+                tx.touch(key, ttl)
+            return True
+
+        return self.transact(tx_put)
 
     def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
         """Up to ``limit`` (member, score) of ``index`` scoring above ``score``, lowest first."""

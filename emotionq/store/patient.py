@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from typing import Callable, TypeVar
 
 from emotionq.errors import StoreUnavailable
@@ -30,6 +31,12 @@ class PatientStore(Store):
 
     def get(self, key: str) -> dict | None:
         return self._patiently(self.inner.get, key)
+
+    def get_many(self, keys: list[str]) -> list[dict | None]:
+        return self._patiently(self.inner.get_many, keys)
+
+    def put_if(self, puts: dict[str, tuple[dict, int]], *, alive: dict[str, int], absent: Collection[str] = ()) -> bool:
+        return self._patiently(lambda: self.inner.put_if(puts, alive=alive, absent=absent))
 
     def due(self, index: str, *, until: float, limit: int) -> list[tuple[str, float]]:
         return self._patiently(lambda: self.inner.due(index, until=until, limit=limit))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from typing import Callable, TypeVar
 
 import redis
@@ -21,6 +22,17 @@ T = TypeVar("T")
 PREFIX = "emotionq:"
 INDEX_PREFIX = PREFIX + "index:"  # sorted sets
 MAX_CONFLICTS = 100
+# Store.put_if in one step: ARGV[1] keys must exist (their new expiries follow in ARGV), then ARGV[2] keys
+# must not; the rest of KEYS are written, each with its document and expiry from ARGV.
+PUT_IF = """
+local alive, absent = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, alive do if redis.call('EXISTS', KEYS[i]) == 0 then return 0 end end
+for i = alive + 1, alive + absent do if redis.call('EXISTS', KEYS[i]) == 1 then return 0 end end
+local a = 3
+for i = 1, alive do redis.call('EXPIRE', KEYS[i], ARGV[a]); a = a + 1 end
+for i = alive + absent + 1, #KEYS do redis.call('SET', KEYS[i], ARGV[a], 'EX', ARGV[a + 1]); a = a + 2 end
+return 1
+"""
 
 
 class _RedisTx:
@@ -72,6 +84,7 @@ class RedisStore(Store):
             url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30,
             retry_on_timeout=True,
         )
+        self._put_if = self._client.register_script(PUT_IF)
 
     def transact(self, fn: Callable[[_RedisTx], T]) -> T:
         try:
@@ -108,6 +121,16 @@ class RedisStore(Store):
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
         return json.loads(raw) if raw else None
+
+    def get_many(self, keys: list[str]) -> list[dict | None]:
+        return [json.loads(raw) if raw else None for raw in self._call(self._client.mget, [PREFIX + k for k in keys])]
+
+    def put_if(self, puts: dict[str, tuple[dict, int]], *, alive: dict[str, int], absent: Collection[str] = ()) -> bool:
+        keys = [PREFIX + k for k in (*alive, *absent, *puts)]
+        args = [len(alive), len(absent), *alive.values()]
+        for doc, ttl in puts.values():
+            args += [json.dumps(doc), ttl]
+        return self._call(self._put_if, keys=keys, args=args) == 1
 
     def due(self, index: str, *, until: float, limit: int) -> list[tuple[str, float]]:
         try:

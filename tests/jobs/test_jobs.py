@@ -79,6 +79,44 @@ def test_concurrent_identical_submissions_make_exactly_one_run(store):
     assert sorted(run["jobs"]) == sorted(r.job["id"] for r in results)
 
 
+def _finished(store) -> tuple[str, str]:
+    """A run of the default audio that succeeded: its id, and its one job's."""
+    first = _submit(store)
+    run_id = first.run["id"]
+    assert _claim(store, run_id).go
+    assert jobs.complete(store, run_id=run_id, task_id="t1", output={"top_label": "happy"}, settings=SETTINGS)
+    return run_id, first.job["id"]
+
+
+def test_cache_hits_at_once_each_get_their_own_job(store):
+    run_id, first_job = _finished(store)
+    results, barrier = [], threading.Barrier(8)
+
+    def go(i):
+        barrier.wait()
+        results.extend(_submit(store, idem=f"k{i}" if i % 2 else None) for _ in range(5))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {(r.outcome, r.run["id"], r.publish) for r in results} == {("cache", run_id, False)} | (
+        {("idempotent", run_id, False)})  # odd threads repeat their key: its first job again
+    cached = [r.job["id"] for r in results if r.outcome == "cache"]
+    assert len(set(cached)) == len(cached) == 4 * 5 + 4
+    for job_id in cached:
+        assert jobs.view(*jobs.load(store, job_id=job_id, client="c1"))["output"] == {"top_label": "happy"}
+    assert store.get(f"run:{run_id}")["jobs"] == [first_job]  # reusing a result leaves the run as it was
+
+
+def test_a_result_that_is_gone_is_not_reused(store):
+    run_id, _ = _finished(store)
+    store.transact(lambda tx: tx.delete(f"run:{run_id}"))  # expired (its dedup pointer still there)
+    again = _submit(store)
+    assert again.outcome == "new" and again.run["id"] != run_id
+
+
 def test_failure_is_not_cached(store):
     first = _submit(store)
     _claim(store, first.run["id"])

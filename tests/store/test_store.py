@@ -74,6 +74,41 @@ def test_touch_renews_the_expiry_and_keeps_the_document(store):
     assert store.get("missing") is None
 
 
+def test_get_many_reads_documents_in_order(store):
+    store.transact(lambda tx: (tx.put("m1", {"v": 1}), tx.put("m3", {"v": 3})))
+    assert store.get_many(["m3", "m2", "m1"]) == [{"v": 3}, None, {"v": 1}]
+
+
+def test_put_if_writes_only_while_its_keys_exist_and_its_absent_keys_do_not(store):
+    store.transact(lambda tx: tx.put("run", {"state": "succeeded"}, ttl=1))
+    assert store.put_if({"job": ({"n": 1}, 60), "idem": ({"k": 1}, 60)}, alive={"run": 3}, absent=["idem"])
+    assert store.get_many(["job", "idem"]) == [{"n": 1}, {"k": 1}]
+    time.sleep(1.3)
+    assert store.get("run") == {"state": "succeeded"}  # past its first expiry: kept alive by the write
+
+    assert not store.put_if({"job2": ({"n": 2}, 60)}, alive={"run": 3}, absent=["idem"])  # idem exists
+    assert not store.put_if({"job2": ({"n": 2}, 60)}, alive={"run": 3, "gone": 3})  # one alive key is missing
+    assert store.get("job2") is None and store.get("gone") is None  # nothing written, nothing made
+
+
+def test_put_if_under_concurrent_writers_of_the_same_keys(store):
+    """Many requests reuse one result at once: every write lands, and the result stays alive."""
+    store.transact(lambda tx: tx.put("run", {"state": "succeeded"}, ttl=60))
+    done = []
+
+    def writer(i: int) -> None:
+        done.extend(store.put_if({f"job{i}-{k}": ({"k": k}, 60)}, alive={"run": 60, "pointer": 60} if k % 2 else
+                                 {"run": 60}) for k in range(25))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert done.count(True) == 8 * 13 and done.count(False) == 8 * 12  # odd k: no pointer, nothing written
+    assert store.get_many([f"job{i}-{k}" for i in range(8) for k in (0, 1, 24)]) == [{"k": 0}, None, {"k": 24}] * 8
+
+
 def test_indexes_are_written_with_the_transaction_and_read_in_score_order(store):
     def tx_three(tx):
         tx.put("doc", {"n": 1})
