@@ -4,6 +4,7 @@ or a filesystem every host mounts. An upload is received into ``<root>/tmp`` and
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ from emotionq.settings import Settings
 
 class LocalWriter(BlobWriter):
     """Holds up to ``BUFFER_BYTES`` of an upload in memory and writes it to ``<root>/tmp`` in ``flush``,
-    which the API calls in a thread: the event loop never waits on the disk (a short upload is written
-    once, by ``close``)."""
+    which the API calls in a thread: the event loop never waits on the disk. An upload that fits the
+    buffer touches the disk only if it is filed: a repeat of known audio is probed in memory and
+    dropped."""
 
     BUFFER_BYTES = 1 << 20
 
@@ -27,6 +29,7 @@ class LocalWriter(BlobWriter):
         self._store = store
         self._pending = bytearray()
         self._file = None
+        self._done = False  # committed or aborted
         self.path: Path | None = None
 
     def _append(self, chunk: bytes) -> None:
@@ -44,24 +47,34 @@ class LocalWriter(BlobWriter):
         self._pending.clear()
 
     def _finish(self) -> None:
-        self.flush()
-        self._file.close()
+        if self._file is not None:
+            self.flush()
+            self._file.close()
 
-    def source(self) -> Path:
-        return self.path
+    def source(self) -> Path | io.BytesIO:
+        return self.path if self.path is not None else io.BytesIO(self._pending)
 
     def commit(self, gen: str | None) -> bool:
         target = self._store.root / name(self.close(), gen)
-        if not self.path.exists():  # committed already
+        if self._done:
             return False
+        self._done = True
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
-            self.path.unlink()
+            self._discard()
             return False
+        if self.path is None:  # still in memory: written once, where it belongs
+            self.flush()
+            self._file.close()
         os.replace(self.path, target)
         return True
 
     def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self._discard()
+
+    def _discard(self) -> None:
         self._pending.clear()
         if self._file is not None:
             self._file.close()

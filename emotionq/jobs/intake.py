@@ -32,7 +32,10 @@ class PendingAudio(Protocol):
     """Received audio not yet filed (``emotionq.blobs.BlobWriter``)."""
 
     size: int
-    sha256: str
+    sha256: str | None  # once closed
+
+    def close(self) -> str:
+        """Finish receiving (blocking: a last part may be sent on); the SHA-256."""
 
     def source(self) -> object: ...
 
@@ -71,6 +74,7 @@ class Intake:
     def accept(self, request: JobRequest, audio: PendingAudio) -> Submission:
         """Submit the job; its audio is filed if a run needs it, and thrown away otherwise (or on refusal)."""
         try:
+            audio.close()
             webhook = self._webhook(request)
             duration_s, channels = self._duration(audio, request.options)
             submission = submit(

@@ -107,13 +107,12 @@ async def fetch(url: str, *, blobs: BlobStore, policy: Policy) -> Upload:
             content_type = await run_in_threadpool(_fetch_s3, url, writer, policy)
         else:
             content_type = await _fetch_http(url, writer, policy)
-        sha256 = await run_in_threadpool(writer.close)
     except BaseException:
         writer.abort()
         raise
     log.info("audio_url %s: %d bytes in %.0f ms", shown(url), writer.size, (time.perf_counter() - began) * 1e3)
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or None
-    return Upload(sha256=sha256, size=writer.size, filename=name, content_type=content_type, blob=writer,
+    return Upload(size=writer.size, filename=name, content_type=content_type, blob=writer,
                   url=shown(url))
 
 

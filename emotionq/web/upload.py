@@ -26,7 +26,6 @@ FILE_FIELD = "file"
 @dataclass
 class Upload:
     fields: dict[str, str] = field(default_factory=dict)
-    sha256: str | None = None
     size: int = 0
     filename: str | None = None
     content_type: str | None = None
@@ -128,13 +127,8 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int, idle_ti
     if receiver.writer is None:
         raise InvalidRequest("no 'file' part: send the audio as form field 'file'", code="missing_file")
     upload = receiver.upload
-    try:
-        upload.sha256 = await run_in_threadpool(receiver.writer.close)  # the last part may go to the object store
-    except BaseException:
-        _abort(receiver)
-        raise
     upload.size = receiver.writer.size
-    upload.blob = receiver.writer
+    upload.blob = receiver.writer  # closed (its last part sent, its hash taken) by the intake, in its thread
     return upload
 
 

@@ -76,6 +76,19 @@ def test_a_refused_upload_leaves_nothing(blobs):
     assert list(blobs.listing()) == []
 
 
+def test_a_short_upload_that_is_not_filed_never_touches_the_disk(tmp_path):
+    """A repeat of known audio (a dedup hit) is probed from memory and dropped: no file written, none deleted."""
+    blobs = open_blobs(harness.settings(var_dir=tmp_path))
+    data = os.urandom(300_000)
+    writer = _write(blobs, data)
+    assert writer.source().read() == data
+    assert list(blobs.tmp_dir.iterdir()) == []
+    writer.abort()
+    kept = _write(blobs, data)
+    assert kept.commit(None) is True  # filed: written once, where it belongs
+    assert list(blobs.tmp_dir.iterdir()) == [] and blobs.path(kept.sha256).read_bytes() == data
+
+
 def test_a_long_upload_goes_up_in_parts_and_is_probed_in_place(blobs):
     data = os.urandom(11 * MiB + 123)
     writer = _write(blobs, data)
