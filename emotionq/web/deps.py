@@ -51,6 +51,10 @@ class Services:
         """The job and its run (blocking: call in a thread); a run its vanished worker left is failed now."""
         return jobs.load(self.store, job_id=job_id, client=client, on_fail=self.run_failed)
 
+    def read(self, job_id: str, client: str) -> dict:
+        """The job object as it stands (blocking: call in a thread): ``load`` and ``view`` in one trip."""
+        return self.view(*self.load(job_id, client))
+
     def accept(self, request: JobRequest, audio: PendingAudio) -> tuple[Submission, dict]:
         """Submit the job and view it, in one trip to a thread (blocking: call in a thread)."""
         submission = self.intake.accept(request, audio)

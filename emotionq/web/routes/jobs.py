@@ -77,9 +77,11 @@ async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
 async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: PreferWait = None):
     """The job's status, and its output once it has succeeded."""
     wait = prefer_wait(prefer, svc.settings)
+    if not wait:
+        return JSONResponse(await run_in_threadpool(svc.read, job_id, client))
     job, run = await wait_for(svc, job_id, client, wait)
     body = await run_in_threadpool(svc.view, job, run)
-    return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"} if wait else None)
+    return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"})
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse, responses={
@@ -95,10 +97,7 @@ async def job_events_stream(job_id: JobId, request: Request, svc: ServicesDep, c
     """The job's changes as they happen, pushed: the current state at once, then each change."""
     await run_in_threadpool(svc.load, job_id, client)  # 404 now, not inside the stream
 
-    def read() -> dict:
-        return svc.view(*svc.load(job_id, client))
-
-    events = job_events(read, after=resume_after(last_event_id), poll_s=svc.settings.events_poll_s,
+    events = job_events(lambda: svc.read(job_id, client), after=resume_after(last_event_id), poll_s=svc.settings.events_poll_s,
                         gone=request.is_disconnected)
     return EventSourceResponse(events, ping=svc.settings.events_ping_s)
 
