@@ -109,9 +109,8 @@ def _reuse(store: Store, *, key: str, idem: tuple[str | None, dict], new_job: Ca
     make each other's transactions run again. None: not a cache hit (or the run went meanwhile), or a
     repeated Idempotency-Key; the transaction decides those."""
     idem_key, idem_doc = idem
-    pointer, earlier = store.get_many([dedup_pointer(key), idem_key]) if idem_key else (store.get(dedup_pointer(key)),
-                                                                                          None)
-    if pointer is None or earlier is not None:
+    pointer, *earlier = store.get_many([dedup_pointer(key), *([idem_key] if idem_key else [])])
+    if pointer is None or earlier not in ([], [None]):  # a miss, or a key used before: the transaction decides
         return None
     run = store.get(run_key(pointer["run_id"]))
     if run is None or run["state"] != SUCCEEDED:

@@ -101,8 +101,9 @@ def test_cache_hits_at_once_each_get_their_own_job(store):
         t.start()
     for t in threads:
         t.join()
-    assert {(r.outcome, r.run["id"], r.publish) for r in results} == {("cache", run_id, False)} | (
-        {("idempotent", run_id, False)})  # odd threads repeat their key: its first job again
+    # odd threads repeat their key: its first job again
+    assert {(r.outcome, r.run["id"], r.publish) for r in results} == {("cache", run_id, False),
+                                                                      ("idempotent", run_id, False)}
     cached = [r.job["id"] for r in results if r.outcome == "cache"]
     assert len(set(cached)) == len(cached) == 4 * 5 + 4
     for job_id in cached:

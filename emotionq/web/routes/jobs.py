@@ -97,8 +97,8 @@ async def job_events_stream(job_id: JobId, request: Request, svc: ServicesDep, c
     """The job's changes as they happen, pushed: the current state at once, then each change."""
     await run_in_threadpool(svc.load, job_id, client)  # 404 now, not inside the stream
 
-    events = job_events(lambda: svc.read(job_id, client), after=resume_after(last_event_id), poll_s=svc.settings.events_poll_s,
-                        gone=request.is_disconnected)
+    events = job_events(lambda: svc.read(job_id, client), after=resume_after(last_event_id),
+                        poll_s=svc.settings.events_poll_s, gone=request.is_disconnected)
     return EventSourceResponse(events, ping=svc.settings.events_ping_s)
 
 
