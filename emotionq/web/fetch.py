@@ -148,7 +148,7 @@ async def _fetch_http(url: str, writer: BlobWriter, policy: Policy) -> str | Non
                                             "that the URL works, or upload the file", code="audio_url_unreachable",
                                             retryable=response.status_code >= 500 or response.status_code == 429)
                     declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > s.max_upload_bytes:
+                    if declared.isascii() and declared.isdigit() and int(declared) > s.max_upload_bytes:
                         raise PayloadTooLarge(f"audio_url {shown(url)} holds {int(declared):,} bytes; the limit is "
                                               f"{s.max_upload_bytes:,}: send a shorter or compressed file")
                     async for chunk in response.aiter_raw():
