@@ -1,4 +1,5 @@
-# emotionq: `make run` runs the service, `make test` runs the whole test suite.
+# emotionq: `make run` runs the service, `make test` runs the whole test suite (the docs' strict build included),
+# `make docs` serves the documentation site.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,12 +7,12 @@ STAMP := $(VENV)/.installed-stamp
 DEV_MODEL ?= var/models/emotion2vec-tiny
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps services run api worker flower test bench loadtest clean
+.PHONY: install system-deps services run api worker flower test docs bench loadtest clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,6 +43,12 @@ flower: $(STAMP)
 test: $(STAMP) system-deps services
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) || test $$? -eq 5
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || test $$? -eq 5  # 5: a selection with no slow test
+
+# The docs site (mkdocs.yml, docs/) on DOCS_ADDR, rebuilt as you edit; its reference pages are generated from the
+# code (scripts/docs_hooks.py). tests/test_docs.py builds it with --strict.
+DOCS_ADDR ?= 127.0.0.1:8001
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --dev-addr $(DOCS_ADDR)
 
 bench: $(STAMP) system-deps services
 	$(BIN)/python -m benchmarks
