@@ -29,13 +29,14 @@ class Settings(BaseSettings):
     blob_dir: Path | None = Field(None, description="content-addressed audio blobs in a local directory (one "
                                   "host, or a filesystem every host mounts); see blob_url for object storage")
 
-    # Object storage for audio, and jobs by URL (README: "Many hosts").
+    # Object storage for audio, and jobs by URL (docs: Operating, Many hosts).
     blob_url: str = Field("", description="s3://bucket/prefix: audio in an S3-compatible bucket, shared by hosts "
                           "that share nothing else; a path or file:///path: a local directory; empty: blob_dir")
     s3_endpoint_url: str = Field("", description="e.g. http://seaweedfs:8333; empty: AWS S3")
-    s3_region: str = "us-east-1"
+    s3_region: str = Field("us-east-1", description="the bucket's region (most S3-compatible servers ignore it)")
     s3_access_key_id: str = Field("", description="empty: boto3's usual chain (AWS_* variables, instance role)")
-    s3_secret_access_key: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = Field(None, description="with s3_access_key_id; unset: boto3's "
+                                                   "usual chain")
     s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
         "auto", description="auto: path-style with an endpoint URL (most S3-compatible servers), else virtual")
     s3_timeout_s: float = Field(10.0, gt=0, description="connect and read timeout of each object-store request")
@@ -60,10 +61,12 @@ class Settings(BaseSettings):
                                  "name; empty: any public host")
     audio_url_s3_buckets: str = Field("", description="comma-separated buckets (bucket or bucket/prefix) that "
                                       "s3:// audio_url may read, with the s3_* credentials")
-    audio_url_connect_timeout_s: float = Field(5.0, gt=0)
+    audio_url_connect_timeout_s: float = Field(5.0, gt=0, description="longest wait for an audio_url's server "
+                                               "to accept the connection")
     audio_url_read_timeout_s: float = Field(15.0, gt=0, description="longest silence while fetching audio_url")
     audio_url_timeout_s: float = Field(120.0, gt=0, description="longest a whole audio_url fetch may take")
-    audio_url_max_redirects: int = Field(5, ge=0)
+    audio_url_max_redirects: int = Field(5, ge=0, description="redirects followed while fetching audio_url, "
+                                         "each hop checked like the URL itself")
 
     # The janitor (`emotionq janitor`; `emotionq run` starts one): one active across hosts.
     janitor_interval_s: float = Field(30.0, gt=0, description="seconds between sweeps")
@@ -75,7 +78,8 @@ class Settings(BaseSettings):
     janitor_orphan_grace_s: float = Field(86400.0, gt=0, description="such an object is deleted once this old")
 
     # The model.
-    model: str = DEFAULT_MODEL
+    model: str = Field(DEFAULT_MODEL, description="the emotion2vec model: a hub id (ModelScope) or a local "
+                       "directory with config.yaml, model.pt and tokens.txt")
     model_revision: str | None = Field(None, description="hub revision to pin (a tag or commit); ignored for local directories")
     devices: str = Field("auto", description="'auto', 'cpu', or a comma list like 'cuda:0,cuda:1'")
     worker_device: str = Field("cpu", description="set per worker process by `emotionq worker`")
@@ -93,7 +97,8 @@ class Settings(BaseSettings):
     runtime_cache_dir: Path | None = Field(None, description="where CPU workers keep the exported onnx graphs, "
                                            "keyed by the weights and software versions; default "
                                            "~/.cache/emotionq/onnx ($XDG_CACHE_HOME/emotionq/onnx)")
-    window_seconds: float = Field(30.0, gt=1, le=30)
+    window_seconds: float = Field(30.0, gt=1, le=30, description="longest piece of audio the model scores at "
+                                  "once: longer speech is cut at its quietest points, fixed windows are this long")
     batch_size: int = Field(8, ge=1, le=64, description="jobs a worker scores together when they wait for it; "
                             "1 turns batching off (it needs RabbitMQ: embedded mode never batches)")
     batch_wait_ms: float = Field(10.0, ge=0, le=1000, description="how long a worker waits for a batch to fill")
@@ -104,12 +109,15 @@ class Settings(BaseSettings):
                                      "job, whose time limits it runs under (see the check below)")
 
     # Limits.
-    max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0)
-    max_audio_seconds: float = Field(3600.0, gt=0)
+    max_upload_bytes: int = Field(100 * 1024 * 1024, gt=0, description="largest upload or audio_url body; a "
+                                  "larger Content-Length is refused before reading (413)")
+    max_audio_seconds: float = Field(3600.0, gt=0, description="longest recording scored; decoding stops "
+                                     "there whatever the header claims (audio_too_long)")
     max_channels: int = Field(8, ge=1, le=64, description="channels a recording may have for channels=separate "
                               "(each is scored on its own, so its time limit counts every channel)")
     soft_time_limit_base: float = Field(60.0, gt=0, description="seconds a job may run, plus the per-second part")
-    soft_time_limit_per_audio_second: float = Field(0.5, ge=0)
+    soft_time_limit_per_audio_second: float = Field(0.5, ge=0, description="seconds a job may run per second "
+                                                    "of its audio, on top of soft_time_limit_base")
     hard_time_limit_grace: float = Field(30.0, gt=0, description="seconds between the soft and the hard limit")
     max_time_limit: float = Field(1200.0, gt=0, description="cap; keep well below RabbitMQ's consumer_timeout")
     max_retries: int = Field(3, ge=0, description="retries of transient faults (CUDA OOM, store blips)")
@@ -146,17 +154,20 @@ class Settings(BaseSettings):
                                         "e.g. '127.0.0.0/8,::1/128' for local tests")
     webhook_retry_schedule: str = Field("0,5,300,1800,7200,18000,36000,50400,72000,86400",
                                         description="seconds before each attempt; its length bounds the attempts")
-    webhook_timeout_s: float = Field(15.0, gt=0, le=60)
+    webhook_timeout_s: float = Field(15.0, gt=0, le=60, description="longest a delivery attempt may take; "
+                                     "past it the attempt counts as failed and is retried")
     webhook_secret_grace_seconds: float = Field(24 * 3600.0, ge=0, description="old secret keeps signing this long")
     webhook_concurrency: int = Field(8, ge=1, description="deliveries in flight per webhook worker")
 
     # Retention.
-    job_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
+    job_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="how long a job is kept "
+                                 "(GET /v1/jobs/{id} is 404 after)")
     result_ttl_seconds: int = Field(7 * 24 * 3600, gt=0, description="how long a result is reused for identical audio")
 
     # HTTP.
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field("127.0.0.1", description="address the API (and the worker metrics and Flower) listen on; "
+                      "0.0.0.0 behind a proxy")
+    port: int = Field(8000, description="the API's port")
     api_workers: int = Field(1, ge=1, le=64, description="API processes (uvicorn workers) on this host, sharing "
                              "its port; their metrics are summed at /metrics")
     http_header_timeout_s: float = Field(10.0, gt=0, description="a connection must send a request's line and "
@@ -178,7 +189,7 @@ class Settings(BaseSettings):
                                             "processes (emptied at start); default a fresh temporary directory")
     flower_auth: str = Field("", description="'user:password' for Flower's basic auth (`emotionq flower` "
                              "requires it), or 'disabled' for local use")
-    flower_port: int = Field(5555, ge=1, le=65535)
+    flower_port: int = Field(5555, ge=1, le=65535, description="Flower's port (`emotionq flower`)")
     flower_broker_api: str = Field("", description="RabbitMQ management API for Flower's queue lengths; default "
                                    "http://<broker user:password@host>:15672/api/")
 

@@ -1,7 +1,7 @@
 """Redis backend (distributed mode): documents as JSON strings, transactions by WATCH/MULTI.
 
 For no loss across restarts run Redis with ``appendonly yes`` (``appendfsync
-everysec`` or ``always``); the README shows the settings.
+everysec`` or ``always``); docs/operating/modes.md shows the settings.
 """
 
 from __future__ import annotations

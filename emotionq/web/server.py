@@ -9,7 +9,7 @@ headers must arrive within ``EMOTIONQ_HTTP_HEADER_TIMEOUT_S`` of the connection 
 the previous response's end): past it the server answers 408 and closes. Bodies are bounded
 by ``EMOTIONQ_HTTP_BODY_TIMEOUT_S`` in ``emotionq.web.upload``, and the number of connections by
 uvicorn's ``--limit-concurrency``. Production deployments should still sit behind a reverse
-proxy with its own limits (README: Running it safely).
+proxy with its own limits (docs/operating/safety.md).
 """
 
 from __future__ import annotations
