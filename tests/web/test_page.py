@@ -7,6 +7,7 @@ reads what the page drew (the DOM and a screenshot's pixels) against the job the
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 
 import httpx
@@ -16,7 +17,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from audio_factory import distinct_clips, make_channels, make_turns
 from emotionq.inference.labels import LABELS
-from harness import running
+from harness import ROOT, running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
@@ -26,6 +27,9 @@ COLOURS = {"angry": "#d55e00", "disgusted": "#009e73", "fearful": "#cc79a7", "ha
            "unknown": "#c4c4c4"}
 ORDER = ["uploading", "queued", "running", "succeeded"]
 VIEWPORT = {"width": 900, "height": 1600}  # tall enough that the page never scrolls: screenshot = layout coords
+# The docs' picture of the page (README and docs/index.md embed it): written by the two-channel call's test
+# when EMOTIONQ_DOCS_SCREENSHOT=1, so that an ordinary test run leaves the tree as it was.
+DOCS_SCREENSHOT = ROOT / "docs" / "images" / "upload-page.png"
 
 
 def _rgb(hex_colour: str) -> tuple[int, int, int]:
@@ -238,6 +242,18 @@ def test_separate_channels_show_a_lane_each_with_its_segments_in_place(service, 
         dominant = channel["summary"]["dominant_label"]
         assert f"mostly {dominant}" in summary and f"speech {channel['summary']['speech_s']:.1f} s" in summary
     _check_bars(page, job, shot)
+    if os.environ.get("EMOTIONQ_DOCS_SCREENSHOT") == "1":
+        _save_docs_screenshot(page)
+
+
+def _save_docs_screenshot(page: Page) -> None:
+    """The page down to the end of its content, as the docs show it; read back to check it holds the lanes."""
+    body = page.locator("body").bounding_box()
+    page.screenshot(path=DOCS_SCREENSHOT, clip={"x": 0, "y": 0, "width": VIEWPORT["width"],
+                                                "height": min(VIEWPORT["height"], body["y"] + body["height"] + 16)})
+    lanes = page.locator("#lanes").bounding_box()
+    with Image.open(DOCS_SCREENSHOT) as image:
+        assert image.width == VIEWPORT["width"] and image.height >= lanes["y"] + lanes["height"], image.size
 
 
 def test_refused_upload_shows_the_problem_detail(service, page, tmp_path):
