@@ -1,4 +1,5 @@
-"""The celery admin commands of the README, each run against the real worker, with its effect checked.
+"""The celery admin commands of docs/operating/monitoring.md, each run against the real worker, with its
+effect checked.
 
 inspect registered/stats/active/reserved, control rate_limit, draining a worker with
 cancel_consumer and resuming it with add_consumer, `emotionq purge --priority low`
