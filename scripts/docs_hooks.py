@@ -87,7 +87,7 @@ def settings_table() -> str:
     by_group: dict[str, list[str]] = {}
     for name, field in Settings.model_fields.items():
         group, annotation = groups[name]
-        kind = annotation.replace("Literal[", "one of [").replace("'", "")
+        kind = annotation.replace("Literal[", "one of [").replace("'", "").replace(" | ", " or ")
         bounds = _bounds(field)
         row = (f"| `EMOTIONQ_{name.upper()}` | `{_cell(kind)}`{' (' + bounds + ')' if bounds else ''} | "
                f"{_cell(_default(field))} | {_cell(field.description or '')} |")
