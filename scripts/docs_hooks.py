@@ -36,7 +36,11 @@ def _setting_groups() -> dict[str, str]:
     """Each Settings field's group: the comment line (``    # The model.``) above it in settings.py."""
     source = (PACKAGE / "settings.py").read_text()
     lines = source.splitlines()
-    cls = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Settings")
+    tree = ast.parse(source)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings")
+    aliases = {n.targets[0].id: ast.unparse(n.value.slice.elts[0]) for n in tree.body  # X = Annotated[T, ...]
+               if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and
+               isinstance(n.value, ast.Subscript) and ast.unparse(n.value.value) == "Annotated"}
     groups, group = {}, "General"
     for node in cls.body:
         for line in lines[:node.lineno - 1][::-1]:
@@ -47,7 +51,8 @@ def _setting_groups() -> dict[str, str]:
                     not line.startswith("     "):
                 break
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            groups[node.target.id] = (group, ast.unparse(node.annotation))
+            annotation = re.sub(r"\b\w+\b", lambda m: aliases.get(m.group(0), m.group(0)), ast.unparse(node.annotation))
+            groups[node.target.id] = (group, annotation)
     return groups
 
 
@@ -55,8 +60,12 @@ def _default(field) -> str:
     from pydantic_core import PydanticUndefined
 
     value = field.default
+    if value is PydanticUndefined and field.default_factory is not None:
+        value = field.default_factory()
     if value is PydanticUndefined:
         return "required"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ", ".join(f"`{v}`" for v in value) if value else "empty"
     if value is None:
         return "unset"
     if value == "":
@@ -88,7 +97,7 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         group, annotation = groups[name]
         kind = annotation.replace("Literal[", "one of [").replace("'", "").replace(" | ", " or ")
-        bounds = _bounds(field)
+        bounds = ", ".join(filter(None, [_bounds(field), "comma-separated" if kind.startswith("list[") else ""]))
         row = (f"| `EMOTIONQ_{name.upper()}` | `{_cell(kind)}`{' (' + bounds + ')' if bounds else ''} | "
                f"{_cell(_default(field))} | {_cell(field.description or '')} |")
         by_group.setdefault(group, []).append(row)
