@@ -61,8 +61,8 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
-        return cls(schedule=settings.webhook_schedule, timeout_s=settings.webhook_timeout_s,
-                   allow=targets.parse_networks(settings.webhook_allow_networks))
+        return cls(schedule=settings.webhook_retry_schedule, timeout_s=settings.webhook_timeout_s,
+                   allow=settings.webhook_allow_networks)
 
 
 def create(store: Store, *, job: dict, event: str, data: dict, ttl: int) -> dict:

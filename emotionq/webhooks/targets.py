@@ -22,10 +22,6 @@ MAX_URL_LENGTH = 2048
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def parse_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(n.strip(), strict=False) for n in spec.split(",") if n.strip()]
-
-
 @dataclass(frozen=True)
 class Target:
     """A URL, and the checked address to connect to for it."""
