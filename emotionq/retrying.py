@@ -43,7 +43,7 @@ def retry_after_s(value: str | None, *, cap_s: float | None = None) -> float | N
     ``cap_s``; None if there is none or it cannot be read."""
     if not value:
         return None
-    if value.strip().isdigit():
+    if value.strip().isascii() and value.strip().isdigit():  # isdigit() alone takes "²", which float() refuses
         seconds = float(value)
     else:
         try:

@@ -16,6 +16,7 @@ def test_retry_after_is_seconds_or_an_http_date_never_negative_and_capped():
     assert retry_after_s("7") == 7.0 and retry_after_s(" 120 ") == 120.0
     assert retry_after_s("90000", cap_s=86400) == 86400
     assert retry_after_s(None) is None and retry_after_s("") is None and retry_after_s("soon") is None
+    assert retry_after_s("\u00b2") is None and retry_after_s("\u0663") is None  # digits, but not ASCII ones
     assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # past
     later = email.utils.formatdate(time.time() + 60, usegmt=True)
     assert 55 <= retry_after_s(later) <= 60
