@@ -3,35 +3,23 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from emotionq.errors import Conflict, NotFound
 from emotionq.jobs import backlog
-from emotionq.jobs.records import CANCELED, QUEUED, RUNNING, TERMINAL, count, forget, job_key, mark_failed, run_key
+from emotionq.jobs.records import CANCELED, QUEUED, TERMINAL, count, forget, job_key, mark_failed, run_key
 from emotionq.settings import Priority
 from emotionq.store import Store, Tx
 
 
-def load(store: Store, *, job_id: str, client: str,
-         on_fail: Callable[[dict, str], None] | None = None) -> tuple[dict, dict]:
-    """A job and its run; another client's job is reported as missing.
-
-    A running run whose lease has expired (its worker vanished) is failed here,
-    and ``on_fail(run, "job.failed")`` tells the webhooks.
-    """
+def load(store: Store, *, job_id: str, client: str) -> tuple[dict, dict]:
+    """A job and its run, as they stand; another client's job is reported as missing. It only reads: a run
+    whose worker vanished is failed by the janitor (``emotionq.jobs.leases``), not here."""
     job = store.get(job_key(job_id))
     if job is None or job["client"] != client:
         raise NotFound(f"no job {job_id!r}; check the id (jobs are kept for a limited time)")
     run = store.get(run_key(job["run_id"]))
     if run is None:
         raise NotFound(f"job {job_id!r} has expired")
-    if run["state"] == RUNNING and run["deadline"] and run["deadline"] < time.time():
-        error = {"code": "worker_lost", "message": "the worker stopped answering before the job finished",
-                 "retryable": True}
-        failed = store.transact(lambda tx: mark_failed(tx, run["id"], error, only_owner=run["owner"]))
-        if failed and on_fail:
-            on_fail(failed, "job.failed")
-        run = store.get(run_key(job["run_id"])) or run
     return job, run
 
 

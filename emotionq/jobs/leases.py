@@ -2,7 +2,7 @@
 limit plus a grace); a run still running past it lost its worker and is failed ``worker_lost``.
 
 Each claim puts the run in the store's ``leases`` index under its deadline, so the janitor finds
-expired leases without waiting for a client to read the job (``jobs.load`` fails them too). The
+expired leases (within ``EMOTIONQ_JANITOR_INTERVAL_S`` of their deadline); reading a job never writes. The
 entry stays until the janitor has told the webhooks (``release``): a janitor that dies in between
 tells them again, which delivers nothing twice (one delivery record per job and event).
 """

@@ -12,7 +12,7 @@ from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from emotionq import jobs, metrics
+from emotionq import jobs
 from emotionq.blobs import BlobStore
 from emotionq.jobs import limits, position
 from emotionq.jobs.intake import Intake, JobRequest, PendingAudio
@@ -48,8 +48,8 @@ class Services:
         return Policy.from_settings(self.settings)
 
     def load(self, job_id: str, client: str) -> tuple[dict, dict]:
-        """The job and its run (blocking: call in a thread); a run its vanished worker left is failed now."""
-        return jobs.load(self.store, job_id=job_id, client=client, on_fail=self.run_failed)
+        """The job and its run (blocking: call in a thread)."""
+        return jobs.load(self.store, job_id=job_id, client=client)
 
     def read(self, job_id: str, client: str) -> dict:
         """The job object as it stands (blocking: call in a thread): ``load`` and ``view`` in one trip."""
@@ -65,11 +65,6 @@ class Services:
         wanted = self.settings.queue_position and not job["canceled_at"]
         queue = position.estimate(self.store, run) if wanted else None
         return jobs.view(job, run, delivery.for_job(self.store, job), queue)
-
-    def run_failed(self, run: dict, event: str) -> None:
-        """A run that its vanished worker left, failed on reading: count it and tell the webhooks."""
-        metrics.run_finished(run)
-        self.notifier.run_event(run, event)
 
 
 def services(request: Request) -> Services:
