@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from emotionq import metrics
 from emotionq.blobs import BlobStore, name, parse_name
-from emotionq.jobs import blobrefs, leases
+from emotionq.jobs import blobrefs
+from emotionq.jobs.scheduler import leases
 from emotionq.settings import Settings
 from emotionq.store import Store
 from emotionq.webhooks import delivery

@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 
 from emotionq.errors import Conflict, NotFound
-from emotionq.jobs import backlog
 from emotionq.jobs.records import CANCELED, QUEUED, TERMINAL, count, forget, job_key, mark_failed, run_key
+from emotionq.jobs.scheduler import backlog
 from emotionq.settings import Priority
 from emotionq.store import Store, Tx
 
 
 def load(store: Store, *, job_id: str, client: str) -> tuple[dict, dict]:
     """A job and its run, as they stand; another client's job is reported as missing. It only reads: a run
-    whose worker vanished is failed by the janitor (``emotionq.jobs.leases``), not here."""
+    whose worker vanished is failed by the janitor (``emotionq.jobs.scheduler.leases``), not here."""
     job = store.get(job_key(job_id))
     if job is None or job["client"] != client:
         raise NotFound(f"no job {job_id!r}; check the id (jobs are kept for a limited time)")

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Callable, Protocol
 
 from celery import Celery
 
 from emotionq import metrics
 from emotionq.errors import AudioTooLong, BlobStoreUnavailable, Unavailable
 from emotionq.inference.audio import probe
-from emotionq.jobs import dispatch
 from emotionq.jobs.channels import check_channels
+from emotionq.jobs.scheduler import dispatch
 from emotionq.jobs.submission import Submission, abandon_run, mark_filed, submit
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store
-from emotionq.webhooks import delivery, events, targets
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,15 @@ class JobRequest:
 
 @dataclass
 class Intake:
+    """The jobs layer's way in. It tells the webhooks through callbacks, so that it imports none of them:
+    ``check_webhook_url(url)`` raises where a callback URL is refused (the SSRF guard), and
+    ``job_event(job, run, event)`` is told of a job finished at once (a reused result)."""
+
     settings: Settings
     store: Store
     celery: Celery
-    notifier: events.Notifier
-    webhook_policy: delivery.Policy
+    check_webhook_url: Callable[[str], object]
+    job_event: Callable[[dict, dict, str], None]
 
     @property
     def model_key(self) -> str:
@@ -93,7 +96,7 @@ class Intake:
         finally:
             audio.abort()  # a refused upload leaves nothing behind (after commit there is nothing)
         if submission.outcome == "cache":
-            self.notifier.job_event(submission.job, submission.run, "job.succeeded")
+            self.job_event(submission.job, submission.run, "job.succeeded")
         if submission.publish:
             self._dispatch(submission)
         metrics.JOBS_SUBMITTED.labels(request.priority, submission.outcome).inc()
@@ -101,7 +104,7 @@ class Intake:
 
     def _webhook(self, request: JobRequest) -> dict | None:
         if request.webhook is not None:
-            targets.check(request.webhook["url"], allow=self.webhook_policy.allow)
+            self.check_webhook_url(request.webhook["url"])
         return request.webhook
 
     def _duration(self, audio: PendingAudio, options: dict) -> tuple[float, int]:

@@ -8,7 +8,7 @@ acked; one whose run has already ended is dropped as stale; every other message
 goes back to the queue. Fail first, ack second: if this process dies in between,
 RabbitMQ returns the message and a worker skips it as finished.
 
-Most waiting runs are not in the broker at all but in the store's backlogs (``emotionq.jobs.backlog``):
+Most waiting runs are not in the broker at all but in the store's backlogs (``emotionq.jobs.scheduler.backlog``):
 those of the priority are failed too, as many as waited when the purge began.
 """
 
@@ -19,9 +19,9 @@ from typing import Callable
 
 from celery import Celery
 
-from emotionq.jobs import backlog
 from emotionq.jobs.access import take_back
 from emotionq.jobs.records import mark_failed, run_key
+from emotionq.jobs.scheduler import backlog
 from emotionq.queues import INFERENCE, message_priority, read_infer
 from emotionq.settings import Priority
 from emotionq.store import Store, Tx

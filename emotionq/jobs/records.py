@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 
-from emotionq.jobs import backlog, limits
+from emotionq.jobs.scheduler import backlog, limits
 from emotionq.store import Store, Tx
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from emotionq.jobs import backlog, leases, position
 from emotionq.jobs.records import (
     CANCELED,
     QUEUED,
@@ -22,6 +21,7 @@ from emotionq.jobs.records import (
     mark_failed,
     run_key,
 )
+from emotionq.jobs.scheduler import backlog, leases, position
 from emotionq.settings import Settings
 from emotionq.store import Store, Tx
 

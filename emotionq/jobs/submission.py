@@ -2,7 +2,7 @@
 
 One store transaction decides it, so concurrent identical uploads make exactly one run. A new run
 is held there until its audio is filed (``mark_filed``), then enters its client's backlog
-(``emotionq.jobs.backlog``); the dispatcher, which the caller runs next, hands it to the broker in its
+(``emotionq.jobs.scheduler.backlog``); the dispatcher, which the caller runs next, hands it to the broker in its
 turn. No worker can be handed a run whose audio is not in the blob store yet.
 """
 
@@ -14,7 +14,7 @@ from functools import partial
 from typing import Callable
 
 from emotionq.errors import Conflict, Overloaded
-from emotionq.jobs import backlog, blobrefs, limits
+from emotionq.jobs import blobrefs
 from emotionq.jobs.records import (
     QUEUED,
     RUNNING,
@@ -28,6 +28,7 @@ from emotionq.jobs.records import (
     run_key,
     waiting,
 )
+from emotionq.jobs.scheduler import backlog, limits
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store, Tx
 

@@ -16,7 +16,7 @@ def iso(ts: float | None) -> str | None:
 
 def view(job: dict, run: dict, deliveries: list[dict] | None = None, queue: dict | None = None) -> dict[str, Any]:
     """The job object of the HTTP API; ``deliveries`` are its webhook deliveries so far, ``queue`` where it
-    stands while queued (``emotionq.jobs.position``)."""
+    stands while queued (``emotionq.jobs.scheduler.position``)."""
     status = status_of(job, run)
     created = job["created_at"]
     if job["dedup"] == "cache":

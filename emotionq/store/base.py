@@ -4,7 +4,7 @@ Besides documents, a store keeps *indexes*: named sets of members, each with a s
 here), written inside transactions and read in score order (``due``). They are how the janitor
 finds running leases, pending deliveries and blobs to collect without scanning every document.
 Indexes are also *ordered sets* that transactions read (``first``): the backlogs of waiting runs,
-in the order the dispatcher takes them (``emotionq.jobs.backlog``); ``rank`` answers a member's place
+in the order the dispatcher takes them (``emotionq.jobs.scheduler.backlog``); ``rank`` answers a member's place
 without reading the set.
 """
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Annotated
 
 from celery import Celery
@@ -14,14 +14,14 @@ from starlette.concurrency import run_in_threadpool
 
 from emotionq import jobs
 from emotionq.blobs import BlobStore
-from emotionq.jobs import limits, position
 from emotionq.jobs.intake import Intake, JobRequest, PendingAudio
+from emotionq.jobs.scheduler import limits, position
 from emotionq.jobs.submission import Submission
 from emotionq.settings import Settings
 from emotionq.store import Store
 from emotionq.web import keys
 from emotionq.web.schemas import JOB_QUEUED
-from emotionq.webhooks import delivery, events
+from emotionq.webhooks import delivery, events, targets
 
 
 @dataclass
@@ -37,8 +37,9 @@ class Services:
 
     @cached_property
     def intake(self) -> Intake:
-        return Intake(settings=self.settings, store=self.store, celery=self.celery, notifier=self.notifier,
-                      webhook_policy=self.webhook_policy)
+        return Intake(settings=self.settings, store=self.store, celery=self.celery,
+                      check_webhook_url=partial(targets.check, allow=self.webhook_policy.allow),
+                      job_event=self.notifier.job_event)
 
     @cached_property
     def audio_url_policy(self):

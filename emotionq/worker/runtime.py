@@ -17,12 +17,11 @@ import httpx
 from emotionq import metrics, queues
 from emotionq.blobs import BlobStore, open_blobs
 from emotionq.errors import EmotionQError, StoreUnavailable
-from emotionq.jobs import dispatch
+from emotionq.jobs.scheduler import dispatch, readiness
 from emotionq.settings import get_settings
 from emotionq.store import PatientStore, open_store
 from emotionq.webhooks import delivery
 from emotionq.webhooks.events import Notifier
-from emotionq.worker import readiness
 from emotionq.worker.batching import Gatherer
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from emotionq.blobs import name
 from emotionq.blobs.local import LocalBlobs
 from emotionq.janitor import lock
 from emotionq.janitor.sweeps import Janitor
-from emotionq.jobs import blobrefs, leases
+from emotionq.jobs import blobrefs
+from emotionq.jobs.scheduler import leases
 from emotionq.webhooks import delivery
 
 OPTS = {"granularity": "utterance", "embedding": False}

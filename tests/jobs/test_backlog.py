@@ -9,7 +9,7 @@ import pytest
 
 import harness
 from emotionq import jobs
-from emotionq.jobs import backlog, dispatch
+from emotionq.jobs.scheduler import backlog, dispatch, repair
 
 SETTINGS = harness.settings()
 OPTS = {"granularity": "utterance", "embedding": False}
@@ -56,9 +56,9 @@ def test_a_new_run_waits_for_its_audio_to_be_filed(store):
 
 def test_a_held_run_whose_filer_died_enters_at_its_deadline(store):
     held = _submit(store, _sha("a", 0), filed=False).run["id"]
-    assert dispatch.repair(store) == 0 and _next(store) is None
+    assert repair.unfiled(store) == 0 and _next(store) is None
     store.transact(lambda tx: tx.index(backlog.FILING_INDEX, held, time.time() - 1))  # its deadline passed
-    assert dispatch.repair(store) == 1
+    assert repair.unfiled(store) == 1
     assert _next(store) == held
 
 
@@ -108,18 +108,18 @@ def test_cancel_purge_and_raise_leave_the_backlog(store):
 def test_a_dispatch_whose_publisher_died_is_put_back(store, monkeypatch):
     run_id = _submit(store, _sha("a", 0)).run["id"]
     assert _next(store) == run_id  # the API died here, before publishing
-    assert dispatch.repair(store) == 0  # too young to tell from a slow publisher
+    assert repair.unconfirmed(store) == 0  # too young to tell from a slow publisher
     later = time.time() + dispatch.ORPHAN_AFTER_S + 1
     monkeypatch.setattr(dispatch.time, "time", lambda: later)
-    assert dispatch.repair(store) == 1
+    assert repair.unconfirmed(store) == 1
     assert backlog.turns(store, "low")["ahead"] == 0
     assert _next(store) == run_id
     dispatch._published(store, run_id)
-    assert dispatch.repair(store) == 0  # its message is out: not an orphan
+    assert repair.unconfirmed(store) == 0  # its message is out: not an orphan
 
 
 def test_positions_follow_the_turns_and_count_high_first(store):
-    from emotionq.jobs import position
+    from emotionq.jobs.scheduler import position
 
     a = [_submit(store, _sha("a", k), client="a").run["id"] for k in range(4)]
     b = [_submit(store, _sha("b", k), client="b").run["id"] for k in range(2)]
@@ -148,8 +148,8 @@ def test_dispatched_runs_whose_messages_were_lost_are_put_back(store, amqp_url, 
         INFERENCE(conn.default_channel).declare()  # an empty queue: the message of the run below is gone
     run_id = _submit(store, _sha("a", 0)).run["id"]
     assert _next(store, limit=1) == run_id and _next(store, limit=1) is None  # the broker "holds" one
-    assert dispatch.reclaim_lost(store, celery) == 0  # too young: it may be on its way to a worker
-    later = time.time() + dispatch.LOST_AFTER_S + 1
-    monkeypatch.setattr(dispatch.time, "time", lambda: later)
-    assert dispatch.reclaim_lost(store, celery) == 1
+    assert repair.lost_messages(store, celery) == 0  # too young: it may be on its way to a worker
+    later = time.time() + repair.LOST_AFTER_S + 1
+    monkeypatch.setattr(repair.time, "time", lambda: later)
+    assert repair.lost_messages(store, celery) == 1
     assert backlog.turns(store, "low")["ahead"] == 0 and _next(store, limit=1) == run_id

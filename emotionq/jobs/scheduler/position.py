@@ -15,9 +15,8 @@ be finished, or None until a run has been measured or while no worker is live.
 
 from __future__ import annotations
 
-import emotionq.worker.readiness as readiness
-from emotionq.jobs import backlog
 from emotionq.jobs.records import QUEUED, run_key
+from emotionq.jobs.scheduler import backlog, readiness
 from emotionq.store import Store, Tx
 
 SERVICE_KEY = "service_s"  # {model: EWMA of seconds per run}
