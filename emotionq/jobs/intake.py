@@ -19,6 +19,7 @@ from emotionq import metrics
 from emotionq.errors import AudioTooLong, BlobStoreUnavailable, Unavailable
 from emotionq.inference.audio import probe
 from emotionq.jobs.channels import check_channels
+from emotionq.jobs.domain import Job, Run
 from emotionq.jobs.scheduler import dispatch
 from emotionq.jobs.submission import Submission, abandon_run, mark_filed, submit
 from emotionq.settings import Priority, Settings
@@ -68,7 +69,7 @@ class Intake:
     store: Store
     celery: Celery
     check_webhook_url: Callable[[str], object]
-    job_event: Callable[[dict, dict, str], None]
+    job_event: Callable[[Job, Run, str], None]
 
     @property
     def model_key(self) -> str:
@@ -91,7 +92,7 @@ class Intake:
             if submission.outcome in ("new", "coalesced"):  # the run needs the audio: file it now
                 self._file(audio, submission)
             if submission.outcome == "new":  # only now may a dispatcher hand it to a worker
-                submission = replace(submission, run=mark_filed(self.store, run_id=submission.run["id"])
+                submission = replace(submission, run=mark_filed(self.store, run_id=submission.run.id)
                                      or submission.run)
         finally:
             audio.abort()  # a refused upload leaves nothing behind (after commit there is nothing)
@@ -121,14 +122,14 @@ class Intake:
 
     def _file(self, audio: PendingAudio, submission: Submission) -> None:
         try:
-            audio.commit(submission.run.get("blob"))  # under the generation the store's transaction gave it
+            audio.commit(submission.run.blob)  # under the generation the store's transaction gave it
         except (OSError, BlobStoreUnavailable) as exc:
             if submission.outcome != "new":  # the run it joined has the audio of its first upload
-                log.warning("job %s: could not store its copy of the audio: %s", submission.job["id"], exc)
+                log.warning("job %s: could not store its copy of the audio: %s", submission.job.id, exc)
                 return
             error = exc if isinstance(exc, BlobStoreUnavailable) else BlobStoreUnavailable(
                 f"the audio could not be stored ({exc}); retry shortly")
-            abandon_run(self.store, run_id=submission.run["id"], error=error.as_dict())
+            abandon_run(self.store, run_id=submission.run.id, error=error.as_dict())
             raise error from exc
 
     def _dispatch(self, submission: Submission) -> None:
@@ -139,7 +140,7 @@ class Intake:
             dispatch.dispatch(self.store, self.celery, self.settings)
         except Unavailable as exc:
             if submission.outcome != "new":  # a priority raise: the run waits in the high backlog
-                log.warning("job %s: could not dispatch: %s", job["id"], exc)
+                log.warning("job %s: could not dispatch: %s", job.id, exc)
                 return
-            abandon_run(self.store, run_id=run["id"], error=exc.as_dict())
+            abandon_run(self.store, run_id=run.id, error=exc.as_dict())
             raise

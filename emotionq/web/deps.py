@@ -48,7 +48,7 @@ class Services:
 
         return Policy.from_settings(self.settings)
 
-    def load(self, job_id: str, client: str) -> tuple[dict, dict]:
+    def load(self, job_id: str, client: str) -> tuple[jobs.Job, jobs.Run]:
         """The job and its run (blocking: call in a thread)."""
         return jobs.load(self.store, job_id=job_id, client=client)
 
@@ -61,9 +61,9 @@ class Services:
         submission = self.intake.accept(request, audio)
         return submission, self.view(submission.job, submission.run)
 
-    def view(self, job: dict, run: dict) -> dict:
+    def view(self, job: jobs.Job, run: jobs.Run) -> dict:
         """The job object, with its webhook deliveries and, while queued, its place (blocking: call in a thread)."""
-        wanted = self.settings.queue_position and not job["canceled_at"]
+        wanted = self.settings.queue_position and not job.canceled_at
         queue = position.estimate(self.store, run) if wanted else None
         return jobs.view(job, run, delivery.for_job(self.store, job), queue)
 

@@ -22,7 +22,9 @@ import time
 from celery import Celery
 
 from emotionq.errors import Unavailable
-from emotionq.jobs.records import QUEUED, run_key
+from emotionq.jobs import lifecycle
+from emotionq.jobs.domain import QUEUED, Dispatched, Run
+from emotionq.jobs.records import get_run, put_run
 from emotionq.jobs.scheduler import backlog, readiness
 from emotionq.queues import publish_run
 from emotionq.settings import Settings
@@ -53,16 +55,16 @@ def dispatch(store: Store, celery: Celery, settings: Settings) -> int:
         if run is None:
             return sent
         try:
-            publish_run(celery, run, settings=settings, job_id=run["jobs"][0] if run["jobs"] else "")
+            publish_run(celery, run, settings=settings, job_id=run.jobs[0] if run.jobs else "")
         except Unavailable:
-            store.transact(lambda tx: put_back(tx, run["id"]))
+            store.transact(lambda tx: put_back(tx, run.id))
             raise
-        _published(store, run["id"])
+        _published(store, run.id)
         sent += 1
     return sent
 
 
-def _next(tx: Tx, limit: int) -> dict | None:
+def _next(tx: Tx, limit: int) -> Run | None:
     """The next run to publish, marked dispatched: high while any waits, else low; None if none may go."""
     for priority in ("high", "low"):
         t = backlog.turns(tx, priority)
@@ -71,33 +73,30 @@ def _next(tx: Tx, limit: int) -> dict | None:
         if t["ahead"] >= limit:
             return None  # the broker holds enough of this priority; low waits behind waiting high
         while (run_id := backlog.take(tx, priority)) is not None:
-            run = tx.get(run_key(run_id))
-            if run is None or run["state"] != QUEUED:  # ended meanwhile without leaving (expired)
+            run = get_run(tx, run_id)
+            if run is None or run.state != QUEUED:  # ended meanwhile without leaving (expired)
                 continue
-            backlog.dispatched(tx, run, priority=priority, publish_by=time.time() + ORPHAN_AFTER_S)
-            run["published_at"] = None
-            tx.put(run_key(run_id), run)
+            lifecycle.dispatched(tx, run, publish_by=time.time() + ORPHAN_AFTER_S)
             return run
     return None
 
 
 def put_back(tx: Tx, run_id: str) -> None:
     """A dispatched run that still waits back at the front of its backlog (its publish failed, or was lost)."""
-    run = tx.get(run_key(run_id))
-    if run is not None and run["state"] == QUEUED and (run.get("queue") or {}).get("at") == backlog.DISPATCHED:
-        backlog.back(tx, run)
-        tx.put(run_key(run_id), run)
+    run = get_run(tx, run_id)
+    if run is not None and run.state == QUEUED and isinstance(run.queue, Dispatched):
+        lifecycle.returned(tx, run)
 
 
 def _published(store: Store, run_id: str) -> None:
     def tx_published(tx: Tx) -> None:
-        run = tx.get(run_key(run_id))
+        run = get_run(tx, run_id)
         tx.index(backlog.PUBLISHING_INDEX, run_id, None)
-        if run is not None and not run.get("published_at"):
-            run["published_at"] = time.time()
-            tx.put(run_key(run_id), run)
+        if run is not None and not run.published_at:
+            run.published_at = time.time()
+            put_run(tx, run)
 
     try:
         store.transact(tx_published)
-    except Unavailable as exc:  # the message is out; at worst ``repair`` publishes it again
+    except Unavailable as exc:  # the message is out; at worst ``repair.unconfirmed`` publishes it again
         log.warning("run %s: could not record its publication: %s", run_id, exc)

@@ -15,7 +15,9 @@ import time
 
 from celery import Celery
 
-from emotionq.jobs.records import QUEUED, run_key
+from emotionq.jobs import lifecycle
+from emotionq.jobs.domain import QUEUED
+from emotionq.jobs.records import get_run
 from emotionq.jobs.scheduler import backlog
 from emotionq.jobs.scheduler.dispatch import put_back
 from emotionq.queues import waiting_messages
@@ -33,8 +35,8 @@ def unconfirmed(store: Store) -> int:
     for run_id, _ in store.due(backlog.PUBLISHING_INDEX, until=time.time(), limit=MOST_PER_STEP):
         def tx_repair(tx: Tx, run_id=run_id) -> bool:
             tx.index(backlog.PUBLISHING_INDEX, run_id, None)
-            run = tx.get(run_key(run_id))
-            if run is None or run.get("published_at") or run["state"] != QUEUED:
+            run = get_run(tx, run_id)
+            if run is None or run.published_at or run.state != QUEUED:
                 return False
             put_back(tx, run_id)
             return True
@@ -51,11 +53,8 @@ def unfiled(store: Store) -> int:
     for run_id, _ in store.due(backlog.FILING_INDEX, until=time.time(), limit=MOST_PER_STEP):
         def tx_enter(tx: Tx, run_id=run_id) -> bool:
             tx.index(backlog.FILING_INDEX, run_id, None)
-            run = tx.get(run_key(run_id))
-            if run is None or run["state"] != QUEUED or not backlog.filed(tx, run):
-                return False
-            tx.put(run_key(run_id), run)
-            return True
+            run = get_run(tx, run_id)
+            return run is not None and lifecycle.filed(tx, run)
 
         entered += store.transact(tx_enter)
     if entered:
