@@ -211,6 +211,11 @@ def parse_json(body: bytes) -> tuple[str, JobForm]:
         raise InvalidRequest(f"the body is not JSON ({exc}); send an object with audio_url") from None
     if not isinstance(data, dict):
         raise InvalidRequest("send a JSON object with audio_url and the job's options")
+    try:  # JSON's \u escapes can spell a lone surrogate, which no UTF-8 text (a URL, an answer) can hold
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"the body escapes a lone surrogate ({exc.object[exc.start:exc.end]!r}), which is "
+                             "not Unicode text: send UTF-8 text") from None
     audio_url = data.pop("audio_url", None)
     if not isinstance(audio_url, str) or not audio_url.strip():
         raise InvalidRequest("send the recording's URL as audio_url (https://..., or s3://bucket/key)",
