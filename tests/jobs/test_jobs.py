@@ -194,7 +194,7 @@ class _Told:
     def __init__(self, told: list) -> None:
         self.told = told
 
-    def run_event(self, run: dict, event: str) -> None:
+    def run_event(self, run: jobs.Run, event: str) -> None:
         self.told.append(event)
 
 
