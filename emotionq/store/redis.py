@@ -122,6 +122,9 @@ class RedisStore(Store):
             raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
         return json.loads(raw) if raw else None
 
+    def get_raw(self, key: str) -> bytes | None:
+        return self._call(self._client.get, PREFIX + key)
+
     def get_many(self, keys: list[str]) -> list[dict | None]:
         return [json.loads(raw) if raw else None for raw in self._call(self._client.mget, [PREFIX + k for k in keys])]
 
