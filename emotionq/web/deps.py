@@ -19,7 +19,7 @@ from emotionq.jobs.intake import Intake, JobRequest, PendingAudio
 from emotionq.jobs.submission import Submission
 from emotionq.settings import Settings
 from emotionq.store import Store
-from emotionq.web import keys
+from emotionq.web import keys, stream
 from emotionq.web.schemas import JOB_QUEUED
 from emotionq.webhooks import delivery, events
 
@@ -39,6 +39,12 @@ class Services:
     def intake(self) -> Intake:
         return Intake(settings=self.settings, store=self.store, celery=self.celery, notifier=self.notifier,
                       webhook_policy=self.webhook_policy)
+
+    @cached_property
+    def event_feed(self) -> stream.Feed:
+        """This process's looks at jobs for their event streams, shared by the streams of one job."""
+        return stream.Feed(lambda job_id, client, held: stream.take_look(self, job_id, client, held),
+                           fresh_s=self.settings.events_poll_s)
 
     @cached_property
     def audio_url_policy(self):
