@@ -135,22 +135,27 @@ class Load:
 
 
 def load(*, port: int, job_id: str, key: str, pid: int, readers: int = 40, seconds: float = 15.0,
-         **reader_options) -> Load:
-    """``readers`` slow readers of the job's events for ``seconds`` while /healthz is probed and the
-    resident memory of the API process ``pid`` is sampled."""
+         stagger_s: float = 0.025, **reader_options) -> Load:
+    """``readers`` slow readers of the job's events, opening their streams ``stagger_s`` apart (forty
+    connections in the same millisecond cost the API a burst of authentication work of their own, whatever
+    the route), for ``seconds`` while /healthz is probed and the resident memory of the API process ``pid``
+    is sampled."""
     idle = rss_mb(pid)
     clients = [SlowReader(port, f"/v1/jobs/{job_id}/events", key, **reader_options) for _ in range(readers)]
-    peak = idle
+    peak, threads = idle, []
     with Prober(f"http://127.0.0.1:{port}") as prober:
-        threads = [c.start() for c in clients]
         deadline = time.monotonic() + seconds
+        for client in clients:
+            threads.append(client.start())
+            peak = max(peak, rss_mb(pid))
+            time.sleep(stagger_s)
         while time.monotonic() < deadline:
             peak = max(peak, rss_mb(pid))
             time.sleep(0.05)
-        for c in clients:
-            c.stop()
-        for t in threads:
-            t.join()
+        for client in clients:
+            client.stop()
+        for thread in threads:
+            thread.join()
     return Load(prober.latencies_ms, idle, peak, clients, prober.times_s)
 
 
