@@ -132,31 +132,34 @@ class Load:
     rss_peak_mb: float
     readers: list[SlowReader]
     times_s: list[float]
+    stalled: list[SlowReader]
 
 
-def load(*, port: int, job_id: str, key: str, pid: int, readers: int = 40, seconds: float = 15.0,
-         stagger_s: float = 0.025, **reader_options) -> Load:
-    """``readers`` slow readers of the job's events, opening their streams ``stagger_s`` apart (forty
-    connections in the same millisecond cost the API a burst of authentication work of their own, whatever
-    the route), for ``seconds`` while /healthz is probed and the resident memory of the API process ``pid``
-    is sampled."""
+def load(*, port: int, job_id: str, key: str, pid: int, readers: int = 40, stalled: int = 0, seconds: float = 15.0,
+         stagger_s: float = 0.025) -> Load:
+    """``readers`` slow readers of the job's events and ``stalled`` ones (they read once, then never),
+    opening their streams ``stagger_s`` apart (forty connections in the same millisecond cost the API a
+    burst of authentication work of their own, whatever the route), for ``seconds`` while /healthz is
+    probed and the resident memory of the API process ``pid`` is sampled."""
     idle = rss_mb(pid)
-    clients = [SlowReader(port, f"/v1/jobs/{job_id}/events", key, **reader_options) for _ in range(readers)]
+    path = f"/v1/jobs/{job_id}/events"
+    slow = [SlowReader(port, path, key) for _ in range(readers)]
+    still = [SlowReader(port, path, key, pause_s=3600) for _ in range(stalled)]
     peak, threads = idle, []
     with Prober(f"http://127.0.0.1:{port}") as prober:
         deadline = time.monotonic() + seconds
-        for client in clients:
+        for client in still + slow:
             threads.append(client.start())
             peak = max(peak, rss_mb(pid))
             time.sleep(stagger_s)
         while time.monotonic() < deadline:
             peak = max(peak, rss_mb(pid))
             time.sleep(0.05)
-        for client in clients:
+        for client in still + slow:
             client.stop()
         for thread in threads:
             thread.join()
-    return Load(prober.latencies_ms, idle, peak, clients, prober.times_s)
+    return Load(prober.latencies_ms, idle, peak, slow, prober.times_s, still)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -20,6 +20,7 @@ buffer (64 KiB) of its own, plus a share of the look; one that takes no piece fo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -57,6 +58,7 @@ class Look:
     whole: bytes  # the job object: the terminal event's body
     before_end: bytes  # the job object without its output: the body of a replayed ``queued`` or ``running``
     position: bytes  # the body of a ``position`` event
+    version: tuple  # what the bodies were built from: equal versions, equal bodies
 
     def happened(self) -> int:
         """The id of this job's latest event so far."""
@@ -65,19 +67,21 @@ class Look:
 
 def take_look(svc, job_id: str, client: str, held: Look | None) -> Look:
     """Look at the job for its events (blocking: call in a thread); ``held``, the last look, is returned
-    again when nothing changed, so that streams keep sharing one copy of the bodies."""
+    again when nothing changed, so that streams keep sharing one copy of the bodies (and a heavy body
+    is not built again to find that out: its output is compared by digest, which hashlib computes
+    without holding the interpreter lock)."""
     job, run, output = _load(svc, job_id, client)
     view = svc.view(job, run)
+    succeeded = output is not None and view["status"] == SUCCEEDED
     before_end = _body(json.dumps(view, separators=(",", ":")).encode())
-    whole = _spliced(view, output) if output is not None and view["status"] == SUCCEEDED else before_end
     queue = view["queue"] if view["status"] == "queued" else None
     place = (queue or {}).get("position")
     position = _body(json.dumps({"id": view["id"], **queue}).encode()) if place is not None else b""
-    look = Look(view["status"], bool(view["started_at"]), place, whole, before_end, position)
-    if held is not None and (held.status, held.started, held.place, held.position) == \
-            (look.status, look.started, look.place, look.position) and held.whole == whole:
+    version = (before_end, position, hashlib.blake2b(output).digest() if succeeded else b"")
+    if held is not None and held.version == version:
         return held
-    return look
+    whole = _spliced(view, output) if succeeded else before_end
+    return Look(view["status"], bool(view["started_at"]), place, whole, before_end, position, version)
 
 
 def _load(svc, job_id: str, client: str) -> tuple[dict, dict, memoryview | None]:
