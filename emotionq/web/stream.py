@@ -33,7 +33,8 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.concurrency import run_in_threadpool
 
-from emotionq.jobs.records import RUNNING, SUCCEEDED, job_key, run_key
+from emotionq.jobs import SUCCEEDED, Job, Run
+from emotionq.jobs.records import get_job, run_from_doc, run_key
 from emotionq.web import rawjson
 
 log = logging.getLogger(__name__)
@@ -84,17 +85,14 @@ def take_look(svc, job_id: str, client: str, held: Look | None) -> Look:
     return Look(view["status"], bool(view["started_at"]), place, whole, before_end, position, version)
 
 
-def _load(svc, job_id: str, client: str) -> tuple[dict, dict, memoryview | None]:
+def _load(svc, job_id: str, client: str) -> tuple[Job, Run, memoryview | None]:
     """The job, its run without the output, and the output's JSON text (None until it has one)."""
-    job = svc.store.get(job_key(job_id))
-    raw = svc.store.get_raw(run_key(job["run_id"])) if job and job["client"] == client else None
+    job = get_job(svc.store, job_id)
+    raw = svc.store.get_raw(run_key(job.run_id)) if job is not None and job.client == client else None
     if raw is None:
         return (*svc.load(job_id, client), None)  # raises its NotFound (or the run is there after all)
     rest, output = rawjson.cut(raw, "output")
-    run = json.loads(rest)
-    if run["state"] == RUNNING:  # small (no output yet): load fails it if its worker has vanished
-        job, run = svc.load(job_id, client)
-    return job, run, output
+    return job, run_from_doc(json.loads(rest)), output
 
 
 def _spliced(view: dict, output: memoryview) -> bytes:
