@@ -24,7 +24,7 @@ def test_load_reports_what_it_loaded(model, tiny_model_dir):
     assert model.untrained is True
     assert model.labels == list(LABELS)
     assert model.embed_dim == 64
-    assert not model._module.training
+    assert not model.automodel.model.training
 
 
 def test_predict_returns_nine_english_scores_summing_to_one(model, speech):
@@ -77,7 +77,7 @@ def test_long_audio_is_cut_into_windows(model, long_speech):
     assert abs(frames.shape[0] - 70 * 50) <= 3 * 2  # each window loses up to ~2 frames at its edges
     # utterance embedding = frame-count-weighted mean of the windows = mean of all frames
     np.testing.assert_allclose(result["embedding"], frames.mean(axis=0), atol=1e-5, rtol=0)
-    logits = model._module.proj(torch.tensor(result["embedding"])[None])
+    logits = model.automodel.model.proj(torch.tensor(result["embedding"])[None])
     np.testing.assert_allclose(list(result["scores"].values()), torch.softmax(logits, -1)[0].tolist(), atol=1e-5)
 
 
@@ -202,6 +202,6 @@ def test_without_the_marker_a_model_is_not_flagged_untrained(tmp_path, tiny_mode
 
     plain = EmotionModel.load(str(directory))
     try:
-        assert plain.untrained is False and plain.info()["untrained"] is False
+        assert plain.untrained is False and plain.info().untrained is False
     finally:
         plain.close()
