@@ -6,7 +6,7 @@ Cheap to import (torch and funasr load only with a model), so the API can use
 
 from emotionq.inference.audio import SAMPLE_RATE, AudioInfo, decode, probe
 from emotionq.inference.checkpoint import write_checkpoint
-from emotionq.inference.contract import Model, ModelInfo, open_model
+from emotionq.inference.contract import Model, ModelInfo, family
 from emotionq.inference.labels import LABELS, english
 from emotionq.inference.model import EmotionModel
 from emotionq.inference.windows import group_windows, window_bounds
@@ -20,8 +20,8 @@ __all__ = [
     "ModelInfo",
     "decode",
     "english",
+    "family",
     "group_windows",
-    "open_model",
     "probe",
     "window_bounds",
     "write_checkpoint",

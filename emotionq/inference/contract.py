@@ -1,6 +1,6 @@
 """The model contract: what a worker needs of a model, and what a model needs of its runtime.
 
-A worker process opens one model (``open_model``), asks it to score batches, reads what it is
+A worker process loads one model (``family(name).load``), asks it to score batches, reads what it is
 (``info``) and closes it; it never sees a model's weights, framework or runtime. The shape is
 Triton's python backend (``initialize``, ``execute(requests) -> responses``, ``finalize``) and
 LitServe's ``setup``/``predict``.
@@ -22,8 +22,8 @@ normalisation, pooling, head). A model never swaps it behind the worker's back.
 
 Adding a model family (a speaker encoder, SenseVoice): write a class with these four methods in its
 own module of ``emotionq.inference`` and name it in ``FAMILIES``; its per-item options and result keys
-are its own. Adding a runtime: a class with ``name``, ``dtype`` and ``features``, chosen in the
-family's ``load``. Neither changes ``emotionq.worker``.
+are its own. Adding a runtime: a class with ``name``, ``dtype``, ``features`` and ``close``, chosen in
+the family's ``load``. Neither changes ``emotionq.worker``.
 """
 
 from __future__ import annotations
@@ -32,14 +32,11 @@ import importlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from emotionq.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from emotionq.settings import Settings
 
 BeforePass = Callable[[], Collection[int]]
 FAMILIES = {"emotion2vec": "emotionq.inference.model:EmotionModel"}  # imported only when chosen
@@ -96,14 +93,15 @@ class Runtime(Protocol):
     def features(self, sources: list) -> tuple:
         ...
 
+    def close(self) -> None:
+        """Let go of what it holds (a module, sessions): the model is closing."""
+        ...
 
-def open_model(settings: Settings, family: str = DEFAULT_FAMILY) -> Model:
-    """The model the settings name, of ``family``, loaded on the worker's device and warmed up."""
+
+def family(name: str = DEFAULT_FAMILY) -> type[Model]:
+    """The class of the model family ``name``, imported now; ConfigurationError for an unknown name."""
     try:
-        module, _, name = FAMILIES[family].partition(":")
+        module, _, attr = FAMILIES[name].partition(":")
     except KeyError:
-        raise ConfigurationError(f"unknown model family {family!r}: choose one of {', '.join(FAMILIES)}") from None
-    cls: type[Model] = getattr(importlib.import_module(module), name)
-    s = settings
-    return cls.load(s.model, revision=s.model_revision, device=s.worker_device, threads=s.torch_threads,
-                    runtime=s.runtime, runtime_cache_dir=s.runtime_cache_dir)
+        raise ConfigurationError(f"unknown model family {name!r}: choose one of {', '.join(FAMILIES)}") from None
+    return getattr(importlib.import_module(module), attr)

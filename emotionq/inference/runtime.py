@@ -2,8 +2,9 @@
 
 ``choose`` decides, once per loaded model and before the model is built with it, which runtime
 (``contract.Runtime``) runs the encoder on a CPU: ``OnnxRuntime`` (the graphs of
-``emotionq.inference.export`` on onnxruntime) or ``encoder.TorchRuntime`` (funasr's torch module). The setting (``EMOTIONQ_RUNTIME``) is ``torch``, ``onnx``, or ``auto``: the faster
-of the two on a probe batch, among those that pass the check. CUDA always runs torch (autocast).
+``emotionq.inference.export`` on onnxruntime) or ``encoder.TorchRuntime`` (funasr's torch module).
+The setting (``EMOTIONQ_RUNTIME``) is ``torch``, ``onnx``, or ``auto``: the faster of the two on a
+probe batch, among those that pass the check. CUDA always runs torch (autocast).
 
 - Cache: ``<cache_dir>/<model>-<id hash>/`` holds ``local.onnx``, ``context.onnx`` and
   ``manifest.json``: the key and each file's sha256. The key hashes the weights as funasr loaded
@@ -177,12 +178,8 @@ def release_weights(module) -> int:
 
 
 def default_cache_dir() -> Path:
-    """The setting ``runtime_cache_dir`` (read now), else $XDG_CACHE_HOME/emotionq/onnx (~/.cache/...)."""
-    from emotionq.settings import Settings
-
-    configured = Settings().runtime_cache_dir
-    if configured:
-        return configured
+    """Where the graphs go when no ``cache_dir`` is given (the worker gives its setting, ``runtime_cache_dir``):
+    $XDG_CACHE_HOME/emotionq/onnx (~/.cache/...)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emotionq" / "onnx"
 
 

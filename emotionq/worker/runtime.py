@@ -19,7 +19,7 @@ import httpx
 from emotionq import metrics, queues
 from emotionq.blobs import BlobStore, open_blobs
 from emotionq.errors import EmotionQError, StoreUnavailable
-from emotionq.inference.contract import Model, open_model
+from emotionq.inference.contract import Model, family
 from emotionq.jobs import dispatch
 from emotionq.settings import Settings, get_settings
 from emotionq.store import PatientStore, open_store
@@ -44,13 +44,19 @@ class ModelHolder:
         if self._model is None:
             from emotionq.inference import segments
 
-            model = open_model(self._settings)
+            s = self._settings
+            model = family().load(s.model, revision=s.model_revision, device=s.worker_device, threads=s.torch_threads,
+                                  runtime=s.runtime, runtime_cache_dir=s.runtime_cache_dir)
             i = model.info()
             log.info("model %s ready on %s (%s, %s: %s; untrained=%s)", i.id, i.device, i.dtype, i.runtime,
                      i.runtime_note, i.untrained)
             segments.warm_up()  # the speech detector and librosa, loaded before the first job
             self._model = model
         return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
 
     def close(self) -> None:
         if self._model is not None:

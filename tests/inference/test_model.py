@@ -142,8 +142,8 @@ def test_threads_are_respected(tiny_model_dir):
         torch.set_num_threads(before)
 
 
-def test_close_frees_the_model(tiny_model_dir, speech):
-    closing = EmotionModel.load(str(tiny_model_dir))
+def test_close_frees_the_model(tiny_model_dir, speech, runtime_cache_dir):
+    closing = EmotionModel.load(str(tiny_model_dir), runtime_cache_dir=runtime_cache_dir)
     closing.close()
     with pytest.raises(RuntimeError):
         closing.predict(speech)
@@ -195,12 +195,12 @@ def test_autocast_on_cuda_stays_close_to_fp32(tiny_model_dir, model, long_speech
         gpu.close()
 
 
-def test_without_the_marker_a_model_is_not_flagged_untrained(tmp_path, tiny_model_dir):
+def test_without_the_marker_a_model_is_not_flagged_untrained(tmp_path, tiny_model_dir, runtime_cache_dir):
     directory = tmp_path / "plain"
     shutil.copytree(tiny_model_dir, directory)
     (directory / "emotionq.json").unlink()
 
-    plain = EmotionModel.load(str(directory))
+    plain = EmotionModel.load(str(directory), runtime_cache_dir=runtime_cache_dir)
     try:
         assert plain.untrained is False and plain.info().untrained is False
     finally:
