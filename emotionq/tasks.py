@@ -51,8 +51,8 @@ def _load_model_in_child(**_) -> None:
 
 @task_postrun.connect
 def _observe_after_task(**_) -> None:
-    if process.started:
-        process.runtime.observe_gpu_memory()
+    if (rt := process.current) is not None:
+        rt.observe_gpu_memory()
 
 
 @worker_process_shutdown.connect

@@ -161,8 +161,9 @@ class WorkerProcess:
             return self._runtime
 
     @property
-    def started(self) -> bool:
-        return self._runtime is not None
+    def current(self) -> Runtime | None:
+        """The runtime if one was made (started, or made on first use); None: nothing to observe or retire."""
+        return self._runtime
 
     def start(self) -> Runtime:
         """After the fork: new connections, the model loaded and warmed up, then readiness announced."""
