@@ -25,7 +25,7 @@ import ipaddress
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
@@ -58,11 +58,9 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
-        hosts = tuple(h.strip().lower() for h in settings.audio_url_hosts.split(",") if h.strip())
-        buckets = tuple((b.strip().partition("/")[0], b.strip().partition("/")[2])
-                        for b in settings.audio_url_s3_buckets.split(",") if b.strip())
-        return cls(settings=settings, allow=targets.parse_networks(settings.audio_url_allow_networks),
-                   hosts=hosts, buckets=buckets)
+        buckets = tuple((b.partition("/")[0], b.partition("/")[2]) for b in settings.audio_url_s3_buckets)
+        return cls(settings=settings, allow=settings.audio_url_allow_networks, hosts=tuple(settings.audio_url_hosts),
+                   buckets=buckets)
 
     @property
     def schemes(self) -> tuple[str, ...]:
@@ -76,7 +74,7 @@ class Policy:
 
     def check(self, url: str) -> targets.Target:
         """The checked target of one hop (blocking: it resolves the host)."""
-        host = (urlsplit(url).hostname or "").lower()
+        host = targets.parse(url, field="audio_url", schemes=self.schemes, error=AudioURLError).hostname
         if self.hosts and not any(fnmatch.fnmatchcase(host, pattern) for pattern in self.hosts):
             raise AudioURLError(f"audio_url host {host!r} is not one this service fetches from (ask its "
                                 "operator: EMOTIONQ_AUDIO_URL_HOSTS)", code="audio_url_refused")
@@ -100,10 +98,11 @@ async def read_json(request: Request, *, idle_timeout_s: float) -> bytes:
 async def fetch(url: str, *, blobs: BlobStore, policy: Policy) -> Upload:
     """Fetch ``url`` into a pending blob (the caller commits or aborts it), hashed on the way."""
     s = policy.settings
+    scheme = targets.parse(url, field="audio_url", schemes=("s3", *policy.schemes), error=AudioURLError).scheme
     writer = blobs.writer(max_bytes=s.max_upload_bytes)
     began = time.perf_counter()
     try:
-        if urlsplit(url).scheme == "s3":
+        if scheme == "s3":
             content_type = await run_in_threadpool(_fetch_s3, url, writer, policy)
         else:
             content_type = await _fetch_http(url, writer, policy)
@@ -118,7 +117,10 @@ async def fetch(url: str, *, blobs: BlobStore, policy: Policy) -> Upload:
 
 def shown(url: str) -> str:
     """The URL as the job records it: without its query and fragment (a presigned URL's credentials)."""
-    return urlunsplit(urlsplit(url)._replace(query="", fragment=""))
+    try:
+        return urlunsplit(urlsplit(url)._replace(query="", fragment=""))
+    except ValueError:  # not parseable: shown up to where a query could start
+        return url.partition("?")[0].partition("#")[0]
 
 
 async def _fetch_http(url: str, writer: BlobWriter, policy: Policy) -> str | None:
@@ -128,7 +130,8 @@ async def _fetch_http(url: str, writer: BlobWriter, policy: Policy) -> str | Non
     first = url
     try:
         async with asyncio.timeout(s.audio_url_timeout_s), httpx.AsyncClient(
-                trust_env=False, follow_redirects=False, timeout=timeout) as client:
+                trust_env=False, follow_redirects=False, timeout=timeout,
+                event_hooks={"response": [partial(_location_is_a_url, policy=policy)]}) as client:
             for _ in range(s.audio_url_max_redirects + 1):
                 target = await run_in_threadpool(policy.check, url)  # every hop, resolved once
                 pinned, host, extensions = target.pinned()
@@ -136,14 +139,14 @@ async def _fetch_http(url: str, writer: BlobWriter, policy: Policy) -> str | Non
                 async with client.stream("GET", pinned, headers=headers, extensions=extensions) as response:
                     _check_peer(response, target, policy)
                     if response.status_code in REDIRECTS and response.headers.get("location"):
-                        url = urljoin(url, response.headers["location"])
+                        url = _redirect(url, response.headers["location"])
                         continue
                     if not 200 <= response.status_code < 300:
                         raise AudioURLError(f"audio_url {shown(url)} answered HTTP {response.status_code}; check "
                                             "that the URL works, or upload the file", code="audio_url_unreachable",
                                             retryable=response.status_code >= 500 or response.status_code == 429)
                     declared = response.headers.get("content-length", "")
-                    if declared.isdigit() and int(declared) > s.max_upload_bytes:
+                    if declared.isascii() and declared.isdigit() and int(declared) > s.max_upload_bytes:
                         raise PayloadTooLarge(f"audio_url {shown(url)} holds {int(declared):,} bytes; the limit is "
                                               f"{s.max_upload_bytes:,}: send a shorter or compressed file")
                     async for chunk in response.aiter_raw():
@@ -160,10 +163,31 @@ async def _fetch_http(url: str, writer: BlobWriter, policy: Policy) -> str | Non
         raise AudioURLError(f"audio_url {shown(url)}: no answer within {s.audio_url_read_timeout_s:g} s "
                             f"({type(exc).__name__}); check that the URL works, or upload the file",
                             code="audio_url_unreachable", retryable=True) from None
+    except httpx.InvalidURL as exc:  # what urlsplit lets through but an HTTP request cannot carry
+        raise AudioURLError(f"audio_url {shown(url)!r} is not a URL an HTTP request can carry ({exc})",
+                            code="audio_url_invalid") from None
     except httpx.HTTPError as exc:
         raise AudioURLError(f"audio_url {shown(url)} could not be fetched ({type(exc).__name__}: {exc}); check "
                             "that the URL works, or upload the file", code="audio_url_unreachable",
                             retryable=True) from None
+
+
+async def _location_is_a_url(response: httpx.Response, *, policy: Policy) -> None:
+    """A redirect's Location, parsed by the guard's parser before httpx parses it (httpx's own error would
+    read as an unreachable server, where the URL is what is wrong)."""
+    location = response.headers.get("location")
+    if response.status_code in REDIRECTS and location:
+        targets.parse(_redirect(str(response.url), location), field="audio_url", schemes=policy.schemes,
+                      error=AudioURLError)
+
+
+def _redirect(url: str, location: str) -> str:
+    """Where a redirect from ``url`` leads; a Location that is no URL is refused like a bad audio_url."""
+    try:
+        return urljoin(url, location)
+    except ValueError as exc:
+        raise AudioURLError(f"audio_url {shown(url)} redirects to a malformed URL ({exc}); ask its server "
+                            "for a working link, or upload the file", code="audio_url_invalid") from None
 
 
 def _check_peer(response: httpx.Response, target: targets.Target, policy: Policy) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,11 +25,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from emotionq.errors import InvalidRequest
+from emotionq.vad import VadOptions
 from emotionq.webhooks.events import parse_events
 
-# The detector's defaults (emotionq.inference.segments.VadOptions, which the web layer does not import;
-# tests/web/test_api.py checks that the two agree).
-VAD = SimpleNamespace(threshold=0.5, min_speech_ms=250, min_silence_ms=500, speech_pad_ms=30)
+VAD = VadOptions()  # the detector's defaults
 VAD_FIELDS = ("vad_threshold", "min_speech_ms", "min_silence_ms", "speech_pad_ms")
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_METADATA_KEYS = 16
@@ -211,6 +209,11 @@ def parse_json(body: bytes) -> tuple[str, JobForm]:
         raise InvalidRequest(f"the body is not JSON ({exc}); send an object with audio_url") from None
     if not isinstance(data, dict):
         raise InvalidRequest("send a JSON object with audio_url and the job's options")
+    try:  # JSON's \u escapes can spell a lone surrogate, which no UTF-8 text (a URL, an answer) can hold
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(f"the body escapes a lone surrogate ({exc.object[exc.start:exc.end]!r}), which is "
+                             "not Unicode text: send UTF-8 text") from None
     audio_url = data.pop("audio_url", None)
     if not isinstance(audio_url, str) or not audio_url.strip():
         raise InvalidRequest("send the recording's URL as audio_url (https://..., or s3://bucket/key)",

@@ -100,8 +100,8 @@ async def receive(request: Request, blobs: BlobStore, *, max_bytes: int, idle_ti
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise InvalidRequest("send the audio as multipart/form-data with a 'file' part, or its URL as JSON "
                              "{\"audio_url\": ...}", code="not_multipart")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + MAX_FIELDS * MAX_FIELD_BYTES:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes + MAX_FIELDS * MAX_FIELD_BYTES:
         raise PayloadTooLarge(f"the upload exceeds the {max_bytes:,}-byte limit; send a shorter or compressed file")
 
     receiver = _Receiver(blobs, max_bytes)

@@ -11,19 +11,18 @@ header and as its TLS server name, so virtual hosts and certificates work as usu
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from emotionq.errors import InvalidRequest
 
 MAX_URL_LENGTH = 2048
+CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+BRACKETED = re.compile(r"\[[^\[\]]+\](?::[0-9]*)?")  # an IPv6 literal and its port: nothing else is bracketed
 DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def parse_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(n.strip(), strict=False) for n in spec.split(",") if n.strip()]
 
 
 @dataclass(frozen=True)
@@ -46,21 +45,44 @@ class Target:
         return urlunsplit(parts._replace(netloc=netloc)), {"Host": host_header}, extensions
 
 
+def parse(url: str, *, field: str = "webhook_url", schemes: tuple[str, ...] = ("http", "https"),
+          error: type[InvalidRequest] | Callable[..., Exception] = InvalidRequest) -> SplitResult:
+    """``url`` split, if it is an absolute URL of one of ``schemes`` with a host, a port in range and no
+    credentials; ``error`` with code ``<field>_invalid`` otherwise. The one parser of user-given URLs:
+    ``urlsplit`` and its ``hostname``/``port`` raise ValueError on malformed hosts and ports, and that
+    must be the caller's 4xx, never a 500."""
+    must = f"{field} must be an absolute {' or '.join(f'{s}://' for s in schemes)} URL"
+    if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
+        raise error(f"{must} of at most {MAX_URL_LENGTH} characters", code=f"{field}_invalid")
+    if CONTROL_OR_SPACE.search(url):
+        raise error(f"{must}, without spaces or control characters (percent-encode them)", code=f"{field}_invalid")
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # an unclosed or non-address bracketed host, a port out of range
+        raise error(f"{must}; {url[:200]!r} is malformed: {exc}", code=f"{field}_invalid") from None
+    if parts.scheme not in schemes or not host:
+        raise error(must, code=f"{field}_invalid")
+    host_port = parts.netloc.rpartition("@")[2]
+    if ("[" in host_port or "]" in host_port) and not BRACKETED.fullmatch(host_port):
+        raise error(f"{must}; {host_port[:100]!r} is not a host in brackets", code=f"{field}_invalid")
+    if port == 0:
+        raise error(f"{must}; port 0 is not a port to connect to", code=f"{field}_invalid")
+    if parts.username is not None or parts.password is not None:
+        raise error(f"{field} must not carry credentials", code=f"{field}_invalid")
+    return parts
+
+
 def check(url: str, *, allow: list, field: str = "webhook_url", schemes: tuple[str, ...] = ("http", "https"),
           error: type[InvalidRequest] | Callable[..., Exception] = InvalidRequest,
           setting: str = "EMOTIONQ_WEBHOOK_ALLOW_NETWORKS") -> Target:
-    """The Target for ``url``; ``error`` (InvalidRequest by default) with code ``<field>_invalid``,
-    ``<field>_unreachable`` (its host does not resolve) or ``<field>_refused``, unless it is a URL of
-    one of ``schemes`` whose host resolves only to public addresses (or to allowed networks)."""
-    parts = urlsplit(url)
-    if len(url) > MAX_URL_LENGTH or parts.scheme not in schemes or not parts.hostname:
-        raise error(f"{field} must be an absolute {' or '.join(f'{s}://' for s in schemes)} URL",
-                    code=f"{field}_invalid")
-    if parts.username or parts.password:
-        raise error(f"{field} must not carry credentials", code=f"{field}_invalid")
+    """The Target for ``url``; ``error`` (InvalidRequest by default) with code ``<field>_invalid`` (see
+    ``parse``), ``<field>_unreachable`` (its host does not resolve) or ``<field>_refused``, unless it is a
+    URL of one of ``schemes`` whose host resolves only to public addresses (or to allowed networks)."""
+    parts = parse(url, field=field, schemes=schemes, error=error)
     try:
-        port = parts.port or DEFAULT_PORTS[parts.scheme]
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme],
+                                   proto=socket.IPPROTO_TCP)
     except (OSError, ValueError, UnicodeError) as exc:
         code = f"{field}_invalid" if field == "webhook_url" else f"{field}_unreachable"
         raise error(f"{field} host {parts.hostname!r} does not resolve: {exc}", code=code) from exc
