@@ -27,6 +27,9 @@ class PatientStore(Store):
     def get(self, key: str) -> dict | None:
         return self._patiently(self.inner.get, key)
 
+    def get_raw(self, key: str) -> bytes | None:
+        return self._patiently(self.inner.get_raw, key)
+
     def get_many(self, keys: list[str]) -> list[dict | None]:
         return self._patiently(self.inner.get_many, keys)
 
@@ -38,12 +41,6 @@ class PatientStore(Store):
 
     def rank(self, index: str, member: str) -> int | None:
         return self._patiently(self.inner.rank, index, member)
-
-    def size(self, index: str) -> int:
-        return self._patiently(self.inner.size, index)
-
-    def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
-        return self._patiently(lambda: self.inner.after(index, score, limit=limit))
 
     def ping(self) -> None:
         self.inner.ping()

@@ -22,6 +22,7 @@ T = TypeVar("T")
 PREFIX = "emotionq:"
 INDEX_PREFIX = PREFIX + "index:"  # sorted sets
 MAX_CONFLICTS = 100
+LARGE_REPLY = 1 << 20  # bytes
 # Store.put_if in one step: ARGV[1] keys must exist (their new expiries follow in ARGV), then ARGV[2] keys
 # must not; the rest of KEYS are written, each with its document and expiry from ARGV.
 PUT_IF = """
@@ -122,6 +123,26 @@ class RedisStore(Store):
             raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
         return json.loads(raw) if raw else None
 
+    def get_raw(self, key: str) -> bytes | None:
+        return self._call(self._get_closing_if_large, PREFIX + key)
+
+    def _get_closing_if_large(self, name: str) -> bytes | None:
+        """GET; a large reply leaves the connection's reply buffer (hiredis) as large as itself until the
+        connection's next reply, so such a connection is closed (and reopened when next taken)."""
+        pool = self._client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("GET", name)
+            raw = conn.read_response()
+            if raw is not None and len(raw) > LARGE_REPLY:
+                conn.disconnect()
+            return raw
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
     def get_many(self, keys: list[str]) -> list[dict | None]:
         return [json.loads(raw) if raw else None for raw in self._call(self._client.mget, [PREFIX + k for k in keys])]
 
@@ -142,14 +163,6 @@ class RedisStore(Store):
 
     def rank(self, index: str, member: str) -> int | None:
         return self._call(self._client.zrank, INDEX_PREFIX + index, member)
-
-    def size(self, index: str) -> int:
-        return self._call(self._client.zcard, INDEX_PREFIX + index)
-
-    def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
-        found = self._call(self._client.zrangebyscore, INDEX_PREFIX + index, f"({score!r}", "+inf", start=0,
-                           num=limit, withscores=True)
-        return [(member.decode(), s) for member, s in found]
 
     def _call(self, command, *args, **kwargs):
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -79,6 +80,17 @@ def test_get_many_reads_documents_in_order(store):
     assert store.get_many(["m3", "m2", "m1"]) == [{"v": 3}, None, {"v": 1}]
 
 
+def test_get_raw_is_the_json_text_as_stored_even_when_large(store):
+    large = {"frames": [[k / 7] * 64 for k in range(3000)], "s": "\u00e9\"}"}  # over 1 MiB of JSON
+    store.transact(lambda tx: (tx.put("r", {"v": 1}), tx.put("large", large), tx.put("gone", {"v": 1}, ttl=1)))
+    assert json.loads(store.get_raw("r")) == {"v": 1} and store.get_raw("missing") is None
+    for _ in range(2):  # a large one again, on whatever connection follows it
+        raw = store.get_raw("large")
+        assert len(raw) > 2**20 and json.loads(raw) == large
+    time.sleep(1.3)
+    assert store.get_raw("gone") is None and store.get("r") == {"v": 1}
+
+
 def test_put_if_writes_only_while_its_keys_exist_and_its_absent_keys_do_not(store):
     store.transact(lambda tx: tx.put("run", {"state": "succeeded"}, ttl=1))
     assert store.put_if({"job": ({"n": 1}, 60), "idem": ({"k": 1}, 60)}, alive={"run": 3}, absent=["idem"])
@@ -141,8 +153,9 @@ def test_ordered_sets_read_in_transactions_and_ranked_outside(store):
 
     assert store.transact(take_first) == ("a", [("z", 0.5), ("b", 2.0), ("c", 3.0)])
     assert [store.rank("set", m) for m in ("z", "b", "c", "a")] == [0, 1, 2, None]
-    assert store.size("set") == 3 and store.size("none") == 0
-    assert store.after("set", 0.5, limit=5) == [("b", 2.0), ("c", 3.0)]
+    everything = store.due("set", until=float("inf"), limit=10)
+    assert len(everything) == 3 and store.due("none", until=float("inf"), limit=10) == []
+    assert [(m, s) for m, s in everything if s > 0.5] == [("b", 2.0), ("c", 3.0)]
 
 
 def test_a_transaction_that_read_an_ordered_set_runs_again_if_it_changed(store):
