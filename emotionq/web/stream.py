@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import time
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -97,10 +96,7 @@ def _load(svc, job_id: str, client: str) -> tuple[Job, Run, memoryview | None]:
 
 def _spliced(view: dict, output: memoryview) -> bytes:
     """The body of ``view`` with ``output`` (JSON text) as its output, without decoding it."""
-    marker = f"output-{uuid.uuid4().hex}"  # no job's data holds it
-    text = json.dumps({**view, "output": marker}, separators=(",", ":")).encode()
-    left, _, right = text.partition(f'"{marker}"'.encode())
-    return b"".join((b"data: ", left, output, right, b"\r\n\r\n"))
+    return b"".join((b"data: ", rawjson.splice(view, "output", output), b"\r\n\r\n"))
 
 
 def _body(data: bytes) -> bytes:
