@@ -81,7 +81,7 @@ class AsyncClient(BaseClient):
                             return job
                         if following.expired():
                             break
-                reason: object = "closed before the job finished"
+                reason: str | Exception = "closed before the job finished"
             except httpx.TransportError as exc:
                 reason = exc
             except APIError as exc:

@@ -83,7 +83,7 @@ class Client(BaseClient):
                             return job
                         if following.expired():
                             break
-                reason: object = "closed before the job finished"
+                reason: str | Exception = "closed before the job finished"
             except httpx.TransportError as exc:  # read timeout, reset: a stream that opened, then broke
                 reason = exc
             except APIError as exc:

@@ -147,13 +147,18 @@ class Following:
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
-    def dropped(self, reason: object) -> float | None:
+    def dropped(self, reason: str | Exception) -> float | None:
         """Seconds to wait before reopening the stream; None: it keeps breaking, poll instead."""
+        silent = isinstance(reason, httpx.ReadTimeout)  # it has been silent for events_timeout already
+        if isinstance(reason, Exception):
+            reason = f"{type(reason).__name__} {reason}".strip()
         if self.drops >= self.client.retries:
             log.info("event stream of %s keeps dropping (%s): polling instead", self.job_id, reason)
             return None
         log.info("event stream of %s dropped (%s); resuming after event %s", self.job_id, reason, self.last_id)
         self.drops += 1
+        if silent:
+            return 0.0
         return random.uniform(0, min(self.client.max_backoff, self.client.backoff * 2 ** (self.drops - 1)))
 
 
