@@ -28,15 +28,14 @@ from emotionq.errors import APIError
 
 
 class AsyncClient(BaseClient):
-    """One API key's view of an emotionq API, for async code; options as for ``Client``.
+    """One API key's view of an emotionq API, for async code; options as for ``BaseClient``.
 
         async with AsyncClient("http://127.0.0.1:8000", "eq_...") as api:
             job = await api.wait((await api.submit("call.wav"))["id"], timeout=300)
     """
 
-    def __init__(self, base_url: str, api_key: str | None = None, **options) -> None:
-        super().__init__(base_url, api_key, **options)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+    def _open(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
 
     async def __aenter__(self) -> AsyncClient:
         return self

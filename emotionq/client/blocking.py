@@ -26,15 +26,10 @@ from emotionq.errors import APIError
 
 
 class Client(BaseClient):
-    """One API key's view of an emotionq API.
+    """One API key's view of an emotionq API; options as for ``BaseClient``."""
 
-    ``timeout``: seconds for a request (plus its ``wait``); ``retries``, ``backoff``, ``max_backoff``: how 429,
-    503 and lost connections are retried; ``events_timeout``: how long an event stream may stay silent before
-    it is dropped and resumed (default: three of the API's 15 s heartbeats)."""
-
-    def __init__(self, base_url: str, api_key: str | None = None, **options) -> None:
-        super().__init__(base_url, api_key, **options)
-        self._http = httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
+    def _open(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout)
 
     def __enter__(self) -> Client:
         return self

@@ -68,7 +68,11 @@ class Call:
 
 
 class BaseClient:
-    """The calls of the API and the reading of its answers, for both clients."""
+    """The calls of the API and the reading of its answers, for both clients.
+
+    ``timeout``: seconds for a request (plus its ``wait``); ``retries``, ``backoff``, ``max_backoff``: how 429,
+    503 and lost connections are retried; ``events_timeout``: how long an event stream may stay silent before
+    it is dropped and resumed (default: three of the API's 15 s heartbeats)."""
 
     def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0, retries: int = 6,
                  backoff: float = 0.5, max_backoff: float = 30.0, events_timeout: float | None = None) -> None:
@@ -79,6 +83,11 @@ class BaseClient:
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
         # How long an event stream may stay silent before it is dropped and resumed: three heartbeats.
         self.events_timeout = events_timeout or max(timeout, 3 * EVENT_PING_S)
+        self._http = self._open()
+
+    def _open(self) -> httpx.Client | httpx.AsyncClient:
+        """The httpx client the calls go through (blocking or async)."""
+        raise NotImplementedError
 
     def _submit_call(self, path: str | Path, *, priority: str, granularity: str, embedding: bool,
                      metadata: dict | None, webhook_url: str | None, webhook_events: list[str] | None, wait: float,
