@@ -1,8 +1,9 @@
 """emotionq: speech-emotion recognition as a Celery service.
 
-``celery -A emotionq ...`` finds the Celery app here; it is imported on first use
-so that ``emotionq.inference`` and the CLI stay cheap to import. Nothing here needs more than the
-standard library: a client-only install (``pip install emotionq``, no ``[server]``) imports it.
+``celery -A emotionq ...`` finds the Celery app here; it is made on first use
+(``emotionq.queues.celery_app``), so importing emotionq reads no settings and
+opens nothing. Nothing here needs more than the standard library: a client-only install
+(``pip install emotionq``, no ``[server]``) imports it.
 """
 
 __version__ = "0.1.0"
@@ -15,7 +16,7 @@ LABELS: tuple[str, ...] = ("angry", "disgusted", "fearful", "happy", "neutral", 
 
 def __getattr__(name: str):
     if name in ("app", "celery"):
-        from emotionq.queues import app
+        from emotionq.queues import celery_app
 
-        return app
+        return celery_app()
     raise AttributeError(name)

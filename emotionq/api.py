@@ -39,8 +39,9 @@ async def lifespan(app: FastAPI):
     settings = get_settings()
     store = open_store(settings.effective_store_url)
     store.purge_expired()
-    notifier = events.Notifier(store=store, celery=queues.app, settings=settings)
-    app.state.services = Services(settings, store, open_blobs(settings), queues.app, notifier,
+    celery = queues.make_celery(settings)
+    notifier = events.Notifier(store=store, celery=celery, settings=settings)
+    app.state.services = Services(settings, store, open_blobs(settings), celery, notifier,
                                   delivery.Policy.from_settings(settings))
     if settings.auth == "disabled":
         log.warning("EMOTIONQ_AUTH=disabled: every caller is the client %r, with no API key; for local use only",
@@ -48,7 +49,7 @@ async def lifespan(app: FastAPI):
     log.info("emotionq API %s in %s mode: broker %s, store %s", __version__,
              "embedded" if settings.embedded else "distributed", settings.effective_broker_url.split("@")[-1],
              settings.effective_store_url.split("@")[-1])
-    ticker = Ticker(store, queues.app, settings).start()  # dispatches what no submit or claim did
+    ticker = Ticker(store, celery, settings).start()  # dispatches what no submit or claim did
     yield
     ticker.stop()
     store.close()

@@ -7,8 +7,9 @@ and late acks is strict: a high job starts before every low job not yet started.
 Webhook deliveries have their own queue, served by CPU workers.
 
 Tasks are published by name (``send_task``), so the API never imports the
-worker's code or the model. ``celery -A emotionq`` finds ``app`` here (through
-``emotionq.app``); its settings are ``celeryconfig``.
+worker's code or the model. Apps come from ``make_celery(settings)``, never at
+import; ``celery -A emotionq`` finds this process's one (``celery_app``) through
+``emotionq.app``. Celery's settings are ``celeryconfig.config``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import amqp.exceptions
 from celery import Celery
@@ -23,7 +25,7 @@ from kombu import Exchange, Message, Queue
 from kombu.exceptions import KombuError
 
 from emotionq.errors import BrokerUnavailable
-from emotionq.settings import Priority, Settings
+from emotionq.settings import Priority, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,24 @@ TASK_QUEUES = (
 )
 TASK_ROUTES = {INFER_TASK: {"queue": INFERENCE_QUEUE}, DELIVER_TASK: {"queue": WEBHOOK_QUEUE}}
 
-app = Celery("emotionq", include=["emotionq.tasks"])
-app.config_from_object("celeryconfig")
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``: its tasks (``emotionq.tasks``) load when a worker starts, and
+    in embedded mode the file broker's folders are made here."""
+    import celeryconfig  # the top-level module, beside the package; it imports this one
+
+    if settings.effective_broker_url.startswith("filesystem://"):
+        (settings.broker_dir / "control").mkdir(parents=True, exist_ok=True)
+    app = Celery("emotionq", include=["emotionq.tasks"])
+    app.config_from_object(celeryconfig.config(settings))
+    return app
+
+
+@lru_cache(maxsize=1)
+def celery_app() -> Celery:
+    """This process's app, from its settings, made on first use: the one ``celery -A emotionq`` and the
+    worker's tasks use."""
+    return make_celery(get_settings())
 
 
 def message_priority(priority: Priority) -> int:

@@ -7,14 +7,39 @@ store) and *embedded* (no servers: a file-system broker and a SQLite store under
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Priority = Literal["high", "low"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _comma_list(value: Any) -> Any:
+    """A variable's ``a,b,c`` as a list (blanks dropped); a list given in code passes as it is."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _networks(value: Any) -> Any:
+    """CIDRs as networks; host bits may be set (``127.0.0.1/8``), as ``ipaddress.ip_network(strict=False)``."""
+    return [n if isinstance(n, Network) else ipaddress.ip_network(n, strict=False) for n in _comma_list(value)]
+
+
+def _lower_list(value: Any) -> Any:
+    return [item.lower() for item in _comma_list(value)]
+
+
+# Lists read from one variable as comma-separated text (NoDecode: not as JSON), e.g. EMOTIONQ_DEVICES=cuda:0,cuda:1.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+LowerList = Annotated[list[str], NoDecode, BeforeValidator(_lower_list)]
+Networks = Annotated[list[Network], NoDecode, BeforeValidator(_networks)]
+Seconds = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_comma_list)]
 
 DEFAULT_MODEL = "iic/emotion2vec_plus_large"
 
@@ -53,13 +78,14 @@ class Settings(BaseSettings):
     blob_retention_s: float | None = Field(None, ge=0, description="audio is kept this long after the last job "
                                            "that needed it was submitted (and always while a run needs it); "
                                            "default max(job_ttl_seconds, result_ttl_seconds)")
-    audio_url_allow_networks: str = Field("", description="CIDRs audio_url may reach although private")
+    audio_url_allow_networks: Networks = Field([], description="comma-separated CIDRs audio_url may reach "
+                                               "although private")
     audio_url_allow_http: bool = Field(False, description="also fetch plain http:// audio_url (https:// only "
                                        "by default)")
-    audio_url_hosts: str = Field("", description="comma-separated host names (*.example.com) audio_url may "
-                                 "name; empty: any public host")
-    audio_url_s3_buckets: str = Field("", description="comma-separated buckets (bucket or bucket/prefix) that "
-                                      "s3:// audio_url may read, with the s3_* credentials")
+    audio_url_hosts: LowerList = Field([], description="comma-separated host names (*.example.com) audio_url "
+                                       "may name; empty: any public host")
+    audio_url_s3_buckets: CommaList = Field([], description="comma-separated buckets (bucket or bucket/prefix) "
+                                            "that s3:// audio_url may read, with the s3_* credentials")
     audio_url_connect_timeout_s: float = Field(5.0, gt=0)
     audio_url_read_timeout_s: float = Field(15.0, gt=0, description="longest silence while fetching audio_url")
     audio_url_timeout_s: float = Field(120.0, gt=0, description="longest a whole audio_url fetch may take")
@@ -77,7 +103,8 @@ class Settings(BaseSettings):
     # The model.
     model: str = DEFAULT_MODEL
     model_revision: str | None = Field(None, description="hub revision to pin (a tag or commit); ignored for local directories")
-    devices: str = Field("auto", description="'auto', 'cpu', or a comma list like 'cuda:0,cuda:1'")
+    devices: CommaList = Field(["auto"], description="'auto' (every CUDA device, else the CPU: "
+                               "emotionq.cli.supervisor.devices), 'cpu', or a comma list like 'cuda:0,cuda:1'")
     worker_device: str = Field("cpu", description="set per worker process by `emotionq worker`")
     worker_name: str = Field("", description="set per worker process by `emotionq worker`")
     worker_host: str = Field("", description="the host part of worker names (emotionq-cuda0@HOST); default the "
@@ -142,10 +169,11 @@ class Settings(BaseSettings):
         "required", description="'disabled' serves every caller as one anonymous client: for local use only")
 
     # Webhooks.
-    webhook_allow_networks: str = Field("", description="CIDRs callbacks may reach despite being private, "
-                                        "e.g. '127.0.0.0/8,::1/128' for local tests")
-    webhook_retry_schedule: str = Field("0,5,300,1800,7200,18000,36000,50400,72000,86400",
-                                        description="seconds before each attempt; its length bounds the attempts")
+    webhook_allow_networks: Networks = Field([], description="comma-separated CIDRs callbacks may reach despite "
+                                             "being private, e.g. '127.0.0.0/8,::1/128' for local tests")
+    webhook_retry_schedule: Seconds = Field((0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400),
+                                            description="comma-separated seconds before each attempt; its length "
+                                            "bounds the attempts")
     webhook_timeout_s: float = Field(15.0, gt=0, le=60)
     webhook_secret_grace_seconds: float = Field(24 * 3600.0, ge=0, description="old secret keeps signing this long")
     webhook_concurrency: int = Field(8, ge=1, description="deliveries in flight per webhook worker")
@@ -239,17 +267,6 @@ class Settings(BaseSettings):
             return self.blob_retention_s
         return float(max(self.job_ttl_seconds, self.result_ttl_seconds))
 
-    @property
-    def device_list(self) -> list[str]:
-        """The devices to start one worker for; 'auto' means every CUDA device, else the CPU."""
-        if self.devices.strip() != "auto":
-            return [d.strip() for d in self.devices.split(",") if d.strip()]
-        return _cuda_devices() or ["cpu"]
-
-    @property
-    def webhook_schedule(self) -> tuple[float, ...]:
-        return tuple(float(x) for x in self.webhook_retry_schedule.split(",") if x.strip())
-
     def max_queued(self, priority: Priority) -> int:
         return self.max_queued_high if priority == "high" else self.max_queued_low
 
@@ -258,23 +275,6 @@ class Settings(BaseSettings):
         soft = self.soft_time_limit_base + self.soft_time_limit_per_audio_second * duration_s
         soft = min(soft, self.max_time_limit - self.hard_time_limit_grace)
         return soft, soft + self.hard_time_limit_grace
-
-
-def _cuda_devices() -> list[str]:
-    """CUDA devices seen by nvidia-smi, without initialising CUDA in this process."""
-    import shutil
-    import subprocess
-
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [f"cuda:{line.strip()}" for line in out.splitlines() if line.strip()]
 
 
 @lru_cache

@@ -1,7 +1,9 @@
 """Celery tasks: parse, call the real work in ``emotionq.worker``, record the outcome.
 
 The model is loaded once per worker *child* process, after the fork
-(``worker_process_init``), so CUDA is never touched in the parent.
+(``worker_process_init``), so CUDA is never touched in the parent. The tasks are
+shared (``shared_task``): they join the worker's app (``emotionq.queues.make_celery``
+includes this module) when it starts, so importing them makes no app.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import random
 import signal
 import time
 
-from celery import Task
+from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.signals import task_postrun, worker_process_init, worker_process_shutdown
 
 from emotionq import jobs, metrics
 from emotionq.errors import ConfigurationError, RunTimeLimit, StoreUnavailable, TransientFault
-from emotionq.queues import DELIVER_TASK, INFER_TASK, app
+from emotionq.queues import DELIVER_TASK, INFER_TASK
 from emotionq.webhooks import delivery
 from emotionq.worker import scoring
 from emotionq.worker.batching import Extra
@@ -92,7 +94,7 @@ class InferTask(Task):
                   f"the job ran past its hard time limit ({exc}); it is not retried")
 
 
-@app.task(bind=True, base=InferTask, name=INFER_TASK, max_retries=None)
+@shared_task(bind=True, base=InferTask, name=INFER_TASK, max_retries=None)
 def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = None,
           duration_s: float = 0.0, priority: str = "low") -> str:
     """Score the run ``run_id``, with the jobs waiting behind it (see ``emotionq.worker.batching``).
@@ -166,7 +168,7 @@ def _ack(extras: list[Extra]) -> None:
             log.exception("run %s: could not ack its message", extra.run_id)
 
 
-@app.task(bind=True, name=DELIVER_TASK, ignore_result=True)
+@shared_task(bind=True, name=DELIVER_TASK, ignore_result=True)
 def deliver_webhook(self, job_id: str, event: str) -> str:
     """One attempt at one webhook delivery; queues the next attempt if one is due later."""
     rt = runtime()

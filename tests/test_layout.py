@@ -11,7 +11,7 @@ from pathlib import Path
 from harness import ROOT
 
 PACKAGE = ROOT / "emotionq"
-# Which parts of emotionq each part may import (besides errors, settings, metrics, the store and itself).
+# Which parts of emotionq each part may import (besides ALWAYS's small modules and itself).
 ALLOWED = {
     "inference": {"inference"},
     "store": {"store"},
@@ -24,7 +24,7 @@ ALLOWED = {
     "janitor": {"janitor", "jobs", "queues", "webhooks", "blobs"},
     "client": {"client"},
 }
-ALWAYS = {"errors", "settings", "metrics", "store", "__version__", "LABELS"}
+ALWAYS = {"errors", "settings", "metrics", "store", "retrying", "vad", "__version__", "LABELS"}
 
 
 def _emotionq_imports(path: Path) -> set[str]:

@@ -3,7 +3,7 @@
 ``EMOTIONQ_BLOB_URL`` names the store: ``s3://bucket/prefix`` (many hosts: the API and the workers
 share only the bucket), or a path / ``file:///path`` (one host, or a filesystem every host mounts);
 unset, it is ``EMOTIONQ_BLOB_DIR`` (default ``var/blobs``), as in embedded mode. Every blob is filed
-under its SHA-256 and a *generation* (``<sha[:2]>/<sha>.<gen>``), which ``emotionq.blobs.refs``
+under its SHA-256 and a *generation* (``<sha[:2]>/<sha>.<gen>``), which ``emotionq.jobs.blobrefs``
 hands out so that collecting unused audio can never delete audio a new upload counts on.
 """
 

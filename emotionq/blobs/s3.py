@@ -17,11 +17,9 @@ import io
 import logging
 import os
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import boto3
@@ -31,10 +29,10 @@ from botocore.config import Config
 from emotionq.blobs.base import BlobStore, BlobWriter, missing, name
 from emotionq.blobs.cache import BlobCache
 from emotionq.errors import BadInput, BlobStoreUnavailable, ConfigurationError
+from emotionq.retrying import patiently
 from emotionq.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 INCOMING = "incoming/"
 READ_CHUNK = 1 << 20
@@ -249,7 +247,9 @@ class S3Blobs(BlobStore):
     def local(self, sha256: str, gen: str | None) -> Iterator[Path]:
         if self.cache is None:
             raise RuntimeError("this S3 blob store has no local cache (open it with worker=True)")
-        with self.cache.get(sha256, lambda tmp: self._patiently(lambda: self.download(sha256, gen, tmp))) as path:
+        with self.cache.get(sha256, lambda tmp: patiently(
+                lambda: self.download(sha256, gen, tmp), patience_s=self.patience_s, retry_on=BlobStoreUnavailable,
+                what="object store", first_pause_s=0.2)) as path:
             yield path
 
     def download(self, sha256: str, gen: str | None, dest: Path) -> None:
@@ -272,19 +272,6 @@ class S3Blobs(BlobStore):
                 return
             log.warning("blob %s fetched with SHA-256 %s (attempt %d)", sha256, digest.hexdigest(), attempt)
         raise BadInput(f"the stored audio {sha256} does not match its SHA-256; upload it again", code="audio_corrupt")
-
-    def _patiently(self, call: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.patience_s
-        delay = 0.2
-        while True:
-            try:
-                return call()
-            except BlobStoreUnavailable as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("object store unavailable, retrying in %.1f s: %s", delay, exc.message)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     def exists(self, name: str) -> bool:
         try:

@@ -18,8 +18,10 @@ def purge(priority: str) -> None:
     jobs of the messages it drops queued for ever. Run it once per priority to empty the queue.
     """
     from emotionq.jobs.purge import purge_priority
-    from emotionq.queues import app as celery
+    from emotionq.queues import make_celery
     from emotionq.webhooks.events import Notifier
+
+    celery = make_celery(get_settings())
 
     def action(store):
         notifier = Notifier(store=store, celery=celery, settings=get_settings())

@@ -25,7 +25,7 @@ def _announce_mode() -> None:
         click.echo("emotionq: API keys are NOT required (EMOTIONQ_AUTH=disabled): every caller is one "
                    "anonymous client; for local use only", err=True)
     click.echo(f"emotionq: model {s.model} (revision {s.model_revision or 'hub default'}), "
-               f"devices {', '.join(s.device_list)}, blobs in {s.effective_blob_url}", err=True)
+               f"devices {', '.join(supervisor.devices(s))}, blobs in {s.effective_blob_url}", err=True)
 
 
 ROLES = ("all", "inference", "webhooks")
@@ -35,7 +35,7 @@ def _worker_commands(extra_env: dict[str, str], role: str = "all") -> list[tuple
     s = get_settings()
     commands = []
     if role in ("all", "inference"):
-        commands += [(f"worker[{dev}]", *supervisor.worker_command(s, dev)) for dev in s.device_list]
+        commands += [(f"worker[{dev}]", *supervisor.worker_command(s, dev)) for dev in supervisor.devices(s)]
     if role in ("all", "webhooks"):
         commands.append(("webhooks", *supervisor.webhook_worker_command(s)))
     return [(name, cmd, {**env, **extra_env}) for name, cmd, env in commands]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,25 @@ from emotionq.settings import Settings
 log = logging.getLogger(__name__)
 HARD_STOP_S = 10.0  # after the hard-stop signal, before SIGKILL
 POLL_S = 0.2
+
+
+def devices(settings: Settings) -> list[str]:
+    """The devices to start one inference worker for: ``EMOTIONQ_DEVICES``, where ``auto`` means every CUDA
+    device nvidia-smi lists (CUDA itself is not initialised here), else the CPU."""
+    if settings.devices != ["auto"]:
+        return settings.devices
+    return _cuda_devices() or ["cpu"]
+
+
+def _cuda_devices() -> list[str]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [f"cuda:{line.strip()}" for line in out.splitlines() if line.strip()]
 
 
 def worker_command(settings: Settings, device: str) -> tuple[list[str], dict[str, str]]:

@@ -1,20 +1,19 @@
 """What ``Client`` and ``AsyncClient`` share: each API call built as an httpx request, its answer read, the
 retry schedule, and a job's event stream parsed and followed. Only the sending differs between the two.
 
-Nothing here needs more than httpx and the standard library: the client installs without the server.
+Nothing here needs more than httpx and the standard library (``Retry-After`` is read by emotionq.retrying,
+shared with webhook deliveries): the client installs without the server.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import logging
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
@@ -24,6 +23,7 @@ import httpx
 
 from emotionq import __version__
 from emotionq.errors import APIError
+from emotionq.retrying import retry_after_s
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 RETRY_STATUSES = frozenset({429, 503})
@@ -205,7 +205,7 @@ def poll_wait(deadline: float | None) -> float:
 
 def problem(response: httpx.Response) -> APIError:
     """The API's problem+json answer as an exception (or the status line, if the body is not one)."""
-    retry_after = _seconds(response.headers.get("Retry-After"))
+    retry_after = retry_after_s(response.headers.get("Retry-After"))
     try:
         body = response.json()
     except ValueError:
@@ -216,19 +216,6 @@ def problem(response: httpx.Response) -> APIError:
     return APIError(f"{response.reason_phrase}: {response.text[:200]}", code=f"http_{response.status_code}",
                     status=response.status_code, retryable=response.status_code in RETRY_STATUSES,
                     retry_after=retry_after)
-
-
-def _seconds(retry_after: str | None) -> float | None:
-    """``Retry-After`` as seconds from now: it is either a number of seconds or an HTTP date."""
-    if not retry_after:
-        return None
-    if retry_after.strip().isdigit():
-        return float(retry_after)
-    try:
-        when = email.utils.parsedate_to_datetime(retry_after)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def _prefer(wait: float) -> dict[str, str]:

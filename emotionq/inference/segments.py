@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 from emotionq.errors import ConfigurationError
 from emotionq.inference.audio import SAMPLE_RATE
 from emotionq.inference.windows import FRAME_STRIDE
+from emotionq.vad import VadOptions
 
 FRAME = 512  # samples per VAD frame at 16 kHz
 CONTEXT = 64  # samples of the previous frame each frame sees (silero's streaming context)
@@ -32,23 +32,6 @@ BLOCK_FRAMES = 512  # frames per ONNX call (16 s of audio)
 MODEL_FILE = "silero_vad_16k_sequence.onnx"
 RMS_FRAME = 640  # samples per RMS frame (40 ms) for finding quiet points; hop = FRAME_STRIDE (20 ms)
 MIN_PIECE_S = 1.0  # a cut of long speech leaves no piece shorter than this (or a quarter of what it cuts)
-
-
-@dataclass(frozen=True)
-class VadOptions:
-    """The detector's thresholds (the form's ``vad_threshold``, ``min_speech_ms``, ...)."""
-
-    threshold: float = 0.5  # speech probability at which speech starts
-    min_speech_ms: int = 250  # shorter spans are dropped
-    min_silence_ms: int = 500  # a pause at least this long ends a span
-    speech_pad_ms: int = 30  # added on each side of a span
-
-    @classmethod
-    def from_options(cls, options: dict) -> VadOptions:
-        return cls(threshold=options.get("vad_threshold", cls.threshold),
-                   min_speech_ms=options.get("min_speech_ms", cls.min_speech_ms),
-                   min_silence_ms=options.get("min_silence_ms", cls.min_silence_ms),
-                   speech_pad_ms=options.get("speech_pad_ms", cls.speech_pad_ms))
 
 
 class VoiceDetector:

@@ -36,7 +36,7 @@ def run(settings: Settings, *, stop: threading.Event | None = None) -> None:
     stop = stop or _stop_on_signals()
     store = open_store(settings.effective_store_url)
     janitor = sweeps.Janitor(settings=settings, store=store, blobs=open_blobs(settings),
-                             notifier=Notifier(store=store, celery=queues.app, settings=settings))
+                             notifier=Notifier(store=store, celery=queues.make_celery(settings), settings=settings))
     me = f"{socket.gethostname()}:{os.getpid()}"
     ttl = 3 * settings.janitor_interval_s
     active = False

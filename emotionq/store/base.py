@@ -4,8 +4,8 @@ Besides documents, a store keeps *indexes*: named sets of members, each with a s
 here), written inside transactions and read in score order (``due``). They are how the janitor
 finds running leases, pending deliveries and blobs to collect without scanning every document.
 Indexes are also *ordered sets* that transactions read (``first``): the backlogs of waiting runs,
-in the order the dispatcher takes them (``emotionq.jobs.backlog``), and a job's event log; ``rank``
-and ``size`` answer a member's place and a set's length without reading the set.
+in the order the dispatcher takes them (``emotionq.jobs.backlog``); ``rank`` and ``size`` answer a
+member's place and a set's length without reading the set.
 """
 
 from __future__ import annotations

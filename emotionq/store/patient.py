@@ -7,19 +7,14 @@ is safe: the job logic recognises its own earlier commit (see ``emotionq.jobs``)
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Collection
 from typing import Callable, TypeVar
 
 from emotionq.errors import StoreUnavailable
+from emotionq.retrying import patiently
 from emotionq.store.base import Store, Tx
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-FIRST_DELAY_S = 0.1
-MAX_DELAY_S = 5.0
 
 
 class PatientStore(Store):
@@ -60,14 +55,4 @@ class PatientStore(Store):
         self.inner.close()
 
     def _patiently(self, call: Callable[..., T], *args) -> T:
-        deadline = time.monotonic() + self.patience_s
-        delay = FIRST_DELAY_S
-        while True:
-            try:
-                return call(*args)
-            except StoreUnavailable as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("store unavailable, retrying in %.1f s: %s", delay, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, MAX_DELAY_S)
+        return patiently(lambda: call(*args), patience_s=self.patience_s, retry_on=StoreUnavailable, what="store")

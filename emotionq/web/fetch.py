@@ -58,11 +58,9 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
-        hosts = tuple(h.strip().lower() for h in settings.audio_url_hosts.split(",") if h.strip())
-        buckets = tuple((b.strip().partition("/")[0], b.strip().partition("/")[2])
-                        for b in settings.audio_url_s3_buckets.split(",") if b.strip())
-        return cls(settings=settings, allow=targets.parse_networks(settings.audio_url_allow_networks),
-                   hosts=hosts, buckets=buckets)
+        buckets = tuple((b.partition("/")[0], b.partition("/")[2]) for b in settings.audio_url_s3_buckets)
+        return cls(settings=settings, allow=settings.audio_url_allow_networks, hosts=tuple(settings.audio_url_hosts),
+                   buckets=buckets)
 
     @property
     def schemes(self) -> tuple[str, ...]:

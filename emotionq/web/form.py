@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,11 +25,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from emotionq.errors import InvalidRequest
+from emotionq.vad import VadOptions
 from emotionq.webhooks.events import parse_events
 
-# The detector's defaults (emotionq.inference.segments.VadOptions, which the web layer does not import;
-# tests/web/test_api.py checks that the two agree).
-VAD = SimpleNamespace(threshold=0.5, min_speech_ms=250, min_silence_ms=500, speech_pad_ms=30)
+VAD = VadOptions()  # the detector's defaults
 VAD_FIELDS = ("vad_threshold", "min_speech_ms", "min_silence_ms", "speech_pad_ms")
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_METADATA_KEYS = 16

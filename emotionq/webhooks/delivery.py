@@ -14,7 +14,6 @@ delivery is failed.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
@@ -28,6 +27,7 @@ import httpx
 from emotionq import metrics
 from emotionq.errors import InvalidRequest
 from emotionq.jobs.view import iso
+from emotionq.retrying import retry_after_s
 from emotionq.settings import Settings
 from emotionq.store import Store, Tx
 from emotionq.webhooks import secrets, targets
@@ -61,8 +61,8 @@ class Policy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
-        return cls(schedule=settings.webhook_schedule, timeout_s=settings.webhook_timeout_s,
-                   allow=targets.parse_networks(settings.webhook_allow_networks))
+        return cls(schedule=settings.webhook_retry_schedule, timeout_s=settings.webhook_timeout_s,
+                   allow=settings.webhook_allow_networks)
 
 
 def create(store: Store, *, job: dict, event: str, data: dict, ttl: int) -> dict:
@@ -110,7 +110,7 @@ def attempt(store: Store, *, job_id: str, event: str, policy: Policy, http: http
                              timeout=policy.timeout_s, follow_redirects=False)
         status = response.status_code
         if status == 429 or status >= 500:
-            retry_after = _retry_after(response.headers.get("retry-after"))
+            retry_after = retry_after_s(response.headers.get("retry-after"), cap_s=MAX_RETRY_AFTER_S)
         if not 200 <= status < 300:
             error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
     except InvalidRequest as exc:
@@ -201,14 +201,3 @@ def view(record: dict) -> dict:
             "last_error": record["last_error"], "next_attempt_at": iso(record["next_attempt_at"]),
             "delivered_at": iso(record["delivered_at"])}
 
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return min(float(value), MAX_RETRY_AFTER_S)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER_S)

@@ -25,10 +25,6 @@ BRACKETED = re.compile(r"\[[^\[\]]+\](?::[0-9]*)?")  # an IPv6 literal and its p
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def parse_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(n.strip(), strict=False) for n in spec.split(",") if n.strip()]
-
-
 @dataclass(frozen=True)
 class Target:
     """A URL, and the checked address to connect to for it."""

@@ -46,7 +46,7 @@ class Runtime:
 
     @cached_property
     def notifier(self) -> Notifier:
-        return Notifier(store=self.store, celery=queues.app, settings=self.settings)
+        return Notifier(store=self.store, celery=queues.celery_app(), settings=self.settings)
 
     @cached_property
     def webhook_policy(self) -> delivery.Policy:
@@ -59,7 +59,7 @@ class Runtime:
     def dispatch(self) -> None:
         """Refill the broker from the backlogs after claims (a failure waits for the API's tick)."""
         try:
-            dispatch.dispatch(self.store.inner, queues.app, self.settings)
+            dispatch.dispatch(self.store.inner, queues.celery_app(), self.settings)
         except EmotionQError as exc:
             log.warning("could not dispatch after a claim: %s", exc)
 
