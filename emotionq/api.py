@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from emotionq import __version__, queues
 from emotionq.blobs import open_blobs
 from emotionq.errors import ClientGone, EmotionQError, InvalidRequest, MethodNotAllowed, NotFound
-from emotionq.jobs.dispatch import Ticker
+from emotionq.jobs.scheduler.ticker import Ticker
 from emotionq.settings import get_settings
 from emotionq.store import open_store
 from emotionq.web import keys, openapi, problems

@@ -94,12 +94,13 @@ def observe_inference(seconds: float, *, worker: str) -> None:
     INFERENCE_SECONDS.labels(worker).observe(seconds)
 
 
-def run_finished(run: dict) -> None:
-    """Count a run that has just ended (call once, where the store transaction that ended it returned it)."""
-    error = run.get("error") or {}
-    RUNS_FINISHED.labels(run["state"], error.get("code", ""), run["priority"]).inc()
-    if run.get("finished_at") and run.get("created_at"):
-        RUN_LATENCY.labels(run["priority"]).observe(max(0.0, run["finished_at"] - run["created_at"]))
+def run_finished(run) -> None:
+    """Count a run (``emotionq.jobs.Run``) that has just ended (call once, where the store transaction that
+    ended it returned it)."""
+    error = run.error or {}
+    RUNS_FINISHED.labels(run.state, error.get("code", ""), run.priority).inc()
+    if run.finished_at and run.created_at:
+        RUN_LATENCY.labels(run.priority).observe(max(0.0, run.finished_at - run.created_at))
 
 
 def observe_gpu_memory(*, worker: str, device: str) -> None:

@@ -69,36 +69,36 @@ def message_priority(priority: Priority) -> int:
     return PRIORITY[priority]
 
 
-def publish_run(celery: Celery, run: dict, *, settings: Settings, job_id: str) -> str:
-    """Queue one run at its priority; returns the task id. Raises BrokerUnavailable if not confirmed."""
+def publish_run(celery: Celery, run, *, settings: Settings, job_id: str) -> str:
+    """Queue one run (an ``emotionq.jobs.Run``) at its priority; returns the task id. Raises BrokerUnavailable if not confirmed."""
     audio_s = work_seconds(run)
     soft, hard = settings.time_limits(audio_s)
     started = time.perf_counter()
     try:
         result = celery.send_task(
             INFER_TASK,
-            args=[run["id"]],
-            kwargs={"job_id": job_id, "sha256": run["sha256"], "duration_s": round(audio_s, 3),
-                    "priority": run["priority"]},
+            args=[run.id],
+            kwargs={"job_id": job_id, "sha256": run.sha256, "duration_s": round(audio_s, 3),
+                    "priority": run.priority},
             queue=INFERENCE_QUEUE,
-            priority=message_priority(run["priority"]),
+            priority=message_priority(run.priority),
             soft_time_limit=soft,
             time_limit=hard,
             retry=True,
             retry_policy=PUBLISH_RETRY,
         )
     except (KombuError, amqp.exceptions.AMQPError, OSError) as exc:
-        log.warning("publish of %s failed after %.3fs: %s", run["id"], time.perf_counter() - started, exc)
+        log.warning("publish of %s failed after %.3fs: %s", run.id, time.perf_counter() - started, exc)
         raise BrokerUnavailable(f"the broker did not accept the job ({exc}); retry shortly") from exc
     return result.id
 
 
-def work_seconds(run: dict) -> float:
+def work_seconds(run) -> float:
     """Seconds of audio the model may score for ``run``, which its time limits and batch budget follow: every
     channel's with channels=separate."""
-    if (run.get("options") or {}).get("channels") == "separate":
-        return run["duration_s"] * max(1, run.get("channels") or 1)
-    return run["duration_s"]
+    if (run.options or {}).get("channels") == "separate":
+        return run.duration_s * max(1, run.channels or 1)
+    return run.duration_s
 
 
 def waiting_messages(celery: Celery) -> int | None:

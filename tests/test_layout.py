@@ -15,11 +15,11 @@ PACKAGE = ROOT / "emotionq"
 ALLOWED = {
     "inference": {"inference"},
     "store": {"store"},
-    "jobs": {"jobs", "queues", "inference", "webhooks", "worker.readiness"},
+    "jobs": {"jobs", "queues", "inference"},
     "webhooks": {"webhooks", "jobs", "queues"},
     "queues": set(),
     "worker": {"worker", "jobs", "queues", "webhooks", "blobs", "inference"},
-    "web": {"web", "jobs", "queues", "webhooks", "blobs", "worker.readiness"},
+    "web": {"web", "jobs", "queues", "webhooks", "blobs"},
     "blobs": {"blobs"},
     "janitor": {"janitor", "jobs", "queues", "webhooks", "blobs"},
     "client": {"client"},
@@ -46,6 +46,12 @@ def test_the_readme_layout_is_the_tree():
                            check=True).stdout
     readme = (ROOT / "README.md").read_text()
     assert f"```\n{block}```" in readme, "README's Layout section is stale: paste `scripts/layout`'s output into it"
+
+
+def test_no_two_parts_may_import_each_other():
+    both = sorted({tuple(sorted((a, b))) for a, allowed in ALLOWED.items() for b in allowed
+                   if b != a and b.split(".")[0] in ALLOWED and a in {x.split(".")[0] for x in ALLOWED[b.split(".")[0]]}})
+    assert not both, f"parts that may import each other: {both}"
 
 
 def test_imports_point_one_way():

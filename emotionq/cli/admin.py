@@ -76,7 +76,7 @@ def keys_revoke(key_id: str) -> None:
 @click.option("--reset", is_flag=True, help="back to the defaults (EMOTIONQ_CLIENT_*)")
 def keys_limits(client: str, rate: float | None, burst: int | None, max_waiting: int | None, reset: bool) -> None:
     """Show or set CLIENT's limits: its request rate (token bucket) and its cap on waiting jobs."""
-    from emotionq.jobs import limits
+    from emotionq.jobs.scheduler import limits
 
     values = {"rate_per_s": rate, "burst": burst, "max_waiting": max_waiting}
     if reset or any(v is not None for v in values.values()):

@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from emotionq import metrics
+from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore, name, parse_name
-from emotionq.jobs import blobrefs, leases
+from emotionq.jobs import blobrefs
+from emotionq.jobs.scheduler import leases
 from emotionq.settings import Settings
 from emotionq.store import Store
 from emotionq.webhooks import delivery
@@ -44,14 +45,14 @@ class Janitor:
     def leases(self) -> None:
         """Fail runs whose lease expired, and tell their webhooks."""
         now = time.time()
-        for run_id, _ in self.store.due(leases.INDEX, until=now, limit=self.settings.janitor_batch):
-            failed = leases.expire(self.store, run_id=run_id, now=now)
+        for run_id in leases.due(self.store, now=now, limit=self.settings.janitor_batch):
+            failed = jobs.expire_lease(self.store, run_id=run_id, now=now)
             if failed is not None:
-                if failed["finished_at"] >= now:  # failed by this call (not by an earlier, interrupted one)
+                if failed.finished_at >= now:  # failed by this call (not by an earlier, interrupted one)
                     metrics.run_finished(failed)
                     self._count("leases expired")
                 log.warning("run %s: its worker %s vanished (lease expired); failed worker_lost", run_id,
-                            failed.get("worker"))
+                            failed.worker)
                 self.notifier.run_event(failed, "job.failed")
                 leases.release(self.store, run_id=run_id)
 

@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 from emotionq.errors import Conflict, NotFound
-from emotionq.jobs import backlog
-from emotionq.jobs.records import CANCELED, QUEUED, RUNNING, TERMINAL, count, forget, job_key, mark_failed, run_key
+from emotionq.jobs import lifecycle
+from emotionq.jobs.domain import QUEUED, TERMINAL, Job, Run
+from emotionq.jobs.records import get_job, get_run, put_job, put_run
 from emotionq.settings import Priority
 from emotionq.store import Store, Tx
 
 
-def load(store: Store, *, job_id: str, client: str,
-         on_fail: Callable[[dict, str], None] | None = None) -> tuple[dict, dict]:
-    """A job and its run; another client's job is reported as missing.
-
-    A running run whose lease has expired (its worker vanished) is failed here,
-    and ``on_fail(run, "job.failed")`` tells the webhooks.
-    """
-    job = store.get(job_key(job_id))
-    if job is None or job["client"] != client:
+def load(store: Store, *, job_id: str, client: str) -> tuple[Job, Run]:
+    """A job and its run, as they stand; another client's job is reported as missing. It only reads: a run
+    whose worker vanished is failed by the janitor (``emotionq.jobs.running.expire_lease``), not here."""
+    job = get_job(store, job_id)
+    if job is None or job.client != client:
         raise NotFound(f"no job {job_id!r}; check the id (jobs are kept for a limited time)")
-    run = store.get(run_key(job["run_id"]))
+    run = get_run(store, job.run_id)
     if run is None:
         raise NotFound(f"job {job_id!r} has expired")
-    if run["state"] == RUNNING and run["deadline"] and run["deadline"] < time.time():
-        error = {"code": "worker_lost", "message": "the worker stopped answering before the job finished",
-                 "retryable": True}
-        failed = store.transact(lambda tx: mark_failed(tx, run["id"], error, only_owner=run["owner"]))
-        if failed and on_fail:
-            on_fail(failed, "job.failed")
-        run = store.get(run_key(job["run_id"])) or run
     return job, run
-
-
-def status_of(job: dict, run: dict) -> str:
-    return CANCELED if job["canceled_at"] else run["state"]
 
 
 def cancel(store: Store, *, job_id: str, client: str) -> None:
@@ -45,26 +30,24 @@ def cancel(store: Store, *, job_id: str, client: str) -> None:
     (``stop_if_unwanted``)."""
 
     def tx_cancel(tx: Tx) -> None:
-        job = tx.get(job_key(job_id))
-        if job is None or job["client"] != client:
+        job = get_job(tx, job_id)
+        if job is None or job.client != client:
             raise NotFound(f"no job {job_id!r}")
-        run = tx.get(run_key(job["run_id"]))
-        if job["canceled_at"] or run is None or run["state"] in TERMINAL:
+        run = get_run(tx, job.run_id)
+        if job.canceled_at or run is None or run.state in TERMINAL:
             raise Conflict("the job has already finished; nothing to cancel", code="job_finished")
-        job["canceled_at"] = time.time()
-        tx.put(job_key(job_id), job)
-        run["jobs"] = [j for j in run["jobs"] if j != job_id]
-        if not run["jobs"] and run["state"] == QUEUED:
-            run["state"], run["finished_at"] = CANCELED, time.time()
-            count(tx, run["priority"], -1, client=run.get("client"))
-            backlog.leave(tx, run)
-            forget(tx, run)
-        tx.put(run_key(run["id"]), run)
+        job.canceled_at = time.time()
+        put_job(tx, job)
+        run.jobs = [j for j in run.jobs if j != job_id]
+        if not run.jobs and run.state == QUEUED:
+            lifecycle.canceled(tx, run)
+        else:
+            put_run(tx, run)
 
     store.transact(tx_cancel)
 
 
-def take_back(store: Store, *, run_id: str, priority: Priority, error: dict) -> tuple[str, dict | None]:
+def take_back(store: Store, *, run_id: str, priority: Priority, error: dict) -> tuple[str, Run | None]:
     """Take back a run whose message an operator is removing from the queue (``emotionq purge``).
 
     Returns ("failed", run) if the run was waiting at ``priority``: it is failed with ``error`` now;
@@ -72,12 +55,12 @@ def take_back(store: Store, *, run_id: str, priority: Priority, error: dict) -> 
     it is running or waits at the other priority, and its message must go back to the queue.
     """
 
-    def tx_take_back(tx: Tx) -> tuple[str, dict | None]:
-        run = tx.get(run_key(run_id))
-        if run is None or run["state"] in TERMINAL:
+    def tx_take_back(tx: Tx) -> tuple[str, Run | None]:
+        run = get_run(tx, run_id)
+        if run is None or run.state in TERMINAL:
             return "gone", run
-        if run["state"] != QUEUED or run["priority"] != priority:
+        if run.state != QUEUED or run.priority != priority:
             return "kept", run
-        return "failed", mark_failed(tx, run_id, error, only_owner=None, run=run)
+        return "failed", lifecycle.failed(tx, run, error)
 
     return store.transact(tx_take_back)

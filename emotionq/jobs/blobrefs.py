@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import uuid
 
-from emotionq.jobs.records import TERMINAL, run_key
+from emotionq.jobs.domain import TERMINAL
+from emotionq.jobs.records import get_run
 from emotionq.store import Store, Tx
 
 INDEX = "blobs"  # score: when the blob's hold ends (or when to look again)
@@ -50,8 +51,8 @@ def hold(tx: Tx, *, sha256: str, run_id: str | None, now: float, retention_s: fl
 
 
 def _live(tx: Tx, run_id: str) -> bool:
-    run = tx.get(run_key(run_id))
-    return run is not None and run["state"] not in TERMINAL
+    run = get_run(tx, run_id)
+    return run is not None and run.state not in TERMINAL
 
 
 def condemn(store: Store, *, sha256: str, now: float) -> str | None:

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Callable, Protocol
 
 from celery import Celery
 
 from emotionq import metrics
 from emotionq.errors import AudioTooLong, BlobStoreUnavailable, Unavailable
 from emotionq.inference.audio import probe
-from emotionq.jobs import dispatch
 from emotionq.jobs.channels import check_channels
+from emotionq.jobs.domain import Job, Run
+from emotionq.jobs.scheduler import dispatch
 from emotionq.jobs.submission import Submission, abandon_run, mark_filed, submit
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store
-from emotionq.webhooks import delivery, events, targets
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,15 @@ class JobRequest:
 
 @dataclass
 class Intake:
+    """The jobs layer's way in. It tells the webhooks through callbacks, so that it imports none of them:
+    ``check_webhook_url(url)`` raises where a callback URL is refused (the SSRF guard), and
+    ``job_event(job, run, event)`` is told of a job finished at once (a reused result)."""
+
     settings: Settings
     store: Store
     celery: Celery
-    notifier: events.Notifier
-    webhook_policy: delivery.Policy
+    check_webhook_url: Callable[[str], object]
+    job_event: Callable[[Job, Run, str], None]
 
     @property
     def model_key(self) -> str:
@@ -88,12 +92,12 @@ class Intake:
             if submission.outcome in ("new", "coalesced"):  # the run needs the audio: file it now
                 self._file(audio, submission)
             if submission.outcome == "new":  # only now may a dispatcher hand it to a worker
-                submission = replace(submission, run=mark_filed(self.store, run_id=submission.run["id"])
+                submission = replace(submission, run=mark_filed(self.store, run_id=submission.run.id)
                                      or submission.run)
         finally:
             audio.abort()  # a refused upload leaves nothing behind (after commit there is nothing)
         if submission.outcome == "cache":
-            self.notifier.job_event(submission.job, submission.run, "job.succeeded")
+            self.job_event(submission.job, submission.run, "job.succeeded")
         if submission.publish:
             self._dispatch(submission)
         metrics.JOBS_SUBMITTED.labels(request.priority, submission.outcome).inc()
@@ -101,7 +105,7 @@ class Intake:
 
     def _webhook(self, request: JobRequest) -> dict | None:
         if request.webhook is not None:
-            targets.check(request.webhook["url"], allow=self.webhook_policy.allow)
+            self.check_webhook_url(request.webhook["url"])
         return request.webhook
 
     def _duration(self, audio: PendingAudio, options: dict) -> tuple[float, int]:
@@ -118,14 +122,14 @@ class Intake:
 
     def _file(self, audio: PendingAudio, submission: Submission) -> None:
         try:
-            audio.commit(submission.run.get("blob"))  # under the generation the store's transaction gave it
+            audio.commit(submission.run.blob)  # under the generation the store's transaction gave it
         except (OSError, BlobStoreUnavailable) as exc:
             if submission.outcome != "new":  # the run it joined has the audio of its first upload
-                log.warning("job %s: could not store its copy of the audio: %s", submission.job["id"], exc)
+                log.warning("job %s: could not store its copy of the audio: %s", submission.job.id, exc)
                 return
             error = exc if isinstance(exc, BlobStoreUnavailable) else BlobStoreUnavailable(
                 f"the audio could not be stored ({exc}); retry shortly")
-            abandon_run(self.store, run_id=submission.run["id"], error=error.as_dict())
+            abandon_run(self.store, run_id=submission.run.id, error=error.as_dict())
             raise error from exc
 
     def _dispatch(self, submission: Submission) -> None:
@@ -136,7 +140,7 @@ class Intake:
             dispatch.dispatch(self.store, self.celery, self.settings)
         except Unavailable as exc:
             if submission.outcome != "new":  # a priority raise: the run waits in the high backlog
-                log.warning("job %s: could not dispatch: %s", job["id"], exc)
+                log.warning("job %s: could not dispatch: %s", job.id, exc)
                 return
-            abandon_run(self.store, run_id=run["id"], error=exc.as_dict())
+            abandon_run(self.store, run_id=run.id, error=exc.as_dict())
             raise

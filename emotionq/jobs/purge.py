@@ -8,7 +8,7 @@ acked; one whose run has already ended is dropped as stale; every other message
 goes back to the queue. Fail first, ack second: if this process dies in between,
 RabbitMQ returns the message and a worker skips it as finished.
 
-Most waiting runs are not in the broker at all but in the store's backlogs (``emotionq.jobs.backlog``):
+Most waiting runs are not in the broker at all but in the store's backlogs (``emotionq.jobs.scheduler.backlog``):
 those of the priority are failed too, as many as waited when the purge began.
 """
 
@@ -19,9 +19,11 @@ from typing import Callable
 
 from celery import Celery
 
-from emotionq.jobs import backlog
+from emotionq.jobs import lifecycle
 from emotionq.jobs.access import take_back
-from emotionq.jobs.records import mark_failed, run_key
+from emotionq.jobs.domain import Run
+from emotionq.jobs.records import get_run
+from emotionq.jobs.scheduler import backlog
 from emotionq.queues import INFERENCE, message_priority, read_infer
 from emotionq.settings import Priority
 from emotionq.store import Store, Tx
@@ -58,7 +60,7 @@ def purge_priority(celery: Celery, store: Store, *, priority: Priority,
                     held.append(message)
                     continue
                 if outcome == "failed":
-                    result.failed.append(run["id"])
+                    result.failed.append(run.id)
                     notify(run, "job.failed")
                 else:
                     result.stale += 1
@@ -71,18 +73,18 @@ def purge_priority(celery: Celery, store: Store, *, priority: Priority,
         run = store.transact(lambda tx: _fail_next(tx, priority, error))
         if run is None:
             break
-        result.failed.append(run["id"])
+        result.failed.append(run.id)
         notify(run, "job.failed")
     return result
 
 
-def _fail_next(tx: Tx, priority: Priority, error: dict) -> dict | None:
+def _fail_next(tx: Tx, priority: Priority, error: dict) -> Run | None:
     """Fail the run whose turn is next in the backlogs of ``priority``; None when they are empty."""
     while (run_id := backlog.take(tx, priority)) is not None:
-        run = tx.get(run_key(run_id))
+        run = get_run(tx, run_id)
         if run is not None:
-            run["queue"] = None  # out of its backlog already
-            failed = mark_failed(tx, run_id, error, only_owner=None, run=run)
+            run.queue = None  # out of its backlog already
+            failed = lifecycle.fail_if_live(tx, run_id, error, only_owner=None, run=run)
             if failed is not None:
                 return failed
     return None

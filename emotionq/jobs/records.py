@@ -1,21 +1,14 @@
-"""The job store's documents for jobs and runs: keys, ids, the dedup key, the waiting counts.
-
-Also the transaction steps that several operations share (failing a run, forgetting its dedup entry).
-"""
+"""The job store's documents for jobs and runs: keys, ids, the dedup key, and the one place where
+``Job`` and ``Run`` are read from and written to the store (their JSON documents)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 
-from emotionq.jobs import backlog, limits
+from emotionq.jobs.domain import Job, Run
 from emotionq.store import Store, Tx
-
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
-DEPTH_KEY = "depth"
 
 
 def new_id(prefix: str) -> str:
@@ -40,47 +33,36 @@ def dedup_pointer(key: str) -> str:
     return f"dedup:{key}"
 
 
-def queue_depth(store: Store) -> dict[str, int]:
-    """Runs waiting to start, per priority."""
-    return {"high": 0, "low": 0, **(store.get(DEPTH_KEY) or {})}
+def get_run(src: Tx | Store, run_id: str) -> Run | None:
+    doc = src.get(run_key(run_id))
+    return None if doc is None else Run.from_doc(doc)
 
 
-def waiting(tx: Tx, priority: str) -> int:
-    return (tx.get(DEPTH_KEY) or {}).get(priority, 0)
+def put_run(tx: Tx, run: Run, *, ttl: int | None = None) -> None:
+    tx.put(run_key(run.id), run.to_doc(), ttl=ttl)
 
 
-def count(tx: Tx, priority: str, delta: int, *, client: str | None = None) -> int:
-    """Move the waiting count of ``priority`` (and of ``client``'s, if given) by ``delta``; returns the
-    count of ``priority`` before."""
-    limits.count_waiting(tx, client, delta)
-    depth = {"high": 0, "low": 0, **(tx.get(DEPTH_KEY) or {})}
-    before = depth[priority]
-    depth[priority] = max(0, before + delta)
-    tx.put(DEPTH_KEY, depth)
-    return before
+def get_job(src: Tx | Store, job_id: str) -> Job | None:
+    doc = src.get(job_key(job_id))
+    return None if doc is None else Job.from_doc(doc)
 
 
-def mark_failed(tx: Tx, run_id: str, error: dict, *, only_owner: str | None, run: dict | None = None) -> dict | None:
-    """Fail the run in ``tx`` unless it has ended (or, with ``only_owner``, belongs to another task);
-    returns it if it failed now (or had failed by this owner's own earlier commit)."""
-    run = run or tx.get(run_key(run_id))
-    if run is not None and run["state"] == FAILED and only_owner and run["owner"] == only_owner:
-        return run  # our own earlier commit, whose reply the store lost: report it again
-    if run is None or run["state"] in TERMINAL:
-        return None
-    if only_owner is not None and run["owner"] not in (None, only_owner):
-        return None
-    if run["state"] == QUEUED:
-        count(tx, run["priority"], -1, client=run.get("client"))
-        backlog.leave(tx, run)
-    run.update(state=FAILED, error=error, finished_at=time.time(), deadline=None)
-    tx.put(run_key(run_id), run)
-    forget(tx, run)
-    return run
+def put_job(tx: Tx, job: Job, *, ttl: int | None = None) -> None:
+    tx.put(job_key(job.id), job.to_doc(), ttl=ttl)
 
 
-def forget(tx: Tx, run: dict) -> None:
-    """Drop the dedup entry that points at ``run`` (the next identical upload starts afresh)."""
-    pointer = tx.get(dedup_pointer(run["key"]))
-    if pointer and pointer["run_id"] == run["id"]:
-        tx.delete(dedup_pointer(run["key"]))
+def run_from_doc(doc: dict | None) -> Run | None:
+    return None if doc is None else Run.from_doc(doc)
+
+
+def job_from_doc(doc: dict | None) -> Job | None:
+    return None if doc is None else Job.from_doc(doc)
+
+
+def pointed_run(doc: dict | None) -> str | None:
+    """The run id a dedup pointer names."""
+    return None if doc is None else doc["run_id"]
+
+
+def pointer_doc(run_id: str) -> dict:
+    return {"run_id": run_id}

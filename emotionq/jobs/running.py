@@ -1,27 +1,18 @@
-"""A run's life on a worker: claimed, measured, stopped if unwanted, completed, failed or requeued.
+"""A run's life on a worker: claimed, measured, stopped if unwanted, completed, failed or requeued; and
+failed ``worker_lost`` once its lease expired (the janitor's sweep).
 
 Each step is one store transaction that a retried commit (whose reply the store lost) recognises
-as its own.
+as its own; the state changes themselves are ``emotionq.jobs.lifecycle``'s.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from emotionq.jobs import backlog, leases, position
-from emotionq.jobs.records import (
-    CANCELED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
-    TERMINAL,
-    count,
-    dedup_pointer,
-    forget,
-    mark_failed,
-    run_key,
-)
+from emotionq.jobs import lifecycle
+from emotionq.jobs.domain import FAILED, RUNNING, SUCCEEDED, TERMINAL, Backlog, Run
+from emotionq.jobs.records import get_run, put_run
+from emotionq.jobs.scheduler import backlog, leases
 from emotionq.settings import Settings
 from emotionq.store import Store, Tx
 
@@ -30,7 +21,7 @@ LEASE_GRACE_S = 60.0  # a running run's lease: its hard time limit plus this
 
 @dataclass(frozen=True)
 class Claim:
-    run: dict | None
+    run: Run | None
     go: bool
     reason: str  # "claimed" | "redelivered" | "missing" | "finished" | "duplicate" | "poison" | "deferred"
 
@@ -43,38 +34,28 @@ def claim(store: Store, *, run_id: str, task_id: str, worker: str, max_deliverie
     dropped, so priority is strict whatever order the broker delivers in (embedded mode's is FIFO)."""
 
     def tx_claim(tx: Tx) -> Claim:
-        run = tx.get(run_key(run_id))
+        run = get_run(tx, run_id)
         if run is None:
             return Claim(None, False, "missing")
-        if run["state"] in TERMINAL:
+        if run.state in TERMINAL:
             return Claim(run, False, "finished")
-        if run["state"] == RUNNING and run["owner"] != task_id:
+        if run.state == RUNNING and run.owner != task_id:
             return Claim(run, False, "duplicate")
         reason = "claimed"
-        if run["state"] == RUNNING:  # our own message again: the worker that had it died
-            run["deliveries"] += 1
+        if run.state == RUNNING:  # our own message again: the worker that had it died
             reason = "redelivered"
-            if run["deliveries"] > max_deliveries:
-                mark_failed(tx, run_id, {
-                    "code": "worker_lost",
-                    "message": f"the job stopped its worker {max_deliveries} times; it will not be tried again",
-                    "retryable": False,
-                }, only_owner=None, run=run)
+            if run.deliveries >= max_deliveries:
+                run.deliveries += 1
+                lifecycle.failed(tx, run, lifecycle.worker_lost(
+                    f"the job stopped its worker {max_deliveries} times; it will not be tried again",
+                    retryable=False))
                 return Claim(run, False, "poison")
-        elif run["priority"] == "low" and backlog.waiting(tx, "high") > 0:
-            if (run.get("queue") or {}).get("at") != backlog.BACKLOG:
-                backlog.back(tx, run)
-                tx.put(run_key(run_id), run)
+        elif run.priority == "low" and backlog.in_line(backlog.turns(tx, "high")) > 0:
+            if not isinstance(run.queue, Backlog):
+                lifecycle.returned(tx, run)
             return Claim(run, False, "deferred")
-        else:
-            backlog.leave(tx, run)
-            run["deliveries"] = 1
-            count(tx, run["priority"], -1, client=run.get("client"))
-        now = time.time()
-        run.update(state=RUNNING, owner=task_id, worker=worker, deadline=now + hard_limit_s + LEASE_GRACE_S)
-        run["started_at"] = run["started_at"] or now
-        tx.put(run_key(run_id), run)
-        leases.track(tx, run)  # so the janitor finds it if its worker vanishes
+        lifecycle.claimed(tx, run, task_id=task_id, worker=worker, hard_limit_s=hard_limit_s,
+                          grace_s=LEASE_GRACE_S)
         return Claim(run, True, reason)
 
     return store.transact(tx_claim)
@@ -84,68 +65,83 @@ def record_decoded(store: Store, *, run_id: str, task_id: str, duration_s: float
     """Record how long the audio really is, once decoded (a header may claim anything)."""
 
     def tx_record(tx: Tx) -> None:
-        run = tx.get(run_key(run_id))
-        if run is not None and run["state"] == RUNNING and run["owner"] == task_id:
-            run["decoded_duration_s"] = round(duration_s, 3)
-            tx.put(run_key(run_id), run)
+        run = get_run(tx, run_id)
+        if run is not None and run.state == RUNNING and run.owner == task_id:
+            run.decoded_duration_s = round(duration_s, 3)
+            put_run(tx, run)
 
     store.transact(tx_record)
 
 
-def stop_if_unwanted(store: Store, *, run_id: str, task_id: str) -> dict | None:
+def stop_if_unwanted(store: Store, *, run_id: str, task_id: str) -> Run | None:
     """Cancel our running run if every job that wanted it was canceled; returns it if so.
 
     The worker calls this between forward passes. Deciding and recording in one transaction means
     a job that joins meanwhile either keeps the run going or, once it is canceled, starts a new one.
     """
-    run = store.get(run_key(run_id))
-    if run is None or run["jobs"] or run["state"] != RUNNING or run["owner"] != task_id:
+
+    def unwanted(run: Run | None) -> bool:
+        return run is not None and not run.jobs and run.state == RUNNING and run.owner == task_id
+
+    if not unwanted(get_run(store, run_id)):
         return None  # the cheap, usual answer: somebody still wants it
 
-    def tx_stop(tx: Tx) -> dict | None:
-        run = tx.get(run_key(run_id))
-        if run is None or run["jobs"] or run["state"] != RUNNING or run["owner"] != task_id:
-            return None
-        run.update(state=CANCELED, finished_at=time.time(), deadline=None)
-        tx.put(run_key(run_id), run)
-        forget(tx, run)
-        return run
+    def tx_stop(tx: Tx) -> Run | None:
+        run = get_run(tx, run_id)
+        return lifecycle.canceled(tx, run) if unwanted(run) else None
 
     return store.transact(tx_stop)
 
 
-def complete(store: Store, *, run_id: str, task_id: str, output: dict, settings: Settings) -> dict | None:
+def complete(store: Store, *, run_id: str, task_id: str, output: dict, settings: Settings) -> Run | None:
     """Record a result; later identical requests reuse it. Returns the run, or None if it was taken from us."""
 
-    def tx_complete(tx: Tx) -> dict | None:
-        run = tx.get(run_key(run_id))
-        if run is not None and run["state"] == SUCCEEDED and run["owner"] == task_id:
+    def tx_complete(tx: Tx) -> Run | None:
+        run = get_run(tx, run_id)
+        if run is not None and run.state == SUCCEEDED and run.owner == task_id:
             return run  # our own earlier commit, whose reply the store lost: report it again
-        if run is None or run["state"] != RUNNING or run["owner"] != task_id:
+        if run is None or run.state != RUNNING or run.owner != task_id:
             return None
-        run.update(state=SUCCEEDED, output=output, finished_at=time.time(), deadline=None)
-        position.record_service(tx, run, batch_size=(output.get("timing") or {}).get("batch_size", 1))
-        ttl = max(settings.job_ttl_seconds, settings.result_ttl_seconds)
-        tx.put(run_key(run_id), run, ttl=ttl)
-        tx.put(dedup_pointer(run["key"]), {"run_id": run_id}, ttl=settings.result_ttl_seconds)
+        lifecycle.succeeded(tx, run, output=output, settings=settings,
+                            batch_size=(output.get("timing") or {}).get("batch_size", 1))
         return run
 
     return store.transact(tx_complete)
 
 
-def fail(store: Store, *, run_id: str, error: dict, task_id: str | None = None) -> dict | None:
+def fail(store: Store, *, run_id: str, error: dict, task_id: str | None = None) -> Run | None:
     """Record a failure; the next identical request starts a fresh run. Returns the run if it failed now."""
-    return store.transact(lambda tx: mark_failed(tx, run_id, error, only_owner=task_id))
+    return store.transact(lambda tx: lifecycle.fail_if_live(tx, run_id, error, only_owner=task_id))
 
 
 def requeue(store: Store, *, run_id: str, task_id: str) -> None:
     """Put a run back to queued before a retry of a transient fault."""
 
     def tx_requeue(tx: Tx) -> None:
-        run = tx.get(run_key(run_id))
-        if run is not None and run["state"] == RUNNING and run["owner"] == task_id:
-            run.update(state=QUEUED, owner=None, deadline=None, retries=run["retries"] + 1)
-            count(tx, run["priority"], +1, client=run.get("client"))
-            tx.put(run_key(run_id), run)
+        run = get_run(tx, run_id)
+        if run is not None and run.state == RUNNING and run.owner == task_id:
+            lifecycle.requeued(tx, run)
 
     store.transact(tx_requeue)
+
+
+def expire_lease(store: Store, *, run_id: str, now: float) -> Run | None:
+    """Fail the run if its lease has expired; returns the run if it is failed ``worker_lost`` (now, or by
+    an earlier call whose webhooks may not have been told), None if there is nothing (more) to do."""
+
+    def tx_expire(tx: Tx) -> Run | None:
+        run = get_run(tx, run_id)
+        if run is None:
+            leases.release_in(tx, run_id)
+            return None
+        if run.state == RUNNING and run.deadline and run.deadline > now:
+            leases.track(tx, run)  # claimed again since: a later deadline
+            return None
+        if run.state == RUNNING:
+            return lifecycle.expired(tx, run)
+        if run.state == FAILED and (run.error or {}).get("code") == lifecycle.WORKER_LOST:
+            return run
+        leases.release_in(tx, run_id)  # it ended (or went back to the queue) on its own
+        return None
+
+    return store.transact(tx_expire)

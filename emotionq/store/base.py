@@ -4,8 +4,8 @@ Besides documents, a store keeps *indexes*: named sets of members, each with a s
 here), written inside transactions and read in score order (``due``). They are how the janitor
 finds running leases, pending deliveries and blobs to collect without scanning every document.
 Indexes are also *ordered sets* that transactions read (``first``): the backlogs of waiting runs,
-in the order the dispatcher takes them (``emotionq.jobs.backlog``); ``rank`` and ``size`` answer a
-member's place and a set's length without reading the set.
+in the order the dispatcher takes them (``emotionq.jobs.scheduler.backlog``); ``rank`` answers a member's place
+without reading the set.
 """
 
 from __future__ import annotations
@@ -68,10 +68,6 @@ class Store(ABC):
     def rank(self, index: str, member: str) -> int | None:
         """How many members of ``index`` score lower than ``member`` (ties by member); None if absent."""
 
-    @abstractmethod
-    def size(self, index: str) -> int:
-        """How many members ``index`` has."""
-
     def get_many(self, keys: list[str]) -> list[dict | None]:
         """The documents of ``keys``, in order (one round trip where the backend allows)."""
         return [self.get(key) for key in keys]
@@ -93,10 +89,6 @@ class Store(ABC):
             return True
 
         return self.transact(tx_put)
-
-    def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
-        """Up to ``limit`` (member, score) of ``index`` scoring above ``score``, lowest first."""
-        return [(m, s) for m, s in self.due(index, until=float("inf"), limit=limit + 10_000) if s > score][:limit]
 
     def purge_expired(self) -> int:
         """Delete expired documents where the backend does not do it itself."""

@@ -39,12 +39,6 @@ class PatientStore(Store):
     def rank(self, index: str, member: str) -> int | None:
         return self._patiently(self.inner.rank, index, member)
 
-    def size(self, index: str) -> int:
-        return self._patiently(self.inner.size, index)
-
-    def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
-        return self._patiently(lambda: self.inner.after(index, score, limit=limit))
-
     def ping(self) -> None:
         self.inner.ping()
 

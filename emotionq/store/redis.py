@@ -143,14 +143,6 @@ class RedisStore(Store):
     def rank(self, index: str, member: str) -> int | None:
         return self._call(self._client.zrank, INDEX_PREFIX + index, member)
 
-    def size(self, index: str) -> int:
-        return self._call(self._client.zcard, INDEX_PREFIX + index)
-
-    def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
-        found = self._call(self._client.zrangebyscore, INDEX_PREFIX + index, f"({score!r}", "+inf", start=0,
-                           num=limit, withscores=True)
-        return [(member.decode(), s) for member, s in found]
-
     def _call(self, command, *args, **kwargs):
         try:
             return command(*args, **kwargs)

@@ -128,14 +128,6 @@ class SqliteStore(Store):
         return self._query("SELECT COUNT(*) FROM idx WHERE name = ? AND (score < ? OR (score = ? AND member < ?))",
                            (index, row[0][0], row[0][0], member))[0][0]
 
-    def size(self, index: str) -> int:
-        return self._query("SELECT COUNT(*) FROM idx WHERE name = ?", (index,))[0][0]
-
-    def after(self, index: str, score: float, *, limit: int) -> list[tuple[str, float]]:
-        rows = self._query("SELECT member, score FROM idx WHERE name = ? AND score > ? ORDER BY score LIMIT ?",
-                           (index, score, limit))
-        return [(m, s) for m, s in rows]
-
     def _query(self, sql: str, args: tuple) -> list[tuple]:
         try:
             return self._conn().execute(sql, args).fetchall()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Annotated
 
 from celery import Celery
@@ -12,16 +12,16 @@ from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from emotionq import jobs, metrics
+from emotionq import jobs
 from emotionq.blobs import BlobStore
-from emotionq.jobs import limits, position
 from emotionq.jobs.intake import Intake, JobRequest, PendingAudio
+from emotionq.jobs.scheduler import limits, position
 from emotionq.jobs.submission import Submission
 from emotionq.settings import Settings
 from emotionq.store import Store
 from emotionq.web import keys
 from emotionq.web.schemas import JOB_QUEUED
-from emotionq.webhooks import delivery, events
+from emotionq.webhooks import delivery, events, targets
 
 
 @dataclass
@@ -37,8 +37,9 @@ class Services:
 
     @cached_property
     def intake(self) -> Intake:
-        return Intake(settings=self.settings, store=self.store, celery=self.celery, notifier=self.notifier,
-                      webhook_policy=self.webhook_policy)
+        return Intake(settings=self.settings, store=self.store, celery=self.celery,
+                      check_webhook_url=partial(targets.check, allow=self.webhook_policy.allow),
+                      job_event=self.notifier.job_event)
 
     @cached_property
     def audio_url_policy(self):
@@ -47,9 +48,9 @@ class Services:
 
         return Policy.from_settings(self.settings)
 
-    def load(self, job_id: str, client: str) -> tuple[dict, dict]:
-        """The job and its run (blocking: call in a thread); a run its vanished worker left is failed now."""
-        return jobs.load(self.store, job_id=job_id, client=client, on_fail=self.run_failed)
+    def load(self, job_id: str, client: str) -> tuple[jobs.Job, jobs.Run]:
+        """The job and its run (blocking: call in a thread)."""
+        return jobs.load(self.store, job_id=job_id, client=client)
 
     def read(self, job_id: str, client: str) -> dict:
         """The job object as it stands (blocking: call in a thread): ``load`` and ``view`` in one trip."""
@@ -60,16 +61,11 @@ class Services:
         submission = self.intake.accept(request, audio)
         return submission, self.view(submission.job, submission.run)
 
-    def view(self, job: dict, run: dict) -> dict:
+    def view(self, job: jobs.Job, run: jobs.Run) -> dict:
         """The job object, with its webhook deliveries and, while queued, its place (blocking: call in a thread)."""
-        wanted = self.settings.queue_position and not job["canceled_at"]
+        wanted = self.settings.queue_position and not job.canceled_at
         queue = position.estimate(self.store, run) if wanted else None
         return jobs.view(job, run, delivery.for_job(self.store, job), queue)
-
-    def run_failed(self, run: dict, event: str) -> None:
-        """A run that its vanished worker left, failed on reading: count it and tell the webhooks."""
-        metrics.run_finished(run)
-        self.notifier.run_event(run, event)
 
 
 def services(request: Request) -> Services:

@@ -26,7 +26,7 @@ import httpx
 
 from emotionq import metrics
 from emotionq.errors import InvalidRequest
-from emotionq.jobs.view import iso
+from emotionq.jobs import Job, iso
 from emotionq.retrying import retry_after_s
 from emotionq.settings import Settings
 from emotionq.store import Store, Tx
@@ -65,21 +65,21 @@ class Policy:
                    allow=settings.webhook_allow_networks)
 
 
-def create(store: Store, *, job: dict, event: str, data: dict, ttl: int) -> dict:
+def create(store: Store, *, job: Job, event: str, data: dict, ttl: int) -> dict:
     """The record for (job, event), created pending if it does not exist yet."""
     now = time.time()
     body = json.dumps({"type": event, "timestamp": iso(now), "data": data}, separators=(",", ":"))
 
     def tx_create(tx: Tx) -> dict:
-        existing = tx.get(key(job["id"], event))
+        existing = tx.get(key(job.id, event))
         if existing is not None:
             return existing
-        record = {"id": message_id(job["id"], event), "job_id": job["id"], "client": job["client"],
-                  "event": event, "url": job["webhook"]["url"], "body": body, "state": PENDING,
+        record = {"id": message_id(job.id, event), "job_id": job.id, "client": job.client,
+                  "event": event, "url": job.webhook["url"], "body": body, "state": PENDING,
                   "attempts": 0, "created_at": now, "next_attempt_at": now, "lease_until": None,
                   "delivered_at": None, "last_status": None, "last_error": None, "history": []}
-        tx.put(key(job["id"], event), record, ttl=ttl)
-        tx.index(INDEX, key(job["id"], event), now + CHECK_AFTER_S)  # the janitor re-queues it if it stalls
+        tx.put(key(job.id, event), record, ttl=ttl)
+        tx.index(INDEX, key(job.id, event), now + CHECK_AFTER_S)  # the janitor re-queues it if it stalls
         return record
 
     return store.transact(tx_create)
@@ -186,11 +186,11 @@ def redeliver(store: Store, *, job_id: str, events: list[str]) -> list[str]:
     return store.transact(tx_redeliver)
 
 
-def for_job(store: Store, job: dict) -> list[dict]:
+def for_job(store: Store, job: Job) -> list[dict]:
     """The job's deliveries so far, as shown on the job object."""
-    if not job.get("webhook"):
+    if not job.webhook:
         return []
-    records = (store.get(key(job["id"], event)) for event in job["webhook"]["events"])
+    records = (store.get(key(job.id, event)) for event in job.webhook["events"])
     return [view(r) for r in records if r is not None]
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 
 from emotionq.errors import InvalidRequest
-from emotionq.jobs.records import job_key
-from emotionq.jobs.view import view
+from emotionq.jobs import Job, Run, view
+from emotionq.jobs.records import get_job
 from emotionq.queues import DELIVER_TASK, WEBHOOK_QUEUE
 from emotionq.settings import Settings
 from emotionq.store import Store
@@ -35,7 +35,7 @@ def parse_events(spec: str) -> list[str]:
     return sorted(asked | set(ALWAYS))
 
 
-def payload_data(job: dict, run: dict) -> dict:
+def payload_data(job: Job, run: Run) -> dict:
     """The job as a webhook carries it: without the bulky frames and embedding (GET the job for those)."""
     data = view(job, run)
     data.pop("webhook")
@@ -50,22 +50,22 @@ class Notifier:
     def __init__(self, *, store: Store, celery, settings: Settings) -> None:
         self.store, self.celery, self.settings = store, celery, settings
 
-    def job_event(self, job: dict, run: dict, event: str) -> None:
-        hook = job.get("webhook")
+    def job_event(self, job: Job, run: Run, event: str) -> None:
+        hook = job.webhook
         if not hook or event not in hook["events"]:
             return
         delivery.create(self.store, job=job, event=event, data=payload_data(job, run),
                         ttl=self.settings.job_ttl_seconds)
         try:
-            self.enqueue(job["id"], event)
+            self.enqueue(job.id, event)
         except Exception:  # broker down: the record stays pending; a redeliver request sends it
-            log.exception("job %s: could not queue the %s webhook", job["id"], event)
+            log.exception("job %s: could not queue the %s webhook", job.id, event)
 
-    def run_event(self, run: dict, event: str) -> None:
+    def run_event(self, run: Run, event: str) -> None:
         """``event`` for every job still attached to ``run``."""
-        for job_id in run["jobs"]:
-            job = self.store.get(job_key(job_id))
-            if job is not None and not job["canceled_at"]:
+        for job_id in run.jobs:
+            job = get_job(self.store, job_id)
+            if job is not None and not job.canceled_at:
                 self.job_event(job, run, event)
 
     def enqueue(self, job_id: str, event: str, countdown: float = 0.0) -> None:

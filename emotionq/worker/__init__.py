@@ -3,5 +3,4 @@
 - ``runtime``: what one worker process holds (settings, store, blobs, the model) and its heartbeat
 - ``scoring``: a batch of runs claimed, decoded, scored together, each outcome recorded
 - ``batching``: more waiting messages taken from the queue for a batch
-- ``readiness``: which workers have a model that answered (``/readyz`` reads it)
 """

@@ -14,15 +14,14 @@ from functools import cached_property
 
 import httpx
 
-from emotionq import metrics, queues
+from emotionq import jobs, metrics, queues
 from emotionq.blobs import BlobStore, open_blobs
 from emotionq.errors import EmotionQError, StoreUnavailable
-from emotionq.jobs import dispatch
+from emotionq.jobs.scheduler import dispatch, readiness
 from emotionq.settings import get_settings
 from emotionq.store import PatientStore, open_store
 from emotionq.webhooks import delivery
 from emotionq.webhooks.events import Notifier
-from emotionq.worker import readiness
 from emotionq.worker.batching import Gatherer
 
 log = logging.getLogger(__name__)
@@ -63,12 +62,12 @@ class Runtime:
         except EmotionQError as exc:
             log.warning("could not dispatch after a claim: %s", exc)
 
-    def notify(self, run: dict, event: str) -> None:
+    def notify(self, run: jobs.Run, event: str) -> None:
         """Queue webhook events; a failure here must not undo the recorded outcome."""
         try:
             self.notifier.run_event(run, event)
         except Exception:  # broker or store down: the deliveries stay pending in the store
-            log.exception("run %s: could not queue %s webhooks", run["id"], event)
+            log.exception("run %s: could not queue %s webhooks", run.id, event)
 
     @cached_property
     def gatherer(self) -> Gatherer | None:

@@ -23,7 +23,7 @@ from emotionq.store import Store
 
 log = logging.getLogger(__name__)
 
-Notify = Callable[[dict, str], None]
+Notify = Callable[[jobs.Run, str], None]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def score_runs(
 class _Decoded:
     index: int  # in the batch's members
     member: Member
-    run: dict
+    run: jobs.Run
     plan: segmented.Plan  # its tracks (channels) and the windows or speech segments of each
     duration_s: float
     decode_s: float
@@ -96,7 +96,7 @@ class _Batch:
     notify: Notify
     outcomes: dict[int, str] = field(default_factory=dict)
 
-    def claim(self, i: int, member: Member, hard_limit_s: float) -> dict | None:
+    def claim(self, i: int, member: Member, hard_limit_s: float) -> jobs.Run | None:
         """The run, claimed for this task; None (and the outcome noted) if it is not ours to score."""
         claim = jobs.claim(self.store, run_id=member.run_id, task_id=member.task_id, worker=self.worker,
                            max_deliveries=self.settings.max_deliveries, hard_limit_s=hard_limit_s)
@@ -106,20 +106,20 @@ class _Batch:
         log.info("run %s skipped: %s", member.run_id, claim.reason)
         if claim.reason == "poison":  # failed by this claim
             metrics.run_finished(claim.run)
-        if claim.reason in ("finished", "poison") and claim.run["state"] in ("succeeded", "failed"):
-            self.notify(claim.run, f"job.{claim.run['state']}")
+        if claim.reason in ("finished", "poison") and claim.run.state in ("succeeded", "failed"):
+            self.notify(claim.run, f"job.{claim.run.state}")
         self.outcomes[i] = claim.reason
         return None
 
-    def decode(self, i: int, member: Member, run: dict) -> _Decoded | None:
+    def decode(self, i: int, member: Member, run: jobs.Run) -> _Decoded | None:
         """The run's audio, decoded (its length recorded); None if it fails, as it then has."""
         began = time.perf_counter()
         try:
             channels = _decode(self.blobs, run, self.settings)
             duration_s = channels[0].size / SAMPLE_RATE
             jobs.record_decoded(self.store, run_id=member.run_id, task_id=member.task_id, duration_s=duration_s)
-            jobs.check_channels(len(channels), run["options"], max_channels=self.settings.max_channels)
-            plan = segmented.tracks(channels, run["options"], window_s=self.settings.window_seconds)
+            jobs.check_channels(len(channels), run.options, max_channels=self.settings.max_channels)
+            plan = segmented.tracks(channels, run.options, window_s=self.settings.window_seconds)
         except TransientFault:
             raise  # the object store is down: the batch goes back, and is retried
         except EmotionQError as exc:
@@ -137,7 +137,7 @@ class _Batch:
         began = time.perf_counter()
         results = self.model.predict_batch(
             [t.samples for _, t in entries],
-            options=[segmented.model_options(decoded[k].run["options"], t, decoded[k].plan) for k, t in entries],
+            options=[segmented.model_options(decoded[k].run.options, t, decoded[k].plan) for k, t in entries],
             window_s=s.window_seconds, max_batch_windows=s.batch_windows, max_batch_s=s.batch_pass_s,
             before_pass=lambda: _tracks_of(watch(), entries)) if entries else []
         inference_s = time.perf_counter() - began
@@ -179,7 +179,7 @@ class _Watch:
         self.store, self.members, self.audio_s = store, members, audio_s
         self.soft_s = settings.time_limits(audio_s)[0]
         self.deadline = started + self.soft_s
-        self.stopped: dict[int, dict] = {}  # member index -> the run, recorded canceled
+        self.stopped: dict[int, jobs.Run] = {}  # member index -> the run, recorded canceled
 
     def __call__(self) -> set[int]:
         if time.monotonic() > self.deadline:
@@ -198,12 +198,12 @@ def _tracks_of(members: set[int], entries: list) -> set[int]:
     return {i for i, (k, _) in enumerate(entries) if k in members}
 
 
-def _decode(blobs: BlobStore, run: dict, settings: Settings) -> list[np.ndarray]:
+def _decode(blobs: BlobStore, run: jobs.Run, settings: Settings) -> list[np.ndarray]:
     """The run's audio, decoded from a local copy: the mix, or each channel with channels=separate
     (BadInput ``audio_missing`` if the blob is gone)."""
     try:
-        with blobs.local(run["sha256"], run.get("blob")) as path:
-            if run["options"].get("channels") == "separate":
+        with blobs.local(run.sha256, run.blob) as path:
+            if run.options.get("channels") == "separate":
                 return decode_channels(path, max_seconds=settings.max_audio_seconds,
                                        max_channels=settings.max_channels)
             return [decode(path, max_seconds=settings.max_audio_seconds)]

@@ -47,15 +47,15 @@ def test_concurrent_uploads_of_the_same_audio_never_lose_it_to_the_collector(sto
                               options={"granularity": "utterance", "embedding": False},  # one dedup key
                               input={"filename": None, "content_type": None, "bytes": len(audio),
                                      "duration_s": 1.0, "sha256": sha})
-            writer.commit(sub.run["blob"])  # a no-op PUT when the object is there: stored once
+            writer.commit(sub.run.blob)  # a no-op PUT when the object is there: stored once
             writer.abort()
-            generations.add(sub.run["blob"])
-            there = blobs.exists(name(sha, sub.run["blob"]))  # what a worker would fetch now
-            run = store.get(jobs.run_key(sub.run["id"]))
+            generations.add(sub.run.blob)
+            there = blobs.exists(name(sha, sub.run.blob))  # what a worker would fetch now
+            run = store.get(jobs.run_key(sub.run.id))
             if not there and run["state"] not in jobs.TERMINAL:  # live throughout: it needs its audio
-                lost.append((k, i, sub.outcome, sub.run["blob"]))
+                lost.append((k, i, sub.outcome, sub.run.blob))
             joined.append(sub.outcome == "coalesced")
-            jobs.fail(store, run_id=sub.run["id"], error={"code": "x", "message": "x", "retryable": False})
+            jobs.fail(store, run_id=sub.run.id, error={"code": "x", "message": "x", "retryable": False})
 
     def collector() -> None:
         while not done.is_set():

@@ -34,7 +34,7 @@ def _submit(store, blobs, settings, data: bytes, *, webhook=None):
                       options={"granularity": "utterance", "embedding": False},
                       input={"filename": None, "content_type": None, "bytes": len(data), "duration_s": 1.0,
                              "sha256": writer.sha256})
-    writer.commit(sub.run["blob"])
+    writer.commit(sub.run.blob)
     writer.abort()
     return sub
 
@@ -52,13 +52,13 @@ def test_a_janitor_killed_mid_sweep_and_restarted_deletes_only_the_unreferenced(
         store, blobs = open_store(settings.store_url), open_blobs(settings)
         unused = [_submit(store, blobs, settings, os.urandom(2000)) for _ in range(UNUSED)]
         for sub in unused:
-            jobs.fail(store, run_id=sub.run["id"], error={"code": "x", "message": "x", "retryable": False})
+            jobs.fail(store, run_id=sub.run.id, error={"code": "x", "message": "x", "retryable": False})
         used = [_submit(store, blobs, settings, os.urandom(2000)) for _ in range(USED)]  # queued: needed
         lost = [_submit(store, blobs, settings, os.urandom(2000), webhook=HOOK) for _ in range(LOST)]
         for sub in lost:  # claimed by a worker that vanished long ago
-            jobs.claim(store, run_id=sub.run["id"], task_id="t", worker="w@gone", max_deliveries=3,
+            jobs.claim(store, run_id=sub.run.id, task_id="t", worker="w@gone", max_deliveries=3,
                        hard_limit_s=-1000)
-        keep = {name(s.run["sha256"], s.run["blob"]) for s in used + lost}
+        keep = {name(s.run.sha256, s.run.blob) for s in used + lost}
         assert len(seaweed.keys(prefix="gc/")) == UNUSED + USED + LOST
 
         env = {**os.environ, **{f"EMOTIONQ_{k.upper()}": str(v) for k, v in values.items()},
@@ -70,7 +70,7 @@ def test_a_janitor_killed_mid_sweep_and_restarted_deletes_only_the_unreferenced(
             first.wait()
             left = len(seaweed.keys(prefix="gc/"))
             assert left > USED + LOST, "it was killed after it had finished"
-            failed = {s.run["id"]: store.get(f"run:{s.run['id']}") for s in lost}
+            failed = {s.run.id: store.get(f"run:{s.run.id}") for s in lost}
             second = _janitor(env, log)  # it waits for the dead one's lease to lapse, then takes over
             try:
                 _until(lambda: len(seaweed.keys(prefix="gc/")) == USED + LOST, "the new janitor did not finish")
@@ -81,10 +81,10 @@ def test_a_janitor_killed_mid_sweep_and_restarted_deletes_only_the_unreferenced(
         print(f"\nkilled with {left - USED - LOST} of {UNUSED} unreferenced blobs left; the next janitor finished")
         assert set(k.removeprefix("gc/") for k in seaweed.keys(prefix="gc/")) == keep  # nothing referenced went
         for sub in lost:
-            run = store.get(f"run:{sub.run['id']}")
+            run = store.get(f"run:{sub.run.id}")
             assert run["state"] == "failed" and run["error"]["code"] == "worker_lost"
-            assert run["finished_at"] == failed[sub.run["id"]]["finished_at"]  # failed once, by the first janitor
-            record = store.get(delivery.key(sub.job["id"], "job.failed"))
+            assert run["finished_at"] == failed[sub.run.id]["finished_at"]  # failed once, by the first janitor
+            record = store.get(delivery.key(sub.job.id, "job.failed"))
             assert record is not None and record["state"] == "pending"  # one delivery, queued (no webhook worker)
         assert lock.holder(store) is None  # released on SIGTERM
         store.close()

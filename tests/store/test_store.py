@@ -141,8 +141,9 @@ def test_ordered_sets_read_in_transactions_and_ranked_outside(store):
 
     assert store.transact(take_first) == ("a", [("z", 0.5), ("b", 2.0), ("c", 3.0)])
     assert [store.rank("set", m) for m in ("z", "b", "c", "a")] == [0, 1, 2, None]
-    assert store.size("set") == 3 and store.size("none") == 0
-    assert store.after("set", 0.5, limit=5) == [("b", 2.0), ("c", 3.0)]
+    everything = store.due("set", until=float("inf"), limit=10)
+    assert len(everything) == 3 and store.due("none", until=float("inf"), limit=10) == []
+    assert [(m, s) for m, s in everything if s > 0.5] == [("b", 2.0), ("c", 3.0)]
 
 
 def test_a_transaction_that_read_an_ordered_set_runs_again_if_it_changed(store):

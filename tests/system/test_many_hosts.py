@@ -18,8 +18,8 @@ import pytest
 
 from audio_factory import distinct_clips, make_speech
 from audio_server import AudioServer
+from emotionq.jobs.scheduler import readiness
 from emotionq.store import open_store
-from emotionq.worker import readiness
 from harness import Service, _children, fresh_redis_db, rabbitmq_vhost
 from servers import PrivateSeaweedFS
 

@@ -28,8 +28,8 @@ def _queued_run(store, blobs, settings, path, *, claims_s: float) -> str:
     sub = jobs.submit(store, settings=settings, client="c", priority="low", options={},
                       input={"filename": path.name, "content_type": None, "bytes": 1, "duration_s": claims_s,
                              "sha256": writer.sha256}, metadata={}, model="m")
-    writer.commit(sub.run["blob"])  # as the intake does: after the store accepted the job
-    return sub.run["id"]
+    writer.commit(sub.run.blob)  # as the intake does: after the store accepted the job
+    return sub.run.id
 
 
 def test_time_limit_follows_the_decoded_audio_not_the_header(tmp_path, model, speech_wav):

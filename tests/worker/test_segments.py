@@ -53,10 +53,10 @@ def _score(world, model, path, form: dict, **settings) -> dict:
     sub = jobs.submit(store, settings=settings, client="c", priority="low", options=JobForm.parse(form).options(),
                       input={"filename": path.name, "content_type": None, "bytes": 1, "duration_s": 1.0,
                              "sha256": writer.sha256}, metadata={}, model="m")
-    writer.commit(sub.run["blob"])
+    writer.commit(sub.run.blob)
     outcome = scoring.score_runs(store=store, blobs=blobs, model=model, settings=settings, hard_limit_s=60,
-                                 members=[scoring.Member(sub.run["id"], "task-1")], worker="w")
-    run = store.get(f"run:{sub.run['id']}")
+                                 members=[scoring.Member(sub.run.id, "task-1")], worker="w")
+    run = store.get(f"run:{sub.run.id}")
     assert outcome == [run["state"]], run.get("error")
     return run
 

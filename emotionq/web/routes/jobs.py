@@ -66,7 +66,7 @@ async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
     submission, body = await run_in_threadpool(svc.accept, ask, upload.blob)
     wait = prefer_wait(prefer, svc.settings)
     if wait and body["status"] not in jobs.TERMINAL:
-        job, run = await wait_for(svc, submission.job["id"], client, wait)
+        job, run = await wait_for(svc, submission.job.id, client, wait)
         body = await run_in_threadpool(svc.view, job, run)
     return _answer(body, waited=wait or None)
 
@@ -119,7 +119,7 @@ def prefer_wait(prefer: str | None, settings: Settings) -> float:
     return min(float(match.group(1)), settings.max_wait_seconds) if match else 0.0
 
 
-async def wait_for(svc: Services, job_id: str, client: str, seconds: float) -> tuple[dict, dict]:
+async def wait_for(svc: Services, job_id: str, client: str, seconds: float) -> tuple[jobs.Job, jobs.Run]:
     """Poll until the job is finished or ``seconds`` pass; returns the latest state."""
     deadline = time.monotonic() + seconds
     delay = 0.02

@@ -10,9 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from emotionq import __version__, jobs, metrics, queues
 from emotionq.errors import NoWorkers
+from emotionq.jobs.scheduler.readiness import live
 from emotionq.web.deps import ServicesDep
 from emotionq.web.openapi import problem_responses
-from emotionq.worker.readiness import live
 
 router = APIRouter()
 

@@ -24,9 +24,9 @@ GraceSeconds = Annotated[float | None, Query(ge=0, allow_inf_nan=False, examples
 async def redeliver_webhook(job_id: JobId, svc: ServicesDep, client: ClientDep):
     """Send the job's finished webhook deliveries again, under the same webhook-id."""
     job, run = await run_in_threadpool(svc.load, job_id, client)
-    if not job.get("webhook"):
+    if not job.webhook:
         raise Conflict("the job has no webhook_url", code="no_webhook")
-    reset = await run_in_threadpool(delivery.redeliver, svc.store, job_id=job_id, events=job["webhook"]["events"])
+    reset = await run_in_threadpool(delivery.redeliver, svc.store, job_id=job_id, events=job.webhook["events"])
     for event in reset:
         await run_in_threadpool(svc.notifier.enqueue, job_id, event)
     return await run_in_threadpool(svc.view, job, run)

@@ -7,17 +7,18 @@ of clients with runs in that backlog, how many each has, whose turn is next, and
 the priority the dispatcher has handed the broker that no worker has started (``ahead``). A client
 that starts to have work joins the ring just before the turn, so it is served within one round.
 
-Every function here is a step of a caller's transaction, and each run records where it is
-(``run["queue"]``: in a backlog, or dispatched), so that leaving is exact whatever ends it.
+Every function here is a step of a caller's transaction (``emotionq.jobs.lifecycle`` calls them), and each
+run records where it is (``run.queue``: a ``Filing``, ``Backlog`` or ``Dispatched`` place), so that leaving
+is exact whatever ends it.
 """
 
 from __future__ import annotations
 
 import time
 
+from emotionq.jobs.domain import Backlog, Dispatched, Filing, Run
 from emotionq.store import Store, Tx
 
-BACKLOG, DISPATCHED, FILING = "backlog", "dispatched", "filing"
 PUBLISHING_INDEX = "dispatch:unpublished"  # runs handed to the broker, not yet confirmed, by deadline
 FILING_INDEX = "dispatch:filing"  # new runs whose audio is being filed, by the time they enter regardless
 
@@ -40,9 +41,9 @@ def turns(tx: Tx | Store, priority: str) -> dict:
     return {"order": [], "counts": {}, "next": 0, "seq": 0, "ahead": 0, **(tx.get(turns_key(priority)) or {})}
 
 
-def enter(tx: Tx, run: dict, *, client: str, seq: int | None = None) -> None:
+def enter(tx: Tx, run: Run, *, client: str, seq: int | None = None) -> None:
     """Put a queued run last in ``client``'s backlog of its priority (or back at ``seq``, its old place)."""
-    priority = run["priority"]
+    priority = run.priority
     t = turns(tx, priority)
     if seq is None:
         t["seq"] += 1
@@ -52,48 +53,46 @@ def enter(tx: Tx, run: dict, *, client: str, seq: int | None = None) -> None:
         t["counts"][client] = 0
     t["counts"][client] += 1
     tx.put(turns_key(priority), t)
-    tx.index(backlog_index(priority, client), run["id"], float(seq))
-    run["queue"] = {"at": BACKLOG, "priority": priority, "client": client, "seq": seq}
+    tx.index(backlog_index(priority, client), run.id, float(seq))
+    run.queue = Backlog(priority=priority, client=client, seq=seq)
 
 
-def hold(tx: Tx, run: dict, *, client: str, until: float) -> None:
+def hold(tx: Tx, run: Run, *, client: str, until: float) -> None:
     """A new run waits for its audio to be filed before it enters ``client``'s backlog (``enter``), so that
     no dispatcher hands a worker a run whose audio is not there yet; at ``until`` it enters anyway (its
     filer died: the worker then finds the audio, filed by a joiner, or fails the run ``audio_missing``)."""
-    run["queue"] = {"at": FILING, "priority": run["priority"], "client": client, "until": until}
-    tx.index(FILING_INDEX, run["id"], until)
+    run.queue = Filing(priority=run.priority, client=client, until=until)
+    tx.index(FILING_INDEX, run.id, until)
 
 
-def filed(tx: Tx, run: dict) -> bool:
+def filed(tx: Tx, run: Run) -> bool:
     """The run's audio is filed: into its client's backlog, if it is still held; True if it entered."""
-    place = run.get("queue") or {}
-    if place.get("at") != FILING:
+    place = run.queue
+    if not isinstance(place, Filing):
         return False
-    tx.index(FILING_INDEX, run["id"], None)
-    run["queue"] = None
-    enter(tx, run, client=place["client"])
+    tx.index(FILING_INDEX, run.id, None)
+    run.queue = None
+    enter(tx, run, client=place.client)
     return True
 
 
-def leave(tx: Tx, run: dict) -> None:
+def leave(tx: Tx, run: Run) -> None:
     """Take the run out of its backlog, or out of the dispatched count; nothing if it is in neither."""
-    place = run.get("queue")
-    if not place:
+    place, run.queue = run.queue, None
+    if isinstance(place, Filing):
+        tx.index(FILING_INDEX, run.id, None)
         return
-    if place["at"] == FILING:
-        tx.index(FILING_INDEX, run["id"], None)
-        run["queue"] = None
+    if not isinstance(place, (Backlog, Dispatched)):
         return
-    t = turns(tx, place["priority"])
-    if place["at"] == BACKLOG:
-        tx.index(backlog_index(place["priority"], place["client"]), run["id"], None)
-        _uncount(t, place["client"])
+    t = turns(tx, place.priority)
+    if isinstance(place, Backlog):
+        tx.index(backlog_index(place.priority, place.client), run.id, None)
+        _uncount(t, place.client)
     else:
         t["ahead"] = max(0, t["ahead"] - 1)
-        tx.index(PUBLISHING_INDEX, run["id"], None)
-        tx.index(dispatched_index(place["priority"]), run["id"], None)
-    tx.put(turns_key(place["priority"]), t)
-    run["queue"] = None
+        tx.index(PUBLISHING_INDEX, run.id, None)
+        tx.index(dispatched_index(place.priority), run.id, None)
+    tx.put(turns_key(place.priority), t)
 
 
 def _uncount(t: dict, client: str) -> None:
@@ -129,25 +128,28 @@ def take(tx: Tx, priority: str) -> str | None:
     return None
 
 
-def dispatched(tx: Tx, run: dict, *, priority: str, publish_by: float) -> None:
-    """Record that the run (already out of its backlog) is being handed to the broker."""
+def dispatched(tx: Tx, run: Run, *, priority: str, publish_by: float) -> None:
+    """Record that the run (already out of its backlog: ``take``) is being handed to the broker."""
     t = turns(tx, priority)
     t["ahead"] += 1
     tx.put(turns_key(priority), t)
     now = time.time()
-    run["queue"] = {**(run.get("queue") or {}), "at": DISPATCHED, "priority": priority, "since": now}
-    tx.index(PUBLISHING_INDEX, run["id"], publish_by)
-    tx.index(dispatched_index(priority), run["id"], now)  # by time: the order dispatched, and how long ago
+    was = run.queue
+    run.queue = Dispatched(priority=priority, since=now, client=getattr(was, "client", None),
+                           seq=getattr(was, "seq", None))
+    tx.index(PUBLISHING_INDEX, run.id, publish_by)
+    tx.index(dispatched_index(priority), run.id, now)  # by time: the order dispatched, and how long ago
 
 
-def back(tx: Tx, run: dict) -> None:
+def back(tx: Tx, run: Run) -> None:
     """A dispatched run back to the front of its client's backlog (its publish failed, or it must wait)."""
-    place = run.get("queue") or {}
+    place = run.queue
     leave(tx, run)
-    enter(tx, run, client=place.get("client") or run.get("client", ""), seq=place.get("seq"))
+    enter(tx, run, client=getattr(place, "client", None) or run.client, seq=getattr(place, "seq", None))
 
 
-def waiting(tx: Tx, priority: str) -> int:
-    """Runs of ``priority`` in backlogs or dispatched and not started."""
-    t = turns(tx, priority)
+def in_line(t: dict) -> int:
+    """Runs in line to start at the priority of the turns ``t``: in its backlogs, or in the broker and not
+    started. (The queue's depth, which also counts runs held for their audio or retrying, is
+    ``emotionq.jobs.lifecycle.depth``.)"""
     return sum(t["counts"].values()) + t["ahead"]

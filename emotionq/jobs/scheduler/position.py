@@ -15,9 +15,9 @@ be finished, or None until a run has been measured or while no worker is live.
 
 from __future__ import annotations
 
-import emotionq.worker.readiness as readiness
-from emotionq.jobs import backlog
-from emotionq.jobs.records import QUEUED, run_key
+from emotionq.jobs.domain import QUEUED, Backlog, Dispatched, Run
+from emotionq.jobs.records import get_run
+from emotionq.jobs.scheduler import backlog, readiness
 from emotionq.store import Store, Tx
 
 SERVICE_KEY = "service_s"  # {model: EWMA of seconds per run}
@@ -25,29 +25,29 @@ ALPHA = 0.2  # weight of the newest measurement
 TRIES = 3
 
 
-def record_service(tx: Tx, run: dict, *, batch_size: int) -> None:
+def record_service(tx: Tx, run: Run, *, batch_size: int) -> None:
     """Fold a completed run's time (its share of its batch) into its model's mean service time."""
-    if not run.get("started_at") or not run.get("finished_at"):
+    if not run.started_at or not run.finished_at:
         return
-    seconds = max(0.0, run["finished_at"] - run["started_at"]) / max(1, batch_size)
+    seconds = max(0.0, run.finished_at - run.started_at) / max(1, batch_size)
     means = tx.get(SERVICE_KEY) or {}
-    before = means.get(run["model"])
-    means[run["model"]] = round(seconds if before is None else before + ALPHA * (seconds - before), 4)
+    before = means.get(run.model)
+    means[run.model] = round(seconds if before is None else before + ALPHA * (seconds - before), 4)
     tx.put(SERVICE_KEY, means)
 
 
-def estimate(store: Store, run: dict) -> dict | None:
+def estimate(store: Store, run: Run) -> dict | None:
     """``{"position": int, "eta_s": float | None}`` for a queued run; None for any other.
 
     The reads are not one transaction: they are taken again (up to ``TRIES`` times) until the turns
     are the same before and after the rank, so a dispatch in between cannot skew the answer."""
     for _ in range(TRIES):
-        if run is None or run["state"] != QUEUED:
+        if run is None or run.state != QUEUED:
             return None
         turns = {p: backlog.turns(store, p) for p in ("high", "low")}
         before = _before(store, run, turns)
         if before is None:  # it moved meanwhile (dispatched, started): read it again
-            run = store.get(run_key(run["id"]))
+            run = get_run(store, run.id)
             continue
         if turns == {p: backlog.turns(store, p) for p in ("high", "low")}:
             break
@@ -56,22 +56,18 @@ def estimate(store: Store, run: dict) -> dict | None:
     return {"position": before, "eta_s": _eta(store, run, before)}
 
 
-def _before(store: Store, run: dict, turns: dict) -> int | None:
-    place, priority = run.get("queue") or {}, run["priority"]
-    before = _waiting(turns["high"]) if priority == "low" else 0
-    if place.get("at") == backlog.DISPATCHED:
-        rank = store.rank(backlog.dispatched_index(place["priority"]), run["id"])
+def _before(store: Store, run: Run, turns: dict) -> int | None:
+    place, priority = run.queue, run.priority
+    before = backlog.in_line(turns["high"]) if priority == "low" else 0
+    if isinstance(place, Dispatched):
+        rank = store.rank(backlog.dispatched_index(place.priority), run.id)
         return None if rank is None else before + rank
-    if place.get("at") == backlog.BACKLOG:
-        k = store.rank(backlog.backlog_index(priority, place["client"]), run["id"])
+    if isinstance(place, Backlog):
+        k = store.rank(backlog.backlog_index(priority, place.client), run.id)
         if k is None:
             return None
-        return before + turns[priority]["ahead"] + k + _other_clients(turns[priority], place["client"], k)
-    return before + turns[priority]["ahead"]  # taken back for a retry: its message is on its way again
-
-
-def _waiting(t: dict) -> int:
-    return sum(t["counts"].values()) + t["ahead"]
+        return before + turns[priority]["ahead"] + k + _other_clients(turns[priority], place.client, k)
+    return before + turns[priority]["ahead"]  # held for its audio, or retrying: its message is on its way
 
 
 def _other_clients(t: dict, client: str, k: int) -> int:
@@ -89,8 +85,8 @@ def _other_clients(t: dict, client: str, k: int) -> int:
     return total
 
 
-def _eta(store: Store, run: dict, position: int) -> float | None:
-    mean = (store.get(SERVICE_KEY) or {}).get(run["model"])
+def _eta(store: Store, run: Run, position: int) -> float | None:
+    mean = (store.get(SERVICE_KEY) or {}).get(run.model)
     workers = len(readiness.live(store))
     if mean is None or not workers:
         return None

@@ -1,4 +1,6 @@
-"""Which workers have a model loaded and answering: announced by workers on a heartbeat, read by ``/readyz``."""
+"""Which workers have a model loaded and answering: announced by workers on a heartbeat, read by ``/readyz``
+and by the scheduler (how many runs the broker may hold, and ETAs). Here, below both, so neither imports
+the other."""
 
 from __future__ import annotations
 
