@@ -5,8 +5,8 @@ machine ``scripts/gpu-check`` runs it alone, ``python -m benchmarks.gpu``: a ran
 synthetic clips, no servers, nothing from benchmarks.common (which needs Redis and RabbitMQ clients).
 
 - autocast (bf16 where supported, else fp16: what the worker uses) vs fp32 on the same weights: clips/s
-  of a predict loop over mixed clips and the largest score difference. fp32 is had by clearing
-  ``EmotionModel._autocast_dtype`` (private; the only way to compare both on one loaded model).
+  of a predict loop over mixed clips and the largest score difference. fp32 is the same weights run by
+  a ``TorchRuntime`` without autocast (``EmotionModel.using``).
 - ``predict_batch`` on the mixed clips as the worker calls it (its defaults) vs the predict loop.
 - batch sweep: ``sweep_n`` clips of ``sweep_s`` s each (equal lengths, so a pass holds exactly B
   windows), ``predict_batch(max_batch_windows=B)`` for B in ``BATCH_WINDOWS``: clips/s, the largest
@@ -59,14 +59,13 @@ def run(ctx) -> list[Row]:
 
 def measure(model, clips: list, detail: dict, *, sweep_n: int = SWEEP_N, sweep_s: float = SWEEP_S) -> list[Row]:
     n = len(clips)
-    dtype = model._autocast_dtype
+    from emotionq.inference.encoder import TorchRuntime
+
+    dtype = model.engine.autocast_dtype
     label = str(dtype).removeprefix("torch.") if dtype is not None else "no"
     amp_s, amp = _timed(lambda: [model.predict(c) for c in clips], model)
-    model._autocast_dtype = None
-    try:
-        fp32_s, fp32 = _timed(lambda: [model.predict(c) for c in clips], model)
-    finally:
-        model._autocast_dtype = dtype
+    full = model.using(TorchRuntime(model.automodel.model, autocast_dtype=None))
+    fp32_s, fp32 = _timed(lambda: [full.predict(c) for c in clips], model)
     diff = _max_diff(amp, fp32)
     detail.update(clips=n, autocast=str(dtype), autocast_s=amp_s, fp32_s=fp32_s, max_score_diff=diff)
     rows = [Row(NAME, f"{label} autocast clips/s", n / amp_s, "clips/s", n / fp32_s, "fp32",
@@ -107,7 +106,7 @@ def fixed_shapes(model, detail: dict, *, batch: int = FIXED_BATCH, seconds: floa
     import torch
     import torch.nn.functional as F
 
-    module = model._module
+    module = model.automodel.model
     device = next(module.parameters()).device
     rng = np.random.default_rng(1)
     samples = torch.from_numpy((rng.standard_normal((batch, int(seconds * 16000))) * 0.1).astype(np.float32))
@@ -115,7 +114,7 @@ def fixed_shapes(model, detail: dict, *, batch: int = FIXED_BATCH, seconds: floa
     shape = f"{batch} x {seconds:g} s"
 
     def forward():
-        with torch.no_grad(), model._autocast(device):
+        with torch.no_grad(), model.engine.autocast(device):
             return module.extract_features(source, padding_mask=None)["x"]
 
     eager_s, reference = _best(forward, runs, device)

@@ -159,6 +159,8 @@ class Settings(BaseSettings):
                                  "their reads (benchmarks compare)")
     events_poll_s: float = Field(0.25, gt=0, le=5, description="how often a job's event stream looks at the store")
     events_ping_s: int = Field(15, ge=1, description="seconds between heartbeats (`: ping`) of an event stream")
+    events_send_timeout_s: float = Field(30.0, gt=0, description="an event stream whose reader takes nothing "
+                                         "for this long is closed (it may resume with Last-Event-ID)")
     store_patience_s: float = Field(120.0, ge=0, description="how long a worker waits for a store that is down")
     drain_timeout_s: float | None = Field(None, gt=0, description="how long `emotionq worker`/`run` lets workers "
                                           "finish the jobs in hand when asked to stop; unset: the longest a job may "

@@ -1,9 +1,10 @@
 """Celery tasks: parse, call the real work in ``emotionq.worker``, record the outcome.
 
 The model is loaded once per worker *child* process, after the fork
-(``worker_process_init``), so CUDA is never touched in the parent. The tasks are
-shared (``shared_task``): they join the worker's app (``emotionq.queues.make_celery``
-includes this module) when it starts, so importing them makes no app.
+(``worker_process_init`` starts this process's ``WorkerProcess``), so CUDA is never
+touched in the parent. The tasks are shared (``shared_task``): they join the worker's
+app (``emotionq.queues.make_celery`` includes this module) when it starts, so importing
+them makes no app.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from emotionq.queues import DELIVER_TASK, INFER_TASK
 from emotionq.webhooks import delivery
 from emotionq.worker import scoring
 from emotionq.worker.batching import Extra
-from emotionq.worker.runtime import Runtime
+from emotionq.worker.runtime import Runtime, WorkerProcess
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +33,17 @@ RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
 
 
-_runtime: Runtime | None = None
+process = WorkerProcess()  # what this process holds: its connections and its model
 
 
 def runtime() -> Runtime:
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime()
-    return _runtime
+    return process.runtime
 
 
 @worker_process_init.connect
 def _load_model_in_child(**_) -> None:
-    global _runtime
-    _runtime = Runtime()  # never reuse the parent's connections after fork
     try:
-        _runtime.announce()  # loads and warms up the model first
-        _runtime.observe_gpu_memory()
+        process.start()  # new connections (never the parent's), the model loaded and warmed up, then ready
     except ConfigurationError as exc:
         # A worker without its model would fail every job it takes: stop the whole worker instead.
         log.critical("cannot serve: %s", exc)
@@ -58,14 +53,13 @@ def _load_model_in_child(**_) -> None:
 
 @task_postrun.connect
 def _observe_after_task(**_) -> None:
-    if _runtime is not None:
-        _runtime.observe_gpu_memory()
+    if (rt := process.current) is not None:
+        rt.observe_gpu_memory()
 
 
 @worker_process_shutdown.connect
 def _retire(**_) -> None:
-    if _runtime is not None:
-        _runtime.retire()
+    process.stop()
 
 
 def backoff(retries: int) -> float:

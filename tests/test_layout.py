@@ -74,3 +74,16 @@ def test_the_api_process_never_imports_torch_or_the_worker():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_no_code_reaches_into_another_objects_private_attributes():
+    """Parts meet through public names (the model contract, for one): ``x._attr`` only on ``self`` or ``cls``."""
+    public_underscored = {"_replace", "_asdict", "_fields", "_make"}  # namedtuple's API
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and node.attr not in public_underscored
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)}")
+    assert not wrong, "\n".join(wrong)

@@ -6,6 +6,7 @@ Cheap to import (torch and funasr load only with a model), so the API can use
 
 from emotionq.inference.audio import SAMPLE_RATE, AudioInfo, decode, probe
 from emotionq.inference.checkpoint import write_checkpoint
+from emotionq.inference.contract import Model, ModelInfo, family
 from emotionq.inference.labels import LABELS, english
 from emotionq.inference.model import EmotionModel
 from emotionq.inference.windows import group_windows, window_bounds
@@ -15,8 +16,11 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioInfo",
     "EmotionModel",
+    "Model",
+    "ModelInfo",
     "decode",
     "english",
+    "family",
     "group_windows",
     "probe",
     "window_bounds",

@@ -1,6 +1,6 @@
 """emotion2vec's forward as two ONNX graphs, traced from the funasr-loaded module.
 
-The graphs split the forward where ``EmotionModel._forward`` splits it, so that the
+The graphs split the forward where ``encoder.score_windows`` splits it, so that the
 onnxruntime path does what the torch path does:
 
 - ``local.onnx``: the conv feature encoder and its projection (``AudioEncoder.local_features``),

@@ -1,8 +1,11 @@
 """emotion2vec through funasr: load once, warm up, score audio (``EmotionModel``).
 
 The forward pass is funasr's own (``Emotion2vec.extract_features`` and its
-``proj`` head, as ``Emotion2vec.inference`` runs them), under ``torch.autocast``
-on CUDA. ``predict`` scores one recording a window at a time; ``predict_batch``
+``proj`` head, as ``Emotion2vec.inference`` runs them: ``emotionq.inference.encoder``),
+on the runtime ``load`` chooses and hands the model: torch under ``torch.autocast``
+on CUDA; on a CPU torch or onnxruntime (``emotionq.inference.runtime``). It keeps
+the worker's contract (``emotionq.inference.contract``).
+``predict`` scores one recording a window at a time; ``predict_batch``
 scores the windows of several recordings in padded forward passes that give
 what one at a time gives (to float tolerance: see ``funasr_patches`` for the
 padding fix). torch and funasr are imported only when a model is loaded.
@@ -10,7 +13,6 @@ padding fix). torch and funasr are imported only when a model is loaded.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import threading
@@ -22,7 +24,9 @@ import numpy as np
 from emotionq.errors import Canceled, ConfigurationError, ServerFault, TransientFault
 from emotionq.inference import heap
 from emotionq.inference.audio import SAMPLE_RATE
-from emotionq.inference.funasr_patches import local_features_per_window, trim_alibi_cache, zeroed_padding
+from emotionq.inference.contract import ModelInfo, Runtime
+from emotionq.inference.encoder import TorchRuntime, head_scores, score_windows
+from emotionq.inference.funasr_patches import trim_alibi_cache
 from emotionq.inference.items import checked_items
 from emotionq.inference.labels import LABELS, summary
 from emotionq.inference.loading import autocast_dtype, load_automodel
@@ -40,18 +44,19 @@ log = logging.getLogger(__name__)
 
 
 class EmotionModel:
-    """One emotion2vec model on one device. ``predict`` is serialised by a lock."""
+    """One emotion2vec model on one device, run by one runtime (``contract.Runtime``); ``predict`` is
+    serialised by a lock. It keeps the ``contract.Model`` contract: ``load``, ``predict_batch``, ``info``, ``close``."""
 
-    def __init__(self, automodel, *, model_id: str, revision: str | None, untrained: bool, autocast_dtype) -> None:
+    def __init__(self, automodel, runtime: Runtime, *, model_id: str, revision: str | None, untrained: bool,
+                 runtime_note: str = "") -> None:
         self._automodel = automodel
         self._module = automodel.model
+        self._runtime = runtime
+        self._runtime_note = runtime_note
         self._model_id = model_id
         self._revision = revision
         self._untrained = untrained
-        self._autocast_dtype = autocast_dtype  # None: full precision
         self._lock = threading.Lock()
-        self._runtime = None  # what runs the forward pass in place of the module (runtime.OnnxForward); None: torch
-        self._runtime_note = ""
 
     @classmethod
     def load(
@@ -77,19 +82,24 @@ class EmotionModel:
         if runtime not in RUNTIMES:
             raise ConfigurationError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         automodel, untrained = load_automodel(model, revision=revision, device=device, threads=threads, hub=hub)
-        self = cls(automodel, model_id=model, revision=revision, untrained=untrained,
-                   autocast_dtype=autocast_dtype(device))
+        chosen: Runtime = TorchRuntime(automodel.model, autocast_dtype(device))
         if device.startswith("cuda"):
-            self._runtime_note = "CUDA runs torch under autocast"
+            note = "CUDA runs torch under autocast"
             if runtime == "onnx":
                 log.warning("runtime onnx is for CPU workers: %s runs torch under autocast on %s", model, device)
         else:
             from emotionq.inference.runtime import choose
 
-            self._runtime, self._runtime_note = choose(self, setting=runtime, cache_dir=runtime_cache_dir,
-                                                       threads=threads or torch.get_num_threads())
+            chosen, note = choose(automodel, chosen, model_id=model, setting=runtime, cache_dir=runtime_cache_dir,
+                                  threads=threads or torch.get_num_threads())
+        self = cls(automodel, chosen, model_id=model, revision=revision, untrained=untrained, runtime_note=note)
         self._warm_up()
         return self
+
+    def using(self, runtime: Runtime) -> EmotionModel:
+        """This model's weights run by another ``runtime`` (a benchmark's fp32 beside autocast)."""
+        return EmotionModel(self._automodel, runtime, model_id=self._model_id, revision=self._revision,
+                            untrained=self._untrained, runtime_note="chosen by the caller")
 
     @property
     def model_id(self) -> str:
@@ -106,9 +116,7 @@ class EmotionModel:
     @property
     def dtype(self) -> str:
         """The compute dtype: autocast's on CUDA, float32 otherwise."""
-        import torch
-
-        return str(self._autocast_dtype or torch.float32).removeprefix("torch.")
+        return self._runtime.dtype
 
     @property
     def untrained(self) -> bool:
@@ -117,12 +125,24 @@ class EmotionModel:
     @property
     def runtime(self) -> str:
         """What runs the forward pass: "onnxruntime" or "torch"."""
-        return self._runtime.name if self._runtime is not None else "torch"
+        return self._runtime.name
 
     @property
     def runtime_note(self) -> str:
         """Why that runtime: its check, timings, or the reason onnxruntime was not used."""
         return self._runtime_note
+
+    @property
+    def engine(self) -> Runtime:
+        """The runtime object that runs the forward pass (``TorchRuntime`` or ``runtime.OnnxRuntime``)."""
+        return self._runtime
+
+    @property
+    def automodel(self):
+        """funasr's ``AutoModel`` as loaded (``.model`` is its torch module), for checks against funasr's own
+        ``generate`` and for benchmarks; the module's encoder weights are empty where onnxruntime runs it."""
+        self._live_module()
+        return self._automodel
 
     @property
     def labels(self) -> list[str]:
@@ -132,16 +152,10 @@ class EmotionModel:
     def embed_dim(self) -> int:
         return int(self._live_module().proj.in_features)
 
-    def info(self) -> dict:
-        """Which model produced a result: goes into every output."""
-        return {
-            "id": self.model_id,
-            "revision": self.revision,
-            "device": self.device,
-            "dtype": self.dtype,
-            "runtime": self.runtime,
-            "untrained": self.untrained,
-        }
+    def info(self) -> ModelInfo:
+        """Which model produced a result (``output()`` goes into every result), and why its runtime."""
+        return ModelInfo(id=self.model_id, revision=self.revision, device=self.device, dtype=self.dtype,
+                         runtime=self.runtime, untrained=self.untrained, runtime_note=self.runtime_note)
 
     def predict(
         self,
@@ -238,6 +252,7 @@ class EmotionModel:
         """Free the model (and CUDA's cached blocks)."""
         self._module = None
         self._automodel = None
+        self._runtime.close()
         gc.collect()
         self._empty_cache()
 
@@ -274,63 +289,8 @@ class EmotionModel:
         return per_item
 
     def _forward(self, windows: list[np.ndarray], frames: list[bool]) -> list[dict]:
-        """funasr's Emotion2vec.inference for several windows in one pass: per window ``n`` (its
-        frame count), ``mean`` (1 x D float32, over its valid frames), ``scores``, ``frames`` (n x D or None).
-
-        Each window is layer-normed over its own samples, then zero-padded to the longest; the
-        sample-level ``padding_mask`` (True = padding) keeps padded frames out of attention and
-        ``funasr_patches.zeroed_padding`` out of the positional convolution. Valid frames are those the
-        model's returned ``padding_mask`` leaves False (funasr's conv output-length formula). Where a CPU
-        runtime was chosen at load (``self._runtime``), its graphs give the frames instead of the
-        module, the same way (``emotionq.inference.runtime``); the mean and the head stay here.
-        """
-        import torch
-        import torch.nn.functional as F
-
-        module = self._live_module()
-        device = next(module.parameters()).device
-        with torch.inference_mode():
-            sources = []
-            for window in windows:
-                source = torch.from_numpy(window).to(device)
-                if module.cfg.normalize:
-                    source = F.layer_norm(source, source.shape)
-                sources.append(source)
-            if self._runtime is not None:  # exported graphs in place of the module (emotionq.inference.runtime)
-                x, counts = self._runtime.features(sources)
-            else:
-                x, counts = self._torch_features(module, sources, device)
-            results = []
-            for i, n in enumerate(counts):
-                valid = x[i, :n]  # the valid frames come first
-                mean = valid.mean(dim=0, keepdim=True)
-                results.append(
-                    {"n": n, "mean": mean, "scores": self._scores(mean), "frames": valid.cpu() if frames[i] else None}
-                )
-            return results
-
-    def _torch_features(self, module, sources, device):
-        """The module's frames (B, T, D) float32 of layer-normed windows, zero-padded, and each one's frame count."""
-        import torch
-
-        lengths = [s.numel() for s in sources]
-        if len(set(lengths)) == 1:
-            batch, padding_mask = torch.stack(sources), None
-        else:
-            batch = sources[0].new_zeros(len(sources), max(lengths))
-            for row, source in zip(batch, sources):
-                row[: source.numel()] = source
-            padding_mask = torch.arange(batch.shape[1], device=device)[None, :] >= torch.tensor(
-                lengths, device=device
-            )[:, None]
-        with self._autocast(device), local_features_per_window(module, lengths), zeroed_padding(
-            module, padding_mask
-        ):
-            out = module.extract_features(batch, padding_mask=padding_mask)
-        x = out["x"].float()  # (B, T, D)
-        pad = out["padding_mask"]  # (B, T) True = padded frame, or None
-        counts = [x.shape[1]] * len(sources) if pad is None else (~pad).sum(dim=-1).tolist()
-        return x, counts
+        """``encoder.score_windows`` on this model's module and runtime."""
+        return score_windows(self._live_module(), self._runtime, windows, frames)
 
     def _combine(self, item: dict, windows: list[dict]) -> dict | ServerFault:
         """One recording's result from its scored windows, as ``predict`` returns it."""
@@ -356,24 +316,11 @@ class EmotionModel:
             out["embedding"] = mean[0].cpu().tolist()
         if item["granularity"] == "frame":
             out["frames"] = [row for w in windows for row in w["frames"].tolist()]
-        out["model"] = self.info()
+        out["model"] = self.info().output()
         return out
 
-
     def _scores(self, mean):
-        """Softmax over the nine classes from a (1, D) mean feature, in float32."""
-        import torch
-
-        with torch.inference_mode():
-            logits = self._live_module().proj(mean)
-            return torch.softmax(logits, dim=-1)[0].cpu().tolist()
-
-    def _autocast(self, device):
-        import torch
-
-        if self._autocast_dtype is None or device.type != "cuda":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self._autocast_dtype)
+        return head_scores(self._live_module(), mean)
 
     def _warm_up(self) -> None:
         """One short forward pass, so that the first request does not pay for lazy initialisation."""

@@ -1,9 +1,10 @@
 """The CPU runtime: emotion2vec's forward on onnxruntime, from graphs exported at worker start.
 
-``choose`` decides, once per loaded model, what runs ``EmotionModel._forward`` on a CPU:
-``OnnxForward`` (the graphs of ``emotionq.inference.export`` on onnxruntime) or None (funasr's
-torch module). The setting (``EMOTIONQ_RUNTIME``) is ``torch``, ``onnx``, or ``auto``: the faster
-of the two on a probe batch, among those that pass the check. CUDA always runs torch (autocast).
+``choose`` decides, once per loaded model and before the model is built with it, which runtime
+(``contract.Runtime``) runs the encoder on a CPU: ``OnnxRuntime`` (the graphs of
+``emotionq.inference.export`` on onnxruntime) or ``encoder.TorchRuntime`` (funasr's torch module).
+The setting (``EMOTIONQ_RUNTIME``) is ``torch``, ``onnx``, or ``auto``: the faster of the two on a
+probe batch, among those that pass the check. CUDA always runs torch (autocast).
 
 - Cache: ``<cache_dir>/<model>-<id hash>/`` holds ``local.onnx``, ``context.onnx`` and
   ``manifest.json``: the key and each file's sha256. The key hashes the weights as funasr loaded
@@ -15,7 +16,7 @@ of the two on a probe batch, among those that pass the check. CUDA always runs t
   ``TOLERANCE``, frames within ``TOLERANCE`` x their largest magnitude (float32 torch itself is
   about 1e-5 away from a float64 forward there: see tests/inference/test_runtime.py). A cached
   graph that fails is rebuilt and checked again; a fresh one that fails leaves torch running,
-  with the reason logged and reported by ``EmotionModel.runtime_note``.
+  with the reason logged and reported in ``ModelInfo.runtime_note``.
 - Memory: one onnxruntime arena for both graphs, shrunk after each run (see ``_register_arena``).
 - Threads: onnxruntime's intra-op pool gets the worker's thread count. Once it is chosen, torch
   runs only the input layer norm, the mean and the head, on one thread, so that its OpenMP pool
@@ -24,7 +25,6 @@ of the two on a probe batch, among those that pass the check. CUDA always runs t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -40,6 +40,8 @@ import numpy as np
 
 from emotionq.errors import ConfigurationError
 from emotionq.inference import heap
+from emotionq.inference.contract import Runtime
+from emotionq.inference.encoder import TorchRuntime, score_windows
 
 RUNTIMES = ("auto", "torch", "onnx")
 TORCH = "torch"
@@ -51,10 +53,11 @@ MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
 
 
-class OnnxForward:
+class OnnxRuntime:
     """The exported graphs on onnxruntime: conv features per window, then the padded batch."""
 
     name = ONNXRUNTIME
+    dtype = "float32"
 
     def __init__(self, paths: dict[str, Path], *, threads: int) -> None:
         import onnxruntime as ort
@@ -75,6 +78,11 @@ class OnnxForward:
         self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self.threads = threads
 
+    @property
+    def sessions(self) -> tuple:
+        """The two onnxruntime sessions (conv features, context), for checks of their options."""
+        return self._local, self._context
+
     def features(self, sources: list) -> tuple:
         """Frames (B, T, D) torch float32 of layer-normed windows (1-D torch tensors), and each one's frame count."""
         import torch
@@ -90,6 +98,9 @@ class OnnxForward:
         padding_mask = np.arange(batch.shape[1])[None, :] >= np.asarray(counts)[:, None]
         [frames] = self._context.run(None, {"features": batch, "padding_mask": padding_mask}, self._run_options)
         return torch.from_numpy(frames), counts
+
+    def close(self) -> None:
+        self._local = self._context = None
 
 
 _arena_registered = False
@@ -107,40 +118,41 @@ def _register_arena(ort) -> None:
     _arena_registered = True
 
 
-def choose(model, *, setting: str, cache_dir: str | Path | None, threads: int) -> tuple[OnnxForward | None, str]:
-    """The runtime for a CPU ``model`` (an EmotionModel just loaded) and a note on why.
+def choose(automodel, torch_runtime: TorchRuntime, *, model_id: str, setting: str, cache_dir: str | Path | None,
+           threads: int) -> tuple[Runtime, str]:
+    """The runtime for funasr's CPU ``automodel`` (just loaded; ``torch_runtime`` runs its module) and a note on why.
 
-    None means torch. Never raises for a graph that cannot be built or checked: torch keeps running.
+    Never raises for a graph that cannot be built or checked: torch keeps running.
     """
     if setting not in RUNTIMES:
         raise ConfigurationError(f"unknown runtime {setting!r}: choose one of {', '.join(RUNTIMES)}")
     if setting == TORCH:
-        return None, "asked for"
+        return torch_runtime, "asked for"
     started = time.perf_counter()
     try:
-        forward, how = _checked(model, Path(cache_dir or default_cache_dir()), threads)
+        onnx, how = _checked(automodel, model_id, Path(cache_dir or default_cache_dir()), threads)
     except Exception as exc:  # noqa: BLE001 - any failure to build, load or match leaves torch running
         reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
         if isinstance(exc, ImportError):
             reason = f"it cannot be imported ({reason}): install the onnxruntime that setup.cfg pins"
-        log.warning("onnxruntime is not used for %s, torch runs instead: %s", model.model_id, reason)
-        return None, f"onnxruntime failed: {reason}"
+        log.warning("onnxruntime is not used for %s, torch runs instead: %s", model_id, reason)
+        return torch_runtime, f"onnxruntime failed: {reason}"
     if setting == "auto":
-        onnx_s = _time(model, forward)
-        torch_s = _time(model, None)
+        onnx_s = _time(automodel.model, onnx)
+        torch_s = _time(automodel.model, torch_runtime)
         if onnx_s >= torch_s:
             log.info("torch runs %s: the probe took %.0f ms on torch, %.0f ms on onnxruntime",
-                     model.model_id, torch_s * 1e3, onnx_s * 1e3)
-            return None, f"faster on the probe: torch {torch_s * 1e3:.0f} ms, onnxruntime {onnx_s * 1e3:.0f} ms"
+                     model_id, torch_s * 1e3, onnx_s * 1e3)
+            return torch_runtime, f"faster on the probe: torch {torch_s * 1e3:.0f} ms, onnxruntime {onnx_s * 1e3:.0f} ms"
         how += f"; probe torch {torch_s * 1e3:.0f} ms, onnxruntime {onnx_s * 1e3:.0f} ms"
     import torch
 
     torch.set_num_threads(1)  # torch now runs only the layer norm, mean and head: keep its pool idle
-    freed = release_weights(model._module)
+    freed = release_weights(automodel.model)
     how += f"; torch's copies of the graphs' weights released ({freed / 2**20:.0f} MB)"
-    log.info("onnxruntime runs %s (%d threads): %s, in %.1f s", model.model_id, threads, how,
+    log.info("onnxruntime runs %s (%d threads): %s, in %.1f s", model_id, threads, how,
              time.perf_counter() - started)
-    return forward, how
+    return onnx, how
 
 
 def release_weights(module) -> int:
@@ -166,9 +178,8 @@ def release_weights(module) -> int:
 
 
 def default_cache_dir() -> Path:
-    """$EMOTIONQ_RUNTIME_CACHE_DIR (the worker's setting), else $XDG_CACHE_HOME/emotionq/onnx (~/.cache/...)."""
-    if os.environ.get("EMOTIONQ_RUNTIME_CACHE_DIR"):
-        return Path(os.environ["EMOTIONQ_RUNTIME_CACHE_DIR"])
+    """Where the graphs go when no ``cache_dir`` is given (the worker gives its setting, ``runtime_cache_dir``):
+    $XDG_CACHE_HOME/emotionq/onnx (~/.cache/...)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emotionq" / "onnx"
 
 
@@ -199,7 +210,7 @@ def cache_key(module) -> str:
     return digest.hexdigest()
 
 
-def load_graphs(module, entry: Path, *, threads: int, rebuild: bool = False) -> tuple[OnnxForward, str]:
+def load_graphs(module, entry: Path, *, threads: int, rebuild: bool = False) -> tuple[OnnxRuntime, str]:
     """The graphs of ``module`` in ``entry``, built (again) unless a valid cached copy is there; and how they came."""
     import fcntl
 
@@ -210,23 +221,22 @@ def load_graphs(module, entry: Path, *, threads: int, rebuild: bool = False) -> 
         reason = "rebuilt after failing its check" if rebuild else _invalid(entry, key)
         if reason is None:
             try:
-                return OnnxForward(_paths(entry), threads=threads), "cached graphs"
+                return OnnxRuntime(_paths(entry), threads=threads), "cached graphs"
             except Exception as exc:  # noqa: BLE001 - onnxruntime refuses the file: rebuild it
                 reason = f"onnxruntime could not load the cached graphs ({type(exc).__name__})"
         log.info("exporting the onnx graphs of the model to %s (%s)", entry, reason)
         began = time.perf_counter()
         _build(module, entry, key)
-        return OnnxForward(_paths(entry), threads=threads), f"exported ({reason}) in {time.perf_counter() - began:.1f} s"
+        return OnnxRuntime(_paths(entry), threads=threads), f"exported ({reason}) in {time.perf_counter() - began:.1f} s"
 
 
-def check(model, forward: OnnxForward | None) -> dict[str, float]:
-    """Largest differences of ``forward`` (None: torch) on the probe batch from funasr's ``generate`` alone."""
+def check(automodel, runtime: Runtime) -> dict[str, float]:
+    """Largest differences of ``runtime`` on the probe batch from funasr's ``generate`` (``automodel``'s) alone."""
     windows = _probe()
-    with _running(model, forward):
-        ours = model._forward(windows, [True] * len(windows))
+    ours = score_windows(automodel.model, runtime, windows, [True] * len(windows))
     worst = {"scores": 0.0, "embedding": 0.0, "frames": 0.0, "frames_scale": 1.0}
     for window, got in zip(windows, ours):
-        [ref] = model._automodel.generate(window, granularity="frame", extract_embedding=True)
+        [ref] = automodel.generate(window, granularity="frame", extract_embedding=True)
         frames = np.asarray(ref["feats"], dtype=np.float64)
         if got["frames"].shape != frames.shape:
             raise RuntimeError(f"{got['frames'].shape[0]} frames where funasr gives {frames.shape[0]}")
@@ -247,16 +257,16 @@ def mismatch(worst: dict[str, float]) -> str | None:
 # -- internals -------------------------------------------------------------------------------------
 
 
-def _checked(model, cache_dir: Path, threads: int) -> tuple[OnnxForward, str]:
+def _checked(automodel, model_id: str, cache_dir: Path, threads: int) -> tuple[OnnxRuntime, str]:
     """Graphs that pass the check: cached, else (or if the cached ones fail it) freshly exported."""
-    entry = cache_entry(cache_dir, model.model_id)
-    module = model._module
+    entry = cache_entry(cache_dir, model_id)
+    module = automodel.model
     forward, how = load_graphs(module, entry, threads=threads)
-    problem = mismatch(worst := check(model, forward))
+    problem = mismatch(worst := check(automodel, forward))
     if problem and how == "cached graphs":
-        log.warning("the cached onnx graphs of %s fail their check (%s): rebuilding them", model.model_id, problem)
+        log.warning("the cached onnx graphs of %s fail their check (%s): rebuilding them", model_id, problem)
         forward, how = load_graphs(module, entry, threads=threads, rebuild=True)
-        problem = mismatch(worst := check(model, forward))
+        problem = mismatch(worst := check(automodel, forward))
     if problem:
         raise RuntimeError(f"the exported graphs do not match funasr on the probe: {problem}")
     return forward, f"{how}, check passed (largest differences: scores {worst['scores']:.1e}, " \
@@ -313,26 +323,14 @@ def _probe() -> list[np.ndarray]:
     return [(rng.standard_normal(int(s * 16000)) * 0.1).astype(np.float32) for s in PROBE_S]
 
 
-@contextlib.contextmanager
-def _running(model, forward: OnnxForward | None):
-    """``model._forward`` on ``forward`` for a moment (under the model's lock)."""
-    with model._lock:
-        saved, model._runtime = model._runtime, forward
-        try:
-            yield
-        finally:
-            model._runtime = saved
-
-
-def _time(model, forward: OnnxForward | None, runs: int = 2) -> float:
-    """Seconds of the fastest of ``runs`` forward passes over the probe batch."""
+def _time(module, runtime: Runtime, runs: int = 2) -> float:
+    """Seconds of the fastest of ``runs`` forward passes over the probe batch on ``runtime``."""
     windows = _probe()
     best = float("inf")
-    with _running(model, forward):
-        for _ in range(runs):
-            began = time.perf_counter()
-            model._forward(windows, [False] * len(windows))
-            best = min(best, time.perf_counter() - began)
+    for _ in range(runs):
+        began = time.perf_counter()
+        score_windows(module, runtime, windows, [False] * len(windows))
+        best = min(best, time.perf_counter() - began)
     return best
 
 

@@ -158,7 +158,3 @@ def _halves(rms: np.ndarray, a: int, b: int, max_len: int) -> list[tuple[int, in
     lo, hi = -(-(a + margin) // FRAME_STRIDE), (b - margin) // FRAME_STRIDE
     cut = (lo + int(np.argmin(rms[lo : hi + 1]))) * FRAME_STRIDE if hi >= lo else (a + b) // 2
     return _halves(rms, a, cut, max_len) + _halves(rms, cut, b, max_len)
-
-
-def speech_seconds(bounds: list[tuple[int, int]]) -> float:
-    return sum(b - a for a, b in bounds) / SAMPLE_RATE

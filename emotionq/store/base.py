@@ -57,6 +57,11 @@ class Store(ABC):
     def get(self, key: str) -> dict | None: ...
 
     @abstractmethod
+    def get_raw(self, key: str) -> bytes | None:
+        """The document of ``key`` as the JSON text the store holds, undecoded: for a reader that passes a
+        large part of it on without decoding it (``emotionq.web.stream``)."""
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise StoreUnavailable if the store does not answer."""
 

@@ -27,6 +27,9 @@ class PatientStore(Store):
     def get(self, key: str) -> dict | None:
         return self._patiently(self.inner.get, key)
 
+    def get_raw(self, key: str) -> bytes | None:
+        return self._patiently(self.inner.get_raw, key)
+
     def get_many(self, keys: list[str]) -> list[dict | None]:
         return self._patiently(self.inner.get_many, keys)
 

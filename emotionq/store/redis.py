@@ -22,6 +22,7 @@ T = TypeVar("T")
 PREFIX = "emotionq:"
 INDEX_PREFIX = PREFIX + "index:"  # sorted sets
 MAX_CONFLICTS = 100
+LARGE_REPLY = 1 << 20  # bytes
 # Store.put_if in one step: ARGV[1] keys must exist (their new expiries follow in ARGV), then ARGV[2] keys
 # must not; the rest of KEYS are written, each with its document and expiry from ARGV.
 PUT_IF = """
@@ -121,6 +122,26 @@ class RedisStore(Store):
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis at {self._safe_url()} failed: {exc}") from exc
         return json.loads(raw) if raw else None
+
+    def get_raw(self, key: str) -> bytes | None:
+        return self._call(self._get_closing_if_large, PREFIX + key)
+
+    def _get_closing_if_large(self, name: str) -> bytes | None:
+        """GET; a large reply leaves the connection's reply buffer (hiredis) as large as itself until the
+        connection's next reply, so such a connection is closed (and reopened when next taken)."""
+        pool = self._client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("GET", name)
+            raw = conn.read_response()
+            if raw is not None and len(raw) > LARGE_REPLY:
+                conn.disconnect()
+            return raw
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
 
     def get_many(self, keys: list[str]) -> list[dict | None]:
         return [json.loads(raw) if raw else None for raw in self._call(self._client.mget, [PREFIX + k for k in keys])]

@@ -113,6 +113,11 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite store {self.path} failed: {exc}") from exc
 
+    def get_raw(self, key: str) -> bytes | None:
+        rows = self._query("SELECT doc FROM docs WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                           (key, time.time()))
+        return rows[0][0].encode() if rows else None
+
     def due(self, index: str, *, until: float, limit: int) -> list[tuple[str, float]]:
         try:
             rows = self._conn().execute("SELECT member, score FROM idx WHERE name = ? AND score <= ? ORDER BY score "

@@ -19,7 +19,7 @@ from emotionq.jobs.scheduler import limits, position
 from emotionq.jobs.submission import Submission
 from emotionq.settings import Settings
 from emotionq.store import Store
-from emotionq.web import keys
+from emotionq.web import keys, stream
 from emotionq.web.schemas import JOB_QUEUED
 from emotionq.webhooks import delivery, events, targets
 
@@ -40,6 +40,12 @@ class Services:
         return Intake(settings=self.settings, store=self.store, celery=self.celery,
                       check_webhook_url=partial(targets.check, allow=self.webhook_policy.allow),
                       job_event=self.notifier.job_event)
+
+    @cached_property
+    def event_feed(self) -> stream.Feed:
+        """This process's looks at jobs for their event streams, shared by the streams of one job."""
+        return stream.Feed(lambda job_id, client, held: stream.take_look(self, job_id, client, held),
+                           fresh_s=self.settings.events_poll_s)
 
     @cached_property
     def audio_url_policy(self):

@@ -1,7 +1,9 @@
 """What one worker process holds (settings, store, blobs, webhooks, the model) and its heartbeat.
 
-Each is opened on first use; the model only in pool children, after the fork. The heartbeat tells
-``/readyz`` that the model answers.
+``WorkerProcess`` owns the process's ``Runtime``: made anew in each pool child after the fork
+(``start``: connections, then the model, loaded and warmed up, then readiness), retired at its
+shutdown (``stop``). Connections are opened on first use; the model (``ModelHolder``) is loaded
+only by ``start``, in a pool child. The heartbeat tells ``/readyz`` that the model answers.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import httpx
 from emotionq import jobs, metrics, queues
 from emotionq.blobs import BlobStore, open_blobs
 from emotionq.errors import EmotionQError, StoreUnavailable
+from emotionq.inference.contract import Model, family
 from emotionq.jobs.scheduler import dispatch, readiness
-from emotionq.settings import get_settings
+from emotionq.settings import Settings, get_settings
 from emotionq.store import PatientStore, open_store
 from emotionq.webhooks import delivery
 from emotionq.webhooks.events import Notifier
@@ -27,12 +30,46 @@ from emotionq.worker.batching import Gatherer
 log = logging.getLogger(__name__)
 
 
+class ModelHolder:
+    """The one model of a worker process: loaded once, after the fork, and warmed up before it is handed out."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._model: Model | None = None
+
+    @property
+    def model(self) -> Model:
+        """The model, loaded on first use (ConfigurationError if it cannot be): ``contract.Model.load`` warms it up."""
+        if self._model is None:
+            from emotionq.inference import segments
+
+            s = self._settings
+            model = family().load(s.model, revision=s.model_revision, device=s.worker_device, threads=s.torch_threads,
+                                  runtime=s.runtime, runtime_cache_dir=s.runtime_cache_dir)
+            i = model.info()
+            log.info("model %s ready on %s (%s, %s: %s; untrained=%s)", i.id, i.device, i.dtype, i.runtime,
+                     i.runtime_note, i.untrained)
+            segments.warm_up()  # the speech detector and librosa, loaded before the first job
+            self._model = model
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+
 class Runtime:
     """One worker process's connections and model (made anew in each pool child, after the fork)."""
 
     def __init__(self) -> None:
         self.settings = get_settings()
         self.name = self.settings.worker_name or f"{self.settings.worker_device}@{socket.gethostname()}"
+        self.models = ModelHolder(self.settings)
         self._heartbeat: threading.Timer | None = None
 
     @cached_property
@@ -75,24 +112,16 @@ class Runtime:
         url = self.settings.effective_broker_url
         return Gatherer(url, self.settings) if Gatherer.enabled_for(url, self.settings) else None
 
-    @cached_property
-    def model(self):
-        from emotionq.inference import EmotionModel, segments
-
-        s = self.settings
-        model = EmotionModel.load(s.model, revision=s.model_revision, device=s.worker_device,
-                                  threads=s.torch_threads, runtime=s.runtime, runtime_cache_dir=s.runtime_cache_dir)
-        log.info("model %s ready on %s (%s, %s: %s; untrained=%s)", model.model_id, model.device, model.dtype,
-                 model.runtime, model.runtime_note, model.untrained)
-        segments.warm_up()  # the speech detector and librosa, loaded before the first job
-        return model
+    @property
+    def model(self) -> Model:
+        return self.models.model
 
     def announce(self) -> None:
         """Tell /readyz this process has a model that answered (loading it first); repeat while alive."""
-        m = self.model
+        m = self.model.info()
         try:
             readiness.announce(self.store.inner, name=self.name, info={
-                "device": m.device, "dtype": m.dtype, "model": m.model_id, "untrained": m.untrained,
+                "device": m.device, "dtype": m.dtype, "model": m.id, "untrained": m.untrained,
                 "runtime": m.runtime, "runtime_note": m.runtime_note, "pid": os.getpid()})
         except StoreUnavailable as exc:
             log.warning("could not announce readiness: %s", exc)
@@ -112,3 +141,38 @@ class Runtime:
             readiness.retire(self.store.inner, name=self.name)
         except StoreUnavailable as exc:
             log.warning("could not retire from readiness (it expires by itself): %s", exc)
+
+
+class WorkerProcess:
+    """This process's ``Runtime``: ``start`` makes it anew in a pool child after the fork (never the parent's
+    connections), loads the model and announces readiness once it answered; elsewhere (the main process, the
+    webhook worker's threads) ``runtime`` makes one on first use, which loads no model unless a task asks."""
+
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def runtime(self) -> Runtime:
+        with self._lock:
+            if self._runtime is None:
+                self._runtime = Runtime()
+            return self._runtime
+
+    @property
+    def current(self) -> Runtime | None:
+        """The runtime if one was made (started, or made on first use); None: nothing to observe or retire."""
+        return self._runtime
+
+    def start(self) -> Runtime:
+        """After the fork: new connections, the model loaded and warmed up, then readiness announced."""
+        with self._lock:
+            self._runtime = Runtime()
+        self._runtime.announce()  # loads and warms up the model first
+        self._runtime.observe_gpu_memory()
+        return self._runtime
+
+    def stop(self) -> None:
+        """At the pool child's shutdown: leave /readyz's list."""
+        if self._runtime is not None:
+            self._runtime.retire()

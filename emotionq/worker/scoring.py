@@ -18,6 +18,7 @@ from emotionq.blobs import BlobStore
 from emotionq.errors import BadInput, BlobStoreUnavailable, Canceled, EmotionQError, RunTimeLimit, TransientFault
 from emotionq.inference import segmented
 from emotionq.inference.audio import SAMPLE_RATE, decode, decode_channels
+from emotionq.inference.contract import Model
 from emotionq.settings import Settings
 from emotionq.store import Store
 
@@ -38,7 +39,7 @@ def score_runs(
     *,
     store: Store,
     blobs: BlobStore,
-    model,
+    model: Model,
     settings: Settings,
     members: list[Member],
     worker: str,
@@ -90,7 +91,7 @@ class _Batch:
 
     store: Store
     blobs: BlobStore
-    model: object
+    model: Model
     settings: Settings
     worker: str
     notify: Notify
@@ -155,7 +156,7 @@ class _Batch:
             elif problem is not None:
                 raise problem
             else:
-                result = segmented.combine(d.plan, mine, model=self.model.info(), duration_s=d.duration_s)
+                result = segmented.combine(d.plan, mine, model=self.model.info().output(), duration_s=d.duration_s)
                 result["timing"] = {"decode_ms": round(d.decode_s * 1e3, 1),
                                     "inference_ms": round(inference_s * 1e3, 1), "batch_size": len(decoded)}
                 if d.plan.segmentation == "vad":

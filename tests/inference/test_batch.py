@@ -50,12 +50,12 @@ def funasr_alone(model: EmotionModel, samples: np.ndarray) -> dict:
     for a, b in window_bounds(samples.size, WINDOW_S):
         # its scores are those of granularity="utterance" (the mean over all frames), whose
         # embedding is np.mean(frame feats, axis=0): one call gives all three
-        [frame] = model._automodel.generate(samples[a:b], granularity="frame", extract_embedding=True)
+        [frame] = model.automodel.generate(samples[a:b], granularity="frame", extract_embedding=True)
         windows.append({"scores": frame["scores"], "embedding": frame["feats"].mean(axis=0), "frames": frame["feats"]})
     frames = np.concatenate([w["frames"] for w in windows])
     with torch.inference_mode():
         mean = torch.from_numpy(frames).mean(dim=0, keepdim=True)
-        scores = torch.softmax(model._module.proj(mean), dim=-1)[0].tolist()
+        scores = torch.softmax(model.automodel.model.proj(mean), dim=-1)[0].tolist()
     return {"scores": scores, "embedding": frames.mean(axis=0), "frames": frames, "windows": windows}
 
 
@@ -145,7 +145,7 @@ class PassCounter:
 
     def __init__(self, model: EmotionModel) -> None:
         self.sizes: list[int] = []
-        self._handle = model._module.modality_encoders["AUDIO"].register_forward_hook(self._seen)
+        self._handle = model.automodel.model.modality_encoders["AUDIO"].register_forward_hook(self._seen)
 
     def _seen(self, module, args, output) -> None:
         self.sizes.append(args[0].shape[0])
@@ -198,7 +198,7 @@ def test_funasr_padding_alone_changes_results_and_zeroing_fixes_it(any_model, cl
     """The cause of the reported padding difference: the positional convolutions see padded frames."""
     import torch.nn.functional as F
 
-    module = any_model._module
+    module = any_model.automodel.model
     short, long = clips[0][:16000], clips[3][:48000]
     with torch.inference_mode():
         sources = [F.layer_norm(torch.from_numpy(s), (s.size,)) for s in (short, long)]
@@ -217,8 +217,8 @@ def test_funasr_padding_alone_changes_results_and_zeroing_fixes_it(any_model, cl
 
 def test_alibi_cache_keeps_one_row(model, clips):
     model.predict_batch(clips, window_s=WINDOW_S)
-    heads = model._module.modality_encoders["AUDIO"].modality_cfg.num_alibi_heads
-    assert all(cached.shape[0] == heads for cached in model._module.alibi_biases.values())
+    heads = model.automodel.model.modality_encoders["AUDIO"].modality_cfg.num_alibi_heads
+    assert all(cached.shape[0] == heads for cached in model.automodel.model.alibi_biases.values())
 
 
 def test_forward_passes_stay_few(model, clips):

@@ -24,7 +24,7 @@ def test_load_reports_what_it_loaded(model, tiny_model_dir):
     assert model.untrained is True
     assert model.labels == list(LABELS)
     assert model.embed_dim == 64
-    assert not model._module.training
+    assert not model.automodel.model.training
 
 
 def test_predict_returns_nine_english_scores_summing_to_one(model, speech):
@@ -77,7 +77,7 @@ def test_long_audio_is_cut_into_windows(model, long_speech):
     assert abs(frames.shape[0] - 70 * 50) <= 3 * 2  # each window loses up to ~2 frames at its edges
     # utterance embedding = frame-count-weighted mean of the windows = mean of all frames
     np.testing.assert_allclose(result["embedding"], frames.mean(axis=0), atol=1e-5, rtol=0)
-    logits = model._module.proj(torch.tensor(result["embedding"])[None])
+    logits = model.automodel.model.proj(torch.tensor(result["embedding"])[None])
     np.testing.assert_allclose(list(result["scores"].values()), torch.softmax(logits, -1)[0].tolist(), atol=1e-5)
 
 
@@ -142,8 +142,8 @@ def test_threads_are_respected(tiny_model_dir):
         torch.set_num_threads(before)
 
 
-def test_close_frees_the_model(tiny_model_dir, speech):
-    closing = EmotionModel.load(str(tiny_model_dir))
+def test_close_frees_the_model(tiny_model_dir, speech, runtime_cache_dir):
+    closing = EmotionModel.load(str(tiny_model_dir), runtime_cache_dir=runtime_cache_dir)
     closing.close()
     with pytest.raises(RuntimeError):
         closing.predict(speech)
@@ -195,13 +195,13 @@ def test_autocast_on_cuda_stays_close_to_fp32(tiny_model_dir, model, long_speech
         gpu.close()
 
 
-def test_without_the_marker_a_model_is_not_flagged_untrained(tmp_path, tiny_model_dir):
+def test_without_the_marker_a_model_is_not_flagged_untrained(tmp_path, tiny_model_dir, runtime_cache_dir):
     directory = tmp_path / "plain"
     shutil.copytree(tiny_model_dir, directory)
     (directory / "emotionq.json").unlink()
 
-    plain = EmotionModel.load(str(directory))
+    plain = EmotionModel.load(str(directory), runtime_cache_dir=runtime_cache_dir)
     try:
-        assert plain.untrained is False and plain.info()["untrained"] is False
+        assert plain.untrained is False and plain.info().untrained is False
     finally:
         plain.close()

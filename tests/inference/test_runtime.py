@@ -101,7 +101,7 @@ def _diff(a, b) -> float:
 
 def test_onnx_model_reports_its_runtime(onnx_model, speech30):
     assert onnx_model.runtime == "onnxruntime"
-    assert onnx_model.info()["runtime"] == "onnxruntime"
+    assert onnx_model.info().runtime == "onnxruntime"
     assert "check passed" in onnx_model.runtime_note
     assert onnx_model.predict(cut(speech30, 2.0))["model"]["runtime"] == "onnxruntime"
 
@@ -174,7 +174,7 @@ def test_threads_go_to_onnxruntime_and_torch_keeps_one(tiny_model_dir, onnx_cach
     loaded = EmotionModel.load(str(tiny_model_dir), threads=THREADS, runtime="onnx", runtime_cache_dir=onnx_cache)
     try:
         assert torch.get_num_threads() == 1  # torch runs only the layer norm, mean and head beside it
-        for session in (loaded._runtime._local, loaded._runtime._context):
+        for session in loaded.engine.sessions:
             options = session.get_session_options()
             assert options.intra_op_num_threads == THREADS and options.inter_op_num_threads == 1
             assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -183,7 +183,7 @@ def test_threads_go_to_onnxruntime_and_torch_keeps_one(tiny_model_dir, onnx_cach
 
 
 def test_torch_copies_of_the_graphs_weights_are_released(onnx_model, speech30):
-    module = onnx_model._module
+    module = onnx_model.automodel.model
     assert all(p.numel() == 0 for p in module.blocks.parameters())
     assert all(p.numel() == 0 for p in module.modality_encoders.parameters())
     assert module.proj.weight.numel() > 0  # the head stays: torch scores the mean
@@ -201,60 +201,60 @@ def entry(tmp_path, model):
 
 
 def test_graphs_are_exported_once_then_loaded_from_the_cache(model, entry):
-    _, first = runtime.load_graphs(model._module, entry, threads=1)
-    _, second = runtime.load_graphs(model._module, entry, threads=1)
+    _, first = runtime.load_graphs(model.automodel.model, entry, threads=1)
+    _, second = runtime.load_graphs(model.automodel.model, entry, threads=1)
 
     assert first.startswith("exported (none cached)") and second == "cached graphs"
     manifest = json.loads((entry / "manifest.json").read_text())
-    assert manifest["key"] == runtime.cache_key(model._module)
+    assert manifest["key"] == runtime.cache_key(model.automodel.model)
     assert set(manifest["files"]) == {"local.onnx", "context.onnx"}
 
 
 @pytest.mark.parametrize("graph", ["local.onnx", "context.onnx"])
 def test_a_corrupt_graph_is_rebuilt_not_used(model, entry, graph):
-    runtime.load_graphs(model._module, entry, threads=1)
+    runtime.load_graphs(model.automodel.model, entry, threads=1)
     good = (entry / graph).read_bytes()
     (entry / graph).write_bytes(b"garbage" * 1000)
 
-    forward, how = runtime.load_graphs(model._module, entry, threads=1)
+    forward, how = runtime.load_graphs(model.automodel.model, entry, threads=1)
 
     assert how.startswith("exported (corrupt:"), how
-    assert runtime.mismatch(runtime.check(model, forward)) is None
+    assert runtime.mismatch(runtime.check(model.automodel, forward)) is None
     assert (entry / graph).read_bytes() == good  # the export is deterministic: the same graph again
 
 
 def test_garbage_that_matches_its_manifest_is_rebuilt_not_used(model, entry):
     """Caught when onnxruntime refuses it, even where the manifest's hash was made to match."""
-    runtime.load_graphs(model._module, entry, threads=1)
+    runtime.load_graphs(model.automodel.model, entry, threads=1)
     (entry / "context.onnx").write_bytes(b"garbage")
     manifest = json.loads((entry / "manifest.json").read_text())
     manifest["files"]["context.onnx"] = runtime._sha256(entry / "context.onnx")
     (entry / "manifest.json").write_text(json.dumps(manifest))
 
-    forward, how = runtime.load_graphs(model._module, entry, threads=1)
+    forward, how = runtime.load_graphs(model.automodel.model, entry, threads=1)
 
     assert how.startswith("exported (onnxruntime could not load the cached graphs"), how
-    assert runtime.mismatch(runtime.check(model, forward)) is None
+    assert runtime.mismatch(runtime.check(model.automodel, forward)) is None
 
 
 def test_a_truncated_build_is_rebuilt(model, entry):
-    runtime.load_graphs(model._module, entry, threads=1)
+    runtime.load_graphs(model.automodel.model, entry, threads=1)
     (entry / "manifest.json").unlink()  # what a build cut short leaves
-    _, how = runtime.load_graphs(model._module, entry, threads=1)
+    _, how = runtime.load_graphs(model.automodel.model, entry, threads=1)
     assert how.startswith("exported (none cached)")
 
 
 def test_a_stale_key_is_rebuilt(model, entry, monkeypatch):
-    runtime.load_graphs(model._module, entry, threads=1)
+    runtime.load_graphs(model.automodel.model, entry, threads=1)
     manifest = json.loads((entry / "manifest.json").read_text())
     manifest["key"] = "0" * 64
     (entry / "manifest.json").write_text(json.dumps(manifest))
 
-    _, how = runtime.load_graphs(model._module, entry, threads=1)
+    _, how = runtime.load_graphs(model.automodel.model, entry, threads=1)
     assert how.startswith("exported (stale:"), how
 
     monkeypatch.setattr(export_module, "EXPORTER_VERSION", export_module.EXPORTER_VERSION + 1)
-    _, how = runtime.load_graphs(model._module, entry, threads=1)
+    _, how = runtime.load_graphs(model.automodel.model, entry, threads=1)
     assert how.startswith("exported (stale:"), how  # a new exporter: the old graphs are not used
 
 
@@ -262,11 +262,11 @@ def test_the_key_follows_the_weights_and_the_software(model, tmp_path, monkeypat
     other = EmotionModel.load(str(write_checkpoint(tmp_path / "seed1", arch="tiny", seed=1)), threads=1,
                               runtime="torch")
     try:
-        key = runtime.cache_key(model._module)
-        assert runtime.cache_key(other._module) != key
-        assert runtime.cache_key(model._module) == key
+        key = runtime.cache_key(model.automodel.model)
+        assert runtime.cache_key(other.automodel.model) != key
+        assert runtime.cache_key(model.automodel.model) == key
         monkeypatch.setattr(runtime, "_version", lambda name: "0.0" if name == "onnxruntime" else None)
-        assert runtime.cache_key(model._module) != key
+        assert runtime.cache_key(model.automodel.model) != key
     finally:
         other.close()
 
@@ -278,7 +278,7 @@ def test_a_cached_graph_that_fails_its_check_is_rebuilt(tiny_model_dir, tmp_path
     other = EmotionModel.load(str(write_checkpoint(tmp_path / "seed1", arch="tiny", seed=1)), threads=1,
                               runtime="torch")
     try:
-        runtime._build(other._module, entry, runtime.cache_key(model._module))
+        runtime._build(other.automodel.model, entry, runtime.cache_key(model.automodel.model))
     finally:
         other.close()
     wrong = (entry / "context.onnx").read_bytes()
@@ -301,10 +301,10 @@ def test_a_mismatch_falls_back_to_torch_with_the_reason_logged(tiny_model_dir, t
     with caplog.at_level(logging.WARNING, logger="emotionq.inference.runtime"):
         loaded = EmotionModel.load(str(tiny_model_dir), threads=1, runtime="onnx", runtime_cache_dir=tmp_path)
     try:
-        assert loaded.runtime == "torch" and loaded.info()["runtime"] == "torch"
+        assert loaded.runtime == "torch" and loaded.info().runtime == "torch"
         assert "do not match funasr on the probe" in loaded.runtime_note
         assert any("torch runs instead" in r.message and "differ by" in r.message for r in caplog.records)
-        assert loaded._module.blocks[0].attn.qkv.weight.numel() > 0  # torch keeps its weights
+        assert loaded.automodel.model.blocks[0].attn.qkv.weight.numel() > 0  # torch keeps its weights
         samples = cut(speech30, 2.0)
         assert loaded.predict(samples)["scores"] == pytest.approx(model.predict(samples)["scores"], abs=TOLERANCE)
     finally:

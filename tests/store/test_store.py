@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -77,6 +78,17 @@ def test_touch_renews_the_expiry_and_keeps_the_document(store):
 def test_get_many_reads_documents_in_order(store):
     store.transact(lambda tx: (tx.put("m1", {"v": 1}), tx.put("m3", {"v": 3})))
     assert store.get_many(["m3", "m2", "m1"]) == [{"v": 3}, None, {"v": 1}]
+
+
+def test_get_raw_is_the_json_text_as_stored_even_when_large(store):
+    large = {"frames": [[k / 7] * 64 for k in range(3000)], "s": "\u00e9\"}"}  # over 1 MiB of JSON
+    store.transact(lambda tx: (tx.put("r", {"v": 1}), tx.put("large", large), tx.put("gone", {"v": 1}, ttl=1)))
+    assert json.loads(store.get_raw("r")) == {"v": 1} and store.get_raw("missing") is None
+    for _ in range(2):  # a large one again, on whatever connection follows it
+        raw = store.get_raw("large")
+        assert len(raw) > 2**20 and json.loads(raw) == large
+    time.sleep(1.3)
+    assert store.get_raw("gone") is None and store.get("r") == {"v": 1}
 
 
 def test_put_if_writes_only_while_its_keys_exist_and_its_absent_keys_do_not(store):

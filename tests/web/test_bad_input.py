@@ -128,6 +128,8 @@ def test_no_generated_webhook_url_is_a_server_error(api, speech_wav, url):
     ("POST", "/v1/jobs", {"content": b'{"audio_url": "http://127.0.0.1/", "metadata": {"a": "\\udfff"}}',
                           "headers": {"Content-Type": "application/json"}}),
     ("POST", "/v1/jobs", {"files": {"file": ("a.wav", b"RIFF")}, "data": {"metadata": '{"a": "\\ud800"}'}}),
+    ("POST", "/v1/jobs", {"content": b'{"audio_url": "http://127.0.0.1/a.wav", "metadata": {"a": NaN}}',
+                          "headers": {"Content-Type": "application/json"}}),
     ("POST", "/v1/jobs", {"content": b'{"audio_url": 1e999}', "headers": {"Content-Type": "application/json"}}),
     ("POST", "/v1/jobs", {"files": {"file": ("a.wav", b"RIFF")}, "data": {"vad_threshold": "1e999"}}),
     ("POST", "/v1/jobs", {"files": {"file": ("a.wav", b"RIFF")}, "data": {"min_speech_ms": "9" * 5000}}),

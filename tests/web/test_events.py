@@ -94,3 +94,47 @@ def test_another_clients_job_has_no_events(two_apis, speech_wav):
     with first.as_client("someone-else") as other:
         r = other.get(f"/v1/jobs/{job_id}/events")
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+
+
+def _first(api, job_id: str, last_event_id: bytes):
+    """The status, then the events and comments of the job's stream up to its first heartbeat (sent only
+    while the stream is open), or up to its end."""
+    with api.http.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": last_event_id},
+                         timeout=10) as r:
+        if r.status_code != 200:
+            return r.status_code, [], []
+        return (r.status_code, *_events(r, until=lambda event: event == ":"))
+
+
+def test_an_id_the_job_has_not_had_replays_it_from_the_start(two_apis, speech_wav, tmp_path):
+    first, _ = two_apis  # no worker: the job stays queued
+    [clip] = distinct_clips(speech_wav, tmp_path, 1)
+    job_id = first.submit(clip).json()["id"]
+    for last in (b"99", b"4", b"1_0", b"3", b"2", b"01", b"+1", b"\xb2"):  # never sent, or not yet had
+        status, events, comments = _first(first, job_id, last)
+        assert status == 200 and events and events[0][:2] == ("queued", "1"), (last, events)
+        assert events[0][2]["status"] == "queued" and comments, (last, events, comments)  # and still open
+    status, events, comments = _first(first, job_id, b"1")  # the one it has had: resumed after it
+    assert status == 200 and "queued" not in [e[0] for e in events] and comments
+
+
+def test_any_last_event_id_on_a_queued_job_gives_its_events(two_apis, speech_wav, tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    first, _ = two_apis
+    [clip] = distinct_clips(speech_wav, tmp_path, 1)
+    job_id = first.submit(clip).json()["id"]
+    header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+                          max_size=24).map(lambda text: text.strip(" \t"))  # what HTTP carries, as sent
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+    @given(last=st.one_of(header_text, st.integers(-5, 10**20).map(str), st.sampled_from(["1", "2", "3"])))
+    def stream_of(last):
+        status, events, comments = _first(first, job_id, last.encode("latin-1"))
+        assert status < 500, (last, status)
+        assert events or comments, last  # never an empty stream while the job waits
+        if status == 200 and last != "1":
+            assert events[0][:2] == ("queued", "1"), (last, events)
+
+    stream_of()

@@ -61,7 +61,8 @@ def _mixed_clips(speech_wav, directory, count: int) -> list:
     return clips
 
 
-def test_waiting_jobs_are_scored_together_and_match_scoring_alone(service, speech_wav, tmp_path, tiny_model_dir):
+def test_waiting_jobs_are_scored_together_and_match_scoring_alone(service, speech_wav, tmp_path, tiny_model_dir,
+                                                                  runtime_cache_dir):
     from emotionq.inference import EmotionModel
     from emotionq.inference.audio import decode
 
@@ -73,7 +74,7 @@ def test_waiting_jobs_are_scored_together_and_match_scoring_alone(service, speec
     sizes = [j["output"]["timing"]["batch_size"] for j in done]
     assert max(sizes) == BATCH, sizes  # a backlog fills whole batches
 
-    alone = EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1)
+    alone = EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1, runtime_cache_dir=runtime_cache_dir)
     for clip, job in zip(clips, done):  # speech segments (the default): each as the model scores it alone
         samples = decode(clip)
         assert job["output"]["segments"], job["output"]

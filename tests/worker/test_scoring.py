@@ -15,10 +15,10 @@ from emotionq.worker import scoring
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_dir):
+def model(tiny_model_dir, runtime_cache_dir):
     from emotionq.inference import EmotionModel
 
-    return EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1)
+    return EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1, runtime_cache_dir=runtime_cache_dir)
 
 
 def _queued_run(store, blobs, settings, path, *, claims_s: float) -> str:

@@ -24,10 +24,10 @@ TOLERANCE_S = 0.25
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_dir):
+def model(tiny_model_dir, runtime_cache_dir):
     from emotionq.inference import EmotionModel
 
-    return EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1)
+    return EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1, runtime_cache_dir=runtime_cache_dir)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from emotionq import jobs
@@ -21,7 +20,7 @@ from emotionq.web.fetch import fetch, read_json
 from emotionq.web.form import JobForm, parse_json
 from emotionq.web.openapi import LOCATION, UPLOAD_BODY, job_examples, problem_responses
 from emotionq.web.schemas import JOB_CANCELED, JOB_DEDUPED, JOB_FAILED, JOB_QUEUED, JOB_SUCCEEDED, Job
-from emotionq.web.stream import job_events, resume_after
+from emotionq.web.stream import JobEventsResponse, job_events, resume_after
 from emotionq.web.upload import receive
 
 router = APIRouter(prefix="/v1/jobs")
@@ -84,7 +83,7 @@ async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: Pr
     return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"})
 
 
-@router.get("/{job_id}/events", response_class=EventSourceResponse, responses={
+@router.get("/{job_id}/events", response_class=JobEventsResponse, responses={
     200: {"description": "Server-Sent Events: queued (id 1), position, running (id 2), then succeeded, failed or "
           "canceled (id 3), each with the job as data; `: ping` comments meanwhile; closed after the last. "
           "Send Last-Event-ID to resume.", "content": {"text/event-stream": {
@@ -95,11 +94,11 @@ async def job_events_stream(job_id: JobId, request: Request, svc: ServicesDep, c
                                 alias="Last-Event-ID", examples=["1"],
                                 description="the id of the last event received: resume after it")] = None):
     """The job's changes as they happen, pushed: the current state at once, then each change."""
-    await run_in_threadpool(svc.load, job_id, client)  # 404 now, not inside the stream
-
-    events = job_events(lambda: svc.read(job_id, client), after=resume_after(last_event_id),
-                        poll_s=svc.settings.events_poll_s, gone=request.is_disconnected)
-    return EventSourceResponse(events, ping=svc.settings.events_ping_s)
+    feed, s = svc.event_feed, svc.settings
+    first = await feed.look(job_id, client)  # 404 now, not inside the stream
+    events = job_events(lambda: feed.look(job_id, client), first, after=resume_after(last_event_id),
+                        poll_s=s.events_poll_s, ping_s=s.events_ping_s, gone=request.is_disconnected)
+    return JobEventsResponse(events, ping=0, send_timeout=s.events_send_timeout_s)
 
 
 @router.post("/{job_id}/cancel", response_model=Job, responses={
