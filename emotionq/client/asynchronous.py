@@ -71,7 +71,7 @@ class AsyncClient(BaseClient):
 
     async def wait(self, job_id: str, timeout: float | None = None) -> dict:
         """The job once it has finished, or as it stands after ``timeout`` seconds: as ``Client.wait``."""
-        following = Following(self, job_id, timeout)
+        following = Following(self, job_id, timeout, self._events_call)
         while not following.expired():
             try:
                 async with contextlib.aclosing(self._events(following.call())) as events:

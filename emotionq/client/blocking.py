@@ -69,7 +69,7 @@ class Client(BaseClient):
 
         It follows the job's events, resuming after the last one seen when the stream drops; where the API
         answers no stream, it long-polls."""
-        following = Following(self, job_id, timeout)
+        following = Following(self, job_id, timeout, self._events_call)
         while not following.expired():
             try:
                 with contextlib.closing(self._events(following.call())) as events:

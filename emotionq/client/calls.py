@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -137,14 +137,15 @@ class Following:
     ``Last-Event-ID``, so no transition is missed or repeated; after ``retries`` drops in a row with
     nothing received the waiter polls instead."""
 
-    def __init__(self, client: BaseClient, job_id: str, timeout: float | None) -> None:
-        self.client, self.job_id = client, job_id
+    def __init__(self, client: BaseClient, job_id: str, timeout: float | None,
+                 events_call: Callable[[str, str | None, float | None], Call]) -> None:
+        self.client, self.job_id, self.events_call = client, job_id, events_call
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.last_id: str | None = None
         self.drops = 0
 
     def call(self) -> Call:
-        return self.client._events_call(self.job_id, self.last_id, self.deadline)
+        return self.events_call(self.job_id, self.last_id, self.deadline)
 
     def seen(self, event: Event) -> dict | None:
         """The job, once ``event`` says it has finished."""

@@ -184,7 +184,8 @@ def test_wait_long_polls_where_no_event_stream_answers(api_alone, speech_wav, tm
 
 
 def test_a_resumed_stream_asks_for_what_came_after_the_last_event_seen():
-    following = Following(Client("http://127.0.0.1:9", events_timeout=7), "job_1", timeout=None)
+    client = Client("http://127.0.0.1:9", events_timeout=7)
+    following = Following(client, "job_1", None, client._events_call)
     assert "Last-Event-ID" not in following.call().headers
     following.seen(Event("queued", "1", {}))
     following.seen(Event("position", None, {}))  # events without an id do not move the resume point
