@@ -23,14 +23,14 @@ COPY emotionq ./emotionq
 
 FROM build AS build-cpu
 RUN /opt/emotionq/bin/pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
-    && /opt/emotionq/bin/pip install /src
+    && /opt/emotionq/bin/pip install "/src[server]"
 
 FROM build AS build-cuda
 # The CUDA build of the same torch: it carries its CUDA libraries; the host's driver (NVIDIA
 # container toolkit) does the rest. TORCH_CUDA names PyTorch's wheel index for the CUDA version.
 ARG TORCH_CUDA=cu128
 RUN /opt/emotionq/bin/pip install --index-url https://download.pytorch.org/whl/${TORCH_CUDA} torch==2.13.0 \
-    && /opt/emotionq/bin/pip install /src
+    && /opt/emotionq/bin/pip install "/src[server]"
 
 # -- the model: none (mounted at run time) or baked in ----------------------------------------------
 FROM ${PYTHON_IMAGE} AS model-mounted

@@ -208,10 +208,6 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(1000, ge=1, description="open connections (and requests in progress) per "
                                       "API process; past it requests are answered 503")
 
-    # Clients: `emotionq submit` and `emotionq status` (their --url and --key win over these).
-    api_url: str = Field("", description="the API they call; default http://HOST:PORT")
-    api_key: SecretStr | None = Field(None, description="an API key from `emotionq keys create CLIENT`")
-
     # Operators: Prometheus and Flower.
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="`emotionq worker` serves the Prometheus "
                                      "metrics of all its worker processes here, on EMOTIONQ_HOST; 0 = off")
@@ -232,10 +228,6 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when neither server is configured: everything runs from ``var_dir``."""
         return not self.broker_url and not self.store_url
-
-    @property
-    def effective_api_url(self) -> str:
-        return self.api_url or f"http://{self.host}:{self.port}"
 
     @property
     def effective_broker_url(self) -> str:

@@ -22,9 +22,9 @@ ALLOWED = {
     "web": {"web", "jobs", "queues", "webhooks", "blobs"},
     "blobs": {"blobs"},
     "janitor": {"janitor", "jobs", "queues", "webhooks", "blobs"},
-    "client": {"client", "inference.labels"},
+    "client": {"client"},
 }
-ALWAYS = {"errors", "settings", "metrics", "store", "retrying", "vad", "__version__"}
+ALWAYS = {"errors", "settings", "metrics", "store", "retrying", "vad", "__version__", "LABELS"}
 
 
 def _emotionq_imports(path: Path) -> set[str]:

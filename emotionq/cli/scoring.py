@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from emotionq.settings import get_settings
+DEFAULT_URL = "http://{host}:{port}"  # the API on this host: EMOTIONQ_HOST (127.0.0.1) and EMOTIONQ_PORT (8000)
 
 
 def _api_options(command):
-    """--url and --key, for the commands that call the API as a client."""
-    command = click.option("--key", help="The API key  [default: EMOTIONQ_API_KEY]")(command)
-    return click.option("--url", help="The API  [default: EMOTIONQ_API_URL, else http://EMOTIONQ_HOST:PORT]")(command)
+    """--url and --key, for the commands that call the API as a client (read from the environment, not from the
+    server's settings: a client-only install has no pydantic-settings)."""
+    command = click.option("--key", envvar="EMOTIONQ_API_KEY", show_envvar=True,
+                           help="The API key (`emotionq keys create CLIENT` makes one)")(command)
+    return click.option("--url", envvar="EMOTIONQ_API_URL", show_envvar=True,
+                        help="The API  [default: http://EMOTIONQ_HOST:EMOTIONQ_PORT, else "
+                        "http://127.0.0.1:8000]")(command)
 
 
 def _client(url: str | None, key: str | None):
     from emotionq.client import Client
 
-    s = get_settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per request
-    return Client(url or s.effective_api_url, key or (s.api_key.get_secret_value() if s.api_key else None))
+    url = url or DEFAULT_URL.format(host=os.environ.get("EMOTIONQ_HOST", "127.0.0.1"),
+                                    port=os.environ.get("EMOTIONQ_PORT", "8000"))
+    return Client(url, key or None)
 
 
 @click.command()

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from emotionq import LABELS
 from emotionq.client import TERMINAL, Client
 from emotionq.errors import APIError
-from emotionq.inference.labels import LABELS
 
 AUDIO_SUFFIXES = frozenset({
     ".aac", ".aif", ".aiff", ".amr", ".au", ".caf", ".flac", ".m4a", ".mka", ".mp3", ".mp4", ".oga", ".ogg",
@@ -68,7 +68,7 @@ def _one(client: Client, path: Path, *, priority: str, wait: bool, timeout: floa
     job, error = None, None
     try:
         job = client.submit(path, priority=priority, options=options)
-        if wait and job["status"] not in TERMINAL:  # follows the job's events (long polls where they fail)
+        if wait and job["status"] not in TERMINAL:  # follows its events (resumed where they drop)
             job = client.wait(job["id"], timeout=max(0.0, deadline - time.monotonic()))
             if job["status"] not in TERMINAL:
                 error = APIError(f"not finished after {timeout:g} s; `emotionq status {job['id']}` shows it later",

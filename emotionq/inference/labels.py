@@ -8,17 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-LABELS: tuple[str, ...] = (
-    "angry",
-    "disgusted",
-    "fearful",
-    "happy",
-    "neutral",
-    "other",
-    "sad",
-    "surprised",
-    "unknown",
-)
+from emotionq import LABELS
 
 TOKENS: tuple[str, ...] = (
     "生气/angry",

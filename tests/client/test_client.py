@@ -24,13 +24,6 @@ from harness import ROOT, fresh_redis_db, running
 pytestmark = [pytest.mark.timeout(300), pytest.mark.rabbitmq, pytest.mark.redis]
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, tiny_model_dir, amqp_url, redis_url):
-    with running(tmp_path_factory.mktemp("client"), model=tiny_model_dir, broker=amqp_url, store=redis_url) as svc:
-        svc.key = svc.create_key("cli")
-        yield svc
-
-
 def emotionq(service, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """The real `emotionq` command, configured by EMOTIONQ_API_URL / EMOTIONQ_API_KEY."""
     env = {**os.environ, "EMOTIONQ_API_URL": service.url, "EMOTIONQ_API_KEY": service.key, **(env or {})}
@@ -41,16 +34,6 @@ def emotionq(service, *args: str, env: dict | None = None) -> subprocess.Complet
 def jsonl(out: subprocess.CompletedProcess) -> dict[str, dict]:
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     return {os.path.basename(r["file"]): r for r in rows}
-
-
-@pytest.fixture
-def folder(tmp_path, speech_wav):
-    """Three recordings this service has never seen, one in a subfolder, plus a file that is not audio."""
-    clips = distinct_clips(speech_wav, tmp_path, 3)
-    (tmp_path / "day2").mkdir()
-    clips[2].rename(tmp_path / "day2" / clips[2].name)
-    (tmp_path / "notes.txt").write_text("not a recording: skipped by suffix")
-    return tmp_path
 
 
 def test_submit_folder_waits_for_every_result_then_resumes_from_dedup(service, folder):
