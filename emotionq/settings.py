@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     model: str = Field(DEFAULT_MODEL, description="the emotion2vec model: a hub id (ModelScope) or a local "
                        "directory with config.yaml, model.pt and tokens.txt")
     model_revision: str | None = Field(None, description="hub revision to pin (a tag or commit); ignored for local directories")
+    sensevoice_model: str | None = Field(None, description="SenseVoiceSmall, which workers serve beside the "
+                                         "emotion model for jobs with transcript=true: a hub id (ModelScope, e.g. "
+                                         "iic/SenseVoiceSmall) or a local directory (`emotionq model init DIR "
+                                         "--arch sensevoice-small`); unset: no worker serves transcripts")
+    sensevoice_revision: str | None = Field(None, description="hub revision of sensevoice_model to pin")
     devices: CommaList = Field(["auto"], description="'auto' (every CUDA device, else the CPU: "
                                "emotionq.cli.supervisor.devices), 'cpu', or a comma list like 'cuda:0,cuda:1'")
     worker_device: str = Field("cpu", description="set per worker process by `emotionq worker`")
@@ -279,6 +284,13 @@ class Settings(BaseSettings):
         if self.blob_retention_s is not None:
             return self.blob_retention_s
         return float(max(self.job_ttl_seconds, self.result_ttl_seconds))
+
+    def served_models(self) -> dict[str, tuple[str, str | None]]:
+        """The model families this worker serves: family -> (hub id or directory, revision)."""
+        served = {"emotion2vec": (self.model, self.model_revision)}
+        if self.sensevoice_model:
+            served["sensevoice"] = (self.sensevoice_model, self.sensevoice_revision)
+        return served
 
     def max_queued(self, priority: Priority) -> int:
         return self.max_queued_high if priority == "high" else self.max_queued_low

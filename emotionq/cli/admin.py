@@ -109,15 +109,21 @@ def model() -> None:
 
 @model.command("init")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--arch", type=click.Choice(["tiny", "base", "large"]), default="tiny", show_default=True)
+@click.option("--arch", type=click.Choice(["tiny", "base", "large", "sensevoice-tiny", "sensevoice-small"]),
+              default="tiny", show_default=True, help="emotion2vec sizes, or SenseVoiceSmall's (sensevoice-*)")
 @click.option("--seed", type=int, default=0, show_default=True)
 def model_init(directory: Path, arch: str, seed: int) -> None:
-    """Write a randomly initialised emotion2vec checkpoint that funasr loads from DIRECTORY.
+    """Write a randomly initialised checkpoint (emotion2vec, or SenseVoiceSmall) that funasr loads from DIRECTORY.
 
-    Its scores mean nothing (jobs say untrained: true); it exercises the real code.
+    Its outputs mean nothing (jobs say untrained: true); it exercises the real code.
     """
-    from emotionq.inference.checkpoint import write_checkpoint
+    if arch.startswith("sensevoice"):
+        from emotionq.inference.sensevoice_checkpoint import write_sensevoice
 
-    path = write_checkpoint(directory, arch=arch, seed=seed)
-    click.echo(f"wrote an untrained {arch} emotion2vec checkpoint to {path}")
+        path, family = write_sensevoice(directory, arch=arch, seed=seed), "SenseVoiceSmall"
+    else:
+        from emotionq.inference.checkpoint import write_checkpoint
+
+        path, family = write_checkpoint(directory, arch=arch, seed=seed), "emotion2vec"
+    click.echo(f"wrote an untrained {arch} {family} checkpoint to {path}")
 

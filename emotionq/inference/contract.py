@@ -39,7 +39,8 @@ import numpy as np
 from emotionq.errors import ConfigurationError
 
 BeforePass = Callable[[], Collection[int]]
-FAMILIES = {"emotion2vec": "emotionq.inference.model:EmotionModel"}  # imported only when chosen
+FAMILIES = {"emotion2vec": "emotionq.inference.model:EmotionModel",  # imported only when chosen
+            "sensevoice": "emotionq.inference.sensevoice:SenseVoiceModel"}  # (emotionq.inference.registry)
 DEFAULT_FAMILY = "emotion2vec"
 
 

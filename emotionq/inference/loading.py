@@ -17,8 +17,10 @@ from emotionq.inference.labels import LABELS, english
 log = logging.getLogger(__name__)
 
 
-def load_automodel(model: str, *, revision: str | None, device: str, threads: int | None, hub: str):
-    """(funasr's AutoModel, whether the checkpoint is marked untrained); ConfigurationError if it cannot load."""
+def load_automodel(model: str, *, revision: str | None, device: str, threads: int | None, hub: str,
+                   check=None, what: str = "emotion model"):
+    """(funasr's AutoModel, whether the checkpoint is marked untrained); ConfigurationError if it cannot load.
+    ``check(automodel, model)`` refuses what is not the family's model (default: emotion2vec's)."""
     import torch
 
     local = local_dir(model)
@@ -45,13 +47,13 @@ def load_automodel(model: str, *, revision: str | None, device: str, threads: in
         if local is None:
             reason = f"the hub did not provide it (no network, or no such id/revision?) [{reason}]"
         raise ConfigurationError(
-            f"cannot load the emotion model {model!r}: {reason}. "
+            f"cannot load the {what} {model!r}: {reason}. "
             "Name a reachable hub id or a directory with config.yaml and model.pt "
-            "(python -m emotionq.inference.checkpoint DIR writes an untrained one)"
+            "(`emotionq model init DIR` writes an untrained one)"
         ) from exc
     if threads:
         torch.set_num_threads(threads)
-    check_module(automodel, model)
+    (check or check_module)(automodel, model)
     automodel.model.eval()
     model_path = automodel.kwargs.get("model_path")
     untrained = bool(model_path and os.path.isdir(model_path) and read_marker(model_path).get("untrained"))
@@ -64,8 +66,8 @@ def local_dir(model: str) -> Path | None:
     if path.is_dir():
         if not ((path / "config.yaml").is_file() or (path / "configuration.json").is_file()):
             raise ConfigurationError(
-                f"{model!r} holds no config.yaml: point the model setting at an emotion2vec directory "
-                "(python -m emotionq.inference.checkpoint DIR writes an untrained one)"
+                f"{model!r} holds no config.yaml: point the model setting at a model directory "
+                "(`emotionq model init DIR` writes an untrained one)"
             )
         return path.resolve()
     if model.startswith((".", "~", os.sep)) or path.exists():
