@@ -1,10 +1,13 @@
 """The queues, the tasks' names, the Celery application, and publishing runs to them.
 
-Inference uses ONE RabbitMQ queue declared with ``x-max-priority``, and the
-priority travels on each message. Two queues consumed by one worker are taken
-about 1:1 (a high job waits behind low ones); one priority queue with prefetch 1
-and late acks is strict: a high job starts before every low job not yet started.
-Webhook deliveries have their own queue, served by CPU workers.
+Inference uses one RabbitMQ queue per set of model families a run needs (``emotion``: emotion2vec
+alone; ``emotion.sensevoice``: with SenseVoice, transcript=true), each declared with ``x-max-priority``,
+and the priority travels on each message. A worker consumes the queues of what it serves
+(``worker_queues``), so a run that needs SenseVoice reaches only workers that load it. One priority
+queue with prefetch 1 and late acks is strict: a high job starts before every low job not yet started;
+across a worker's two queues (taken about 1:1) strict priority and fair share hold because the store's
+dispatcher decides what enters the broker (``emotionq.jobs.scheduler.dispatch``) and a claim gives back a
+low run while high ones wait. Webhook deliveries have their own queue, served by CPU workers.
 
 Tasks are published by name (``send_task``), so the API never imports the
 worker's code or the model. Apps come from ``make_celery(settings)``, never at
@@ -22,7 +25,7 @@ from functools import lru_cache
 import amqp.exceptions
 from celery import Celery
 from kombu import Exchange, Message, Queue
-from kombu.exceptions import KombuError
+from kombu.exceptions import ChannelError, KombuError
 
 from emotionq.errors import BrokerUnavailable
 from emotionq.settings import Priority, Settings, get_settings
@@ -37,10 +40,17 @@ MAX_PRIORITY = 3  # declared once; a queue's x-max-priority can never change
 PRIORITY: dict[str, int] = {"low": 0, "high": MAX_PRIORITY}
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}
 
-INFERENCE = Queue(INFERENCE_QUEUE, Exchange(INFERENCE_QUEUE, type="direct"), routing_key=INFERENCE_QUEUE,
-                  durable=True, max_priority=MAX_PRIORITY)  # also read directly: batching, purge
+SENSEVOICE_QUEUE = f"{INFERENCE_QUEUE}.sensevoice"  # runs that need SenseVoice (``emotionq.inference.registry``)
+
+
+def _inference_queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name, durable=True, max_priority=MAX_PRIORITY)
+
+
+INFERENCE = _inference_queue(INFERENCE_QUEUE)  # also read directly: batching, purge
+INFERENCE_QUEUES = (INFERENCE, _inference_queue(SENSEVOICE_QUEUE))
 TASK_QUEUES = (
-    INFERENCE,
+    *INFERENCE_QUEUES,
     Queue(WEBHOOK_QUEUE, Exchange(WEBHOOK_QUEUE, type="direct"), routing_key=WEBHOOK_QUEUE, durable=True),
 )
 TASK_ROUTES = {INFER_TASK: {"queue": INFERENCE_QUEUE}, DELIVER_TASK: {"queue": WEBHOOK_QUEUE}}
@@ -65,12 +75,23 @@ def celery_app() -> Celery:
     return make_celery(get_settings())
 
 
+def queue_for(families: list[str]) -> str:
+    """The queue of a run that needs the model ``families`` (``emotionq.inference.registry.needed``)."""
+    return SENSEVOICE_QUEUE if "sensevoice" in families else INFERENCE_QUEUE
+
+
+def worker_queues(settings: Settings) -> list[str]:
+    """The inference queues a worker with ``settings`` consumes: those whose runs its models can score."""
+    return [INFERENCE_QUEUE, *([SENSEVOICE_QUEUE] if "sensevoice" in settings.served_models() else [])]
+
+
 def message_priority(priority: Priority) -> int:
     return PRIORITY[priority]
 
 
-def publish_run(celery: Celery, run, *, settings: Settings, job_id: str) -> str:
-    """Queue one run (an ``emotionq.jobs.Run``) at its priority; returns the task id. Raises BrokerUnavailable if not confirmed."""
+def publish_run(celery: Celery, run, *, settings: Settings, job_id: str, families: list[str] = ()) -> str:
+    """Queue one run (an ``emotionq.jobs.Run``) at its priority, on the queue of the model ``families`` it
+    needs; returns the task id. Raises BrokerUnavailable if not confirmed."""
     audio_s = work_seconds(run)
     soft, hard = settings.time_limits(audio_s)
     started = time.perf_counter()
@@ -80,7 +101,7 @@ def publish_run(celery: Celery, run, *, settings: Settings, job_id: str) -> str:
             args=[run.id],
             kwargs={"job_id": job_id, "sha256": run.sha256, "duration_s": round(audio_s, 3),
                     "priority": run.priority},
-            queue=INFERENCE_QUEUE,
+            queue=queue_for(list(families)),
             priority=message_priority(run.priority),
             soft_time_limit=soft,
             time_limit=hard,
@@ -102,13 +123,31 @@ def work_seconds(run) -> float:
 
 
 def waiting_messages(celery: Celery) -> int | None:
-    """How many messages wait in the inference queue, not yet delivered; None if the broker cannot say."""
+    """How many messages wait in the inference queues, not yet delivered; None if the broker cannot say."""
     try:
         with celery.connection_for_write() as conn:
-            _, count, _ = INFERENCE(conn.default_channel).queue_declare(passive=True)
-            return int(count)
+            total = 0
+            for queue in INFERENCE_QUEUES:
+                channel = conn.channel()  # a failed passive declare closes its channel
+                try:
+                    _, count, _ = queue(channel).queue_declare(passive=True)
+                    total += int(count)
+                except (amqp.exceptions.NotFound, ChannelError):
+                    if queue is INFERENCE:
+                        raise
+                    # never declared (no run and no worker needed it yet): nothing waits there
+                finally:
+                    _close_quietly(channel)
+            return total
     except Exception:  # noqa: BLE001 - kombu raises many kinds here; all mean "unknown"
         return None
+
+
+def _close_quietly(channel) -> None:
+    try:
+        channel.close()
+    except Exception:  # noqa: BLE001 - already closed by the broker
+        pass
 
 
 def ping(celery: Celery) -> None:

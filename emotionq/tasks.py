@@ -103,7 +103,7 @@ def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = 
     extras = rt.gatherer.gather() if rt.gatherer and not self.request.retries else []
     members = [scoring.Member(run_id, self.request.id), *(scoring.Member(e.run_id, e.task_id) for e in extras)]
     try:
-        outcomes = scoring.score_runs(store=rt.store, blobs=rt.blobs, model=rt.model, settings=rt.settings,
+        outcomes = scoring.score_runs(store=rt.store, blobs=rt.blobs, models=rt.models.models, settings=rt.settings,
                                       members=members, worker=rt.name, hard_limit_s=hard, notify=rt.notify,
                                       started=started, on_claimed=rt.dispatch)
     except (SoftTimeLimitExceeded, RunTimeLimit) as exc:

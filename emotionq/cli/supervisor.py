@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from emotionq.queues import INFERENCE_QUEUE, WEBHOOK_QUEUE
+from emotionq.queues import WEBHOOK_QUEUE, worker_queues
 from emotionq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def worker_command(settings: Settings, device: str) -> tuple[list[str], dict[str
     if device.startswith("cuda"):
         index = device.partition(":")[2] or "0"
         env.update(CUDA_VISIBLE_DEVICES=index, EMOTIONQ_WORKER_DEVICE="cuda:0")
-    return _celery_worker(pool="prefork", concurrency=1, queue=INFERENCE_QUEUE, name=name), env
+    return _celery_worker(pool="prefork", concurrency=1, queue=",".join(worker_queues(settings)), name=name), env
 
 
 def webhook_worker_command(settings: Settings) -> tuple[list[str], dict[str, str]]:

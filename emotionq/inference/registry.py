@@ -38,8 +38,3 @@ def needed(options: dict) -> list[str]:
     """The families a run with ``options`` needs, in ``FAMILIES`` order (emotion2vec first: its result is
     the run's, the others add keys to its segments)."""
     return [name for name, served in FAMILIES.items() if served.wanted(options or {})]
-
-
-def model_options(family: str, options: dict) -> dict:
-    """The run's options that ``family``'s predict_batch takes."""
-    return {k: options[k] for k in FAMILIES[family].options if k in options}

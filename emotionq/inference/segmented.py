@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emotionq.inference import registry
 from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE
 from emotionq.inference.labels import LABELS, summary
 from emotionq.inference.segments import VadOptions, detector, split
 from emotionq.inference.summary import summarize
 from emotionq.inference.windows import window_bounds
 
-MODEL_OPTIONS = ("granularity", "embedding")
-
+SEGMENT_KEYS = ("start", "end", "scores", "top_label")  # the emotion model's; other families add keys
 
 @dataclass
 class Track:
@@ -41,11 +41,13 @@ class Plan:
     segmentation: str  # "vad" | "fixed"
     mixed: bool
     vad_s: float = 0.0
+    extras: bool = False  # other model families add keys to the segments (transcript=true)
 
     @property
     def unchanged(self) -> bool:
-        """The model's result is the run's (fixed windows of the mix: the service's results before segments)."""
-        return self.segmentation == "fixed" and self.mixed
+        """The model's result is the run's (fixed windows of the mix, the emotion model alone: the service's
+        results before segments)."""
+        return self.segmentation == "fixed" and self.mixed and not self.extras
 
     def scored(self) -> list[Track]:
         """The tracks the model has anything to score in."""
@@ -69,7 +71,8 @@ def tracks(channels: list[np.ndarray], options: dict, *, window_s: float) -> Pla
     """
     segmentation = options.get("segmentation", "fixed")
     names = channel_names(options, len(channels))
-    plan = Plan([], segmentation, mixed=options.get("channels", "mix") != "separate")
+    plan = Plan([], segmentation, mixed=options.get("channels", "mix") != "separate",
+                extras=bool(options.get("transcript")))
     began = time.perf_counter()
     for name, samples in zip(names, channels):
         if segmentation == "fixed":
@@ -82,16 +85,26 @@ def tracks(channels: list[np.ndarray], options: dict, *, window_s: float) -> Pla
     return plan
 
 
-def model_options(options: dict, track: Track, plan: Plan) -> dict:
-    """``predict_batch``'s options for one track: the run's model options, and its segments as windows."""
-    out = {k: options[k] for k in MODEL_OPTIONS if k in options}
+def model_options(options: dict, track: Track, plan: Plan, family: str = registry.EMOTION2VEC) -> dict:
+    """``predict_batch``'s options for one track: the run's options ``family`` takes, and the track's
+    segments as windows."""
+    out = {k: options[k] for k in registry.FAMILIES[family].options if k in options}
     if not plan.unchanged:
         out["bounds"] = track.bounds
     return out
 
 
-def combine(plan: Plan, results: list[dict], *, model: dict, duration_s: float) -> dict:
-    """The run's output from the model's result for each of ``plan.scored()``, in order."""
+def merge(result: dict, other: dict) -> dict:
+    """The emotion model's result for a track with the keys another family's result gives each window."""
+    for window, extra in zip(result["timeline"], other["timeline"]):
+        window.update({k: v for k, v in extra.items() if k not in SEGMENT_KEYS})
+    return result
+
+
+def combine(plan: Plan, results: list[dict], *, model: dict, duration_s: float,
+            extra_models: dict[str, dict] | None = None) -> dict:
+    """The run's output from the model's result for each of ``plan.scored()``, in order (``extra_models``:
+    the other families that added to the segments, and what they are)."""
     if plan.unchanged:
         return results[0]
     by_name = {t.name: r for t, r in zip(plan.scored(), results)}
@@ -107,6 +120,8 @@ def combine(plan: Plan, results: list[dict], *, model: dict, duration_s: float) 
                speech_s=round(sum(s["end"] - s["start"] for s in segments), 3),
                timeline=[{"start": s["start"], "end": s["end"], "scores": s["scores"], "top_label": s["label"]}
                          for s in segments], duration_s=duration_s, frame_rate=_frame_rate(results), model=model)
+    if extra_models:
+        out["models"] = extra_models
     embeddings = [(r["embedding"], sum(s["end"] - s["start"] for s in c["segments_of"]))
                   for c, r in _pairs(channels, by_name) if "embedding" in r]
     if embeddings:
@@ -120,13 +135,16 @@ def combine(plan: Plan, results: list[dict], *, model: dict, duration_s: float) 
 def _segment(channel: str, window: dict) -> dict:
     label = window["top_label"]
     return {"channel": channel, "start": window["start"], "end": window["end"],  # sample / 16000: exact
-            "label": label, "score": window["scores"][label], "scores": window["scores"]}
+            "label": label, "score": window["scores"][label], "scores": window["scores"],
+            **{k: v for k, v in window.items() if k not in SEGMENT_KEYS}}  # text, language, events, emotion_tag
 
 
 def _channel(name: str, segments: list[dict], result: dict | None) -> dict:
     weighted = _weighted(segments)
     channel = {"name": name, "scores": weighted["scores"], "top_label": weighted["top_label"],
                "no_speech": not segments, "summary": summarize(segments), "segments_of": segments}
+    if any("text" in s for s in segments):  # the channel's transcript, in time order
+        channel["transcript"] = " ".join(s["text"] for s in sorted(segments, key=lambda s: s["start"]) if s["text"])
     if result is not None and "frames" in result:
         channel["frames"] = result["frames"]
     return channel

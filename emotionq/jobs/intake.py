@@ -20,6 +20,7 @@ from emotionq.errors import AudioTooLong, BlobStoreUnavailable, Unavailable
 from emotionq.inference.audio import probe
 from emotionq.jobs.channels import check_channels
 from emotionq.jobs.domain import Job, Run
+from emotionq.jobs.models import check_served
 from emotionq.jobs.scheduler import dispatch
 from emotionq.jobs.submission import Submission, abandon_run, mark_filed, submit
 from emotionq.settings import Priority, Settings
@@ -79,6 +80,7 @@ class Intake:
         """Submit the job; its audio is filed if a run needs it, and thrown away otherwise (or on refusal)."""
         try:
             audio.close()
+            check_served(self.store, request.options)
             webhook = self._webhook(request)
             duration_s, channels = self._duration(audio, request.options)
             submission = submit(

@@ -17,14 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from amqp.exceptions import NotFound
 from celery import Celery
+from kombu.exceptions import ChannelError
 
 from emotionq.jobs import lifecycle
 from emotionq.jobs.access import take_back
 from emotionq.jobs.domain import Run
 from emotionq.jobs.records import get_run
 from emotionq.jobs.scheduler import backlog
-from emotionq.queues import INFERENCE, message_priority, read_infer
+from emotionq.queues import INFERENCE, INFERENCE_QUEUES, message_priority, read_infer
 from emotionq.settings import Priority
 from emotionq.store import Store, Tx
 
@@ -41,11 +43,31 @@ def purge_priority(celery: Celery, store: Store, *, priority: Priority,
     """Remove the waiting messages of ``priority``; ``notify(run, "job.failed")`` for each run failed."""
     error = {"code": "purged", "message": f"an operator purged the {priority}-priority queue before the job "
              "started; submit it again", "retryable": True}
-    result, held = Purged(), []
+    result = Purged()
     waiting_in_store = sum(backlog.turns(store, priority)["counts"].values())
+    for queue in INFERENCE_QUEUES:
+        _purge_queue(celery, store, queue, priority=priority, error=error, result=result, notify=notify)
+    for _ in range(waiting_in_store):  # what waits now; later uploads are not purged
+        run = store.transact(lambda tx: _fail_next(tx, priority, error))
+        if run is None:
+            break
+        result.failed.append(run.id)
+        notify(run, "job.failed")
+    return result
+
+
+def _purge_queue(celery: Celery, store: Store, queue, *, priority: Priority, error: dict, result: Purged,
+                 notify: Callable[[dict, str], None]) -> None:
+    """``purge_priority`` on one inference queue (one never declared holds nothing)."""
+    held = []
     with celery.connection_for_write() as conn:
-        bound = INFERENCE(conn.default_channel)
-        _, waiting, _ = bound.queue_declare(passive=True)
+        bound = queue(conn.channel())
+        try:
+            _, waiting, _ = bound.queue_declare(passive=True)
+        except (NotFound, ChannelError):
+            if queue is INFERENCE:
+                raise
+            return
         try:
             for _ in range(waiting):  # what waits now; later uploads are not purged
                 message = bound.get(no_ack=False, accept=["json"])
@@ -68,14 +90,7 @@ def purge_priority(celery: Celery, store: Store, *, priority: Priority,
         finally:
             for message in held:  # back where they were; unacked ones would come back anyway on disconnect
                 message.requeue()
-            result.kept = len(held)
-    for _ in range(waiting_in_store):  # what waits now; later uploads are not purged
-        run = store.transact(lambda tx: _fail_next(tx, priority, error))
-        if run is None:
-            break
-        result.failed.append(run.id)
-        notify(run, "job.failed")
-    return result
+            result.kept += len(held)
 
 
 def _fail_next(tx: Tx, priority: Priority, error: dict) -> Run | None:

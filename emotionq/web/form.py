@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from emotionq.errors import InvalidRequest
+from emotionq.jobs.models import LANGUAGES
 from emotionq.vad import VadOptions
 from emotionq.webhooks.events import parse_events
 
@@ -97,8 +98,17 @@ class JobForm(BaseModel):
     channel_names: str = Field("", examples=["agent,customer"], description="comma-separated names of the "
                                "channels, one per channel, in order (separate only); default ch1, ch2, ...")
 
+    transcript: bool = Field(False, examples=[True], description="true adds what was said to each segment "
+                             "(SenseVoice: text, language, audio events, its emotion tag) and each channel's "
+                             "transcript; 422 model_unavailable when no worker serves SenseVoice")
+    language: str = Field("auto", examples=["en"], description=f"the spoken language for the transcript: "
+                          f"{', '.join(LANGUAGES)} (auto: detected per segment); transcript only")
+    itn: bool = Field(False, examples=[True], description="inverse text normalisation of the transcript "
+                      "(numbers as digits, punctuation); transcript only")
+
     @field_validator("priority", "granularity", "embedding", "webhook_url", "segmentation", "vad_threshold",
-                     "min_speech_ms", "min_silence_ms", "speech_pad_ms", "channels", mode="before")
+                     "min_speech_ms", "min_silence_ms", "speech_pad_ms", "channels", "transcript", "language", "itn",
+                     mode="before")
     @classmethod
     def _blank_is_default(cls, value: Any, info) -> Any:
         """Form values are strings: trimmed, case-folded (but URLs), and an empty one is the default."""
@@ -127,12 +137,23 @@ class JobForm(BaseModel):
             raise PydanticCustomError("invalid_request", "channel_names: each channel needs a name of its own")
         return ",".join(names)
 
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        if value not in LANGUAGES:
+            raise PydanticCustomError("unknown_language", f"language {value!r} is not one SenseVoice knows: "
+                                      f"choose one of {', '.join(LANGUAGES)}")
+        return value
+
     @model_validator(mode="after")
     def _events_need_a_url(self) -> JobForm:
         if self.webhook_events.strip() and not self.webhook_url:
             raise PydanticCustomError("invalid_request", "webhook_events needs a webhook_url")
         if self.channel_names and self.channels != "separate":
             raise PydanticCustomError("invalid_request", "channel_names needs channels=separate")
+        asr_set = sorted({"language", "itn"} & self.model_fields_set)
+        if asr_set and not self.transcript:
+            raise PydanticCustomError("needs_transcript", f"{', '.join(asr_set)}: for transcript=true only")
         vad_set = sorted(set(VAD_FIELDS) & self.model_fields_set)
         if vad_set and self.segmentation != "vad":
             raise PydanticCustomError("invalid_request", f"{', '.join(vad_set)}: for segmentation=vad only")
@@ -155,6 +176,8 @@ class JobForm(BaseModel):
             out.update({name: getattr(self, name) for name in VAD_FIELDS})
         if self.channel_names:
             out["channel_names"] = self.channel_names.split(",")
+        if self.transcript:
+            out.update(transcript=True, language=self.language, itn=self.itn)
         return out
 
     def webhook(self) -> dict | None:
@@ -170,7 +193,8 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
     if unknown:
         allowed = ", ".join(["file", *JobForm.model_fields])
         return InvalidRequest(f"unknown form fields {unknown}; allowed: {allowed}")
-    custom = next((e for e in errors if e["type"] in ("metadata_too_deep", "invalid_request")), None)  # ours
+    custom = next((e for e in errors if e["type"] in ("metadata_too_deep", "invalid_request", "unknown_language",
+                                                       "needs_transcript")), None)  # ours
     if custom is not None:
         return InvalidRequest(custom["msg"], code=custom["type"])
     return InvalidRequest("; ".join(f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in errors))

@@ -111,6 +111,12 @@ EXAMPLES: dict[str, EmotionQError] = {
                                         code="metadata_too_deep"),
     "incomplete_body": InvalidRequest("the multipart body ended before its closing boundary: the upload is "
                                       "incomplete; send it again", code="incomplete_body"),
+    "unknown_language": InvalidRequest("language 'fr' is not one SenseVoice knows: choose one of auto, zh, en, yue, "
+                                       "ja, ko", code="unknown_language"),
+    "needs_transcript": InvalidRequest("itn: for transcript=true only", code="needs_transcript"),
+    "model_unavailable": InvalidRequest("transcript=true needs SenseVoice, and no live worker serves it: start a "
+                                        "worker with EMOTIONQ_SENSEVOICE_MODEL set (GET /v1/models lists what is "
+                                        "served)", code="model_unavailable"),
     "invalid_parameter": InvalidRequest("query.grace_seconds: Input should be greater than or equal to 0"),
     "webhook_url_refused": InvalidRequest("webhook_url resolves to 10.0.0.7, a private, loopback, link-local or "
                                           "reserved address; use a public URL (operators can allow networks with "

@@ -89,6 +89,32 @@ class JobOptions(BaseModel):
     min_silence_ms: int | None = None
     speech_pad_ms: int | None = None
     channel_names: list[str] | None = None
+    transcript: bool | None = Field(None, description="true: SenseVoice added text, language, events and its "
+                                    "emotion tag to each segment; absent otherwise")
+    language: str | None = None
+    itn: bool | None = None
+
+
+class ServedModel(BaseModel):
+    name: str = Field(examples=["sensevoice"], description="the model family (emotion2vec, sensevoice)")
+    role: str = Field(description="what it answers")
+    id: str = Field(examples=["iic/SenseVoiceSmall"], description="hub id or local directory")
+    revision: str | None
+    runtime: str | None = Field(examples=["torch"])
+    device: str | None = Field(examples=["cpu"])
+    untrained: bool | None = None
+    workers: int = Field(description="live workers that serve it")
+
+
+class ServedModels(BaseModel):
+    models: list[ServedModel]
+
+
+MODELS_EXAMPLE = {"models": [
+    {"name": "emotion2vec", "role": "emotion", "id": "iic/emotion2vec_plus_large", "revision": "v2.0.4",
+     "runtime": "torch", "device": "cuda:0", "untrained": False, "workers": 2},
+    {"name": "sensevoice", "role": "transcript, language, audio events, emotion tag", "id": "iic/SenseVoiceSmall",
+     "revision": None, "runtime": "torch", "device": "cuda:0", "untrained": False, "workers": 1}]}
 
 
 class JobError(BaseModel):

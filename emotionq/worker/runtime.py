@@ -20,6 +20,7 @@ from emotionq import jobs, metrics, queues
 from emotionq.blobs import BlobStore, open_blobs
 from emotionq.errors import EmotionQError, StoreUnavailable
 from emotionq.inference.contract import Model, family
+from emotionq.inference.registry import EMOTION2VEC
 from emotionq.jobs.scheduler import dispatch, readiness
 from emotionq.settings import Settings, get_settings
 from emotionq.store import PatientStore, open_store
@@ -31,36 +32,47 @@ log = logging.getLogger(__name__)
 
 
 class ModelHolder:
-    """The one model of a worker process: loaded once, after the fork, and warmed up before it is handed out."""
+    """The models of a worker process (``Settings.served_models``: the emotion model, and SenseVoice where
+    configured), each loaded once through the model contract, after the fork, and warmed up before any is
+    handed out."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._model: Model | None = None
+        self._models: dict[str, Model] = {}
 
     @property
-    def model(self) -> Model:
-        """The model, loaded on first use (ConfigurationError if it cannot be): ``contract.Model.load`` warms it up."""
-        if self._model is None:
+    def models(self) -> dict[str, Model]:
+        """The models by family, loaded on first use (ConfigurationError if one cannot be)."""
+        if not self._models:
             from emotionq.inference import segments
 
             s = self._settings
-            model = family().load(s.model, revision=s.model_revision, device=s.worker_device, threads=s.torch_threads,
-                                  runtime=s.runtime, runtime_cache_dir=s.runtime_cache_dir)
-            i = model.info()
-            log.info("model %s ready on %s (%s, %s: %s; untrained=%s)", i.id, i.device, i.dtype, i.runtime,
-                     i.runtime_note, i.untrained)
+            loaded: dict[str, Model] = {}
+            for name, (model_id, revision) in s.served_models().items():
+                model = family(name).load(model_id, revision=revision, device=s.worker_device,
+                                          threads=s.torch_threads, runtime=s.runtime,
+                                          runtime_cache_dir=s.runtime_cache_dir)
+                i = model.info()
+                log.info("%s model %s ready on %s (%s, %s: %s; untrained=%s)", name, i.id, i.device, i.dtype,
+                         i.runtime, i.runtime_note, i.untrained)
+                loaded[name] = model
             segments.warm_up()  # the speech detector and librosa, loaded before the first job
-            self._model = model
-        return self._model
+            self._models = loaded
+        return self._models
+
+    @property
+    def model(self) -> Model:
+        """The emotion model."""
+        return self.models[EMOTION2VEC]
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None
+        return bool(self._models)
 
     def close(self) -> None:
-        if self._model is not None:
-            self._model.close()
-            self._model = None
+        for model in self._models.values():
+            model.close()
+        self._models = {}
 
 
 class Runtime:
@@ -117,12 +129,17 @@ class Runtime:
         return self.models.model
 
     def announce(self) -> None:
-        """Tell /readyz this process has a model that answered (loading it first); repeat while alive."""
-        m = self.model.info()
+        """Tell /readyz this process has its models answering (loading them first); repeat while alive.
+        ``models`` lists every family it serves (what ``GET /v1/models`` and the API's checks read)."""
+        models = self.models.models
+        m = models[EMOTION2VEC].info()
+        served = [{"name": name, "id": i.id, "revision": i.revision, "device": i.device, "dtype": i.dtype,
+                   "runtime": i.runtime, "untrained": i.untrained}
+                  for name, i in ((name, model.info()) for name, model in models.items())]
         try:
             readiness.announce(self.store.inner, name=self.name, info={
                 "device": m.device, "dtype": m.dtype, "model": m.id, "untrained": m.untrained,
-                "runtime": m.runtime, "runtime_note": m.runtime_note, "pid": os.getpid()})
+                "runtime": m.runtime, "runtime_note": m.runtime_note, "pid": os.getpid(), "models": served})
         except StoreUnavailable as exc:
             log.warning("could not announce readiness: %s", exc)
         self._heartbeat = threading.Timer(readiness.HEARTBEAT_S, self.announce)

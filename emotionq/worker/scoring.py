@@ -15,8 +15,16 @@ import numpy as np
 
 from emotionq import jobs, metrics
 from emotionq.blobs import BlobStore
-from emotionq.errors import BadInput, BlobStoreUnavailable, Canceled, EmotionQError, RunTimeLimit, TransientFault
-from emotionq.inference import segmented
+from emotionq.errors import (
+    BadInput,
+    BlobStoreUnavailable,
+    Canceled,
+    EmotionQError,
+    RunTimeLimit,
+    ServerFault,
+    TransientFault,
+)
+from emotionq.inference import registry, segmented
 from emotionq.inference.audio import SAMPLE_RATE, decode, decode_channels
 from emotionq.inference.contract import Model
 from emotionq.settings import Settings
@@ -39,7 +47,7 @@ def score_runs(
     *,
     store: Store,
     blobs: BlobStore,
-    model: Model,
+    models: dict[str, Model],
     settings: Settings,
     members: list[Member],
     worker: str,
@@ -50,6 +58,9 @@ def score_runs(
 ) -> list[str]:
     """Score ``members`` in shared forward passes; returns what happened to each, in order
     ("succeeded", "failed", or why it was skipped).
+
+    ``models``: the model families this worker serves, by name (``emotionq.inference.registry``); each run
+    is scored by those it needs, on the same decoded audio and segments.
 
     Each run is claimed, decoded and recorded on its own, so a bad file fails
     alone. Transient faults of the shared forward pass (TransientFault,
@@ -65,7 +76,7 @@ def score_runs(
     propagates, as Celery's own soft limit would. ``on_claimed()`` is called once the claims are made
     (the worker dispatches more runs then: these no longer count as waiting in the broker).
     """
-    batch = _Batch(store=store, blobs=blobs, model=model, settings=settings, worker=worker, notify=notify)
+    batch = _Batch(store=store, blobs=blobs, models=models, settings=settings, worker=worker, notify=notify)
     claimed = [(i, member, run) for i, member in enumerate(members)
                if (run := batch.claim(i, member, hard_limit_s)) is not None]
     on_claimed()
@@ -91,7 +102,7 @@ class _Batch:
 
     store: Store
     blobs: BlobStore
-    model: Model
+    models: dict[str, Model]
     settings: Settings
     worker: str
     notify: Notify
@@ -134,13 +145,8 @@ class _Batch:
         watch = _Watch(self.store, [d.member for d in decoded], settings=self.settings, started=started,
                        audio_s=sum(max(d.duration_s, d.plan.audio_s()) for d in decoded))
         entries = [(k, track) for k, d in enumerate(decoded) for track in d.plan.scored()]
-        s = self.settings
         began = time.perf_counter()
-        results = self.model.predict_batch(
-            [t.samples for _, t in entries],
-            options=[segmented.model_options(decoded[k].run.options, t, decoded[k].plan) for k, t in entries],
-            window_s=s.window_seconds, max_batch_windows=s.batch_windows, max_batch_s=s.batch_pass_s,
-            before_pass=lambda: _tracks_of(watch(), entries)) if entries else []
+        results, per_family_s = self._predict(entries, decoded, watch)
         inference_s = time.perf_counter() - began
         if entries:
             metrics.observe_inference(inference_s, worker=self.worker)
@@ -156,12 +162,47 @@ class _Batch:
             elif problem is not None:
                 raise problem
             else:
-                result = segmented.combine(d.plan, mine, model=self.model.info().output(), duration_s=d.duration_s)
+                result = segmented.combine(d.plan, mine, model=self.models[registry.EMOTION2VEC].info().output(),
+                                           duration_s=d.duration_s, extra_models={
+                                               n: self.models[n].info().output()
+                                               for n in registry.needed(d.run.options)[1:]})
                 result["timing"] = {"decode_ms": round(d.decode_s * 1e3, 1),
                                     "inference_ms": round(inference_s * 1e3, 1), "batch_size": len(decoded)}
+                for name in registry.needed(d.run.options)[1:]:  # what the other families took of it
+                    result["timing"][f"{name}_ms"] = round(per_family_s.get(name, 0.0) * 1e3, 1)
                 if d.plan.segmentation == "vad":
                     result["timing"]["vad_ms"] = round(d.plan.vad_s * 1e3, 1)
                 self._complete(d, result)
+
+    def _predict(self, entries: list, decoded: list[_Decoded], watch: _Watch) -> tuple[list, dict[str, float]]:
+        """(Each entry's result, seconds each family's call took). The result: every family its run needs, one ``predict_batch`` call per family over the
+        entries that need it, merged into the emotion model's result (``segmented.merge``); an exception
+        where one failed for that entry (or the run needs a family this worker does not serve)."""
+        s = self.settings
+        needs = [registry.needed(decoded[k].run.options) for k, _ in entries]
+        results: list = [None] * len(entries)
+        seconds: dict[str, float] = {}
+        for name in registry.FAMILIES:
+            mine = [i for i, need in enumerate(needs) if name in need and not isinstance(results[i], Exception)]
+            if not mine:
+                continue
+            model = self.models.get(name)
+            if model is None:
+                for i in mine:
+                    results[i] = ServerFault(f"this worker does not serve {name}: the run reached the wrong queue",
+                                             code="model_unavailable")
+                continue
+            began = time.perf_counter()
+            out = model.predict_batch(
+                [entries[i][1].samples for i in mine],
+                options=[segmented.model_options(decoded[entries[i][0]].run.options, entries[i][1],
+                                                 decoded[entries[i][0]].plan, name) for i in mine],
+                window_s=s.window_seconds, max_batch_windows=s.batch_windows, max_batch_s=s.batch_pass_s,
+                before_pass=lambda mine=mine: _tracks_of(watch(), [entries[i] for i in mine]))
+            seconds[name] = time.perf_counter() - began
+            for i, r in zip(mine, out):
+                results[i] = r if results[i] is None or isinstance(r, BaseException) else segmented.merge(results[i], r)
+        return results, seconds
 
     def _complete(self, d: _Decoded, result: dict) -> None:
         done = jobs.complete(self.store, run_id=d.member.run_id, task_id=d.member.task_id, output=result,

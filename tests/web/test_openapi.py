@@ -9,12 +9,12 @@ import sys
 import httpx
 import pytest
 
-from emotionq.web.schemas import Job, Problem, WebhookSecrets
+from emotionq.web.schemas import Job, Problem, ServedModels, WebhookSecrets
 from harness import running
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.rabbitmq, pytest.mark.redis]
 
-MODELS = {"Job": Job, "Problem": Problem, "WebhookSecrets": WebhookSecrets}
+MODELS = {"Job": Job, "Problem": Problem, "WebhookSecrets": WebhookSecrets, "ServedModels": ServedModels}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def _schema(document: dict, schema: dict) -> tuple[str | None, dict]:
 
 def test_every_v1_operation_has_examples_of_its_answers(document):
     operations = dict(_operations(document))
-    assert len(operations) == 7, sorted(operations)
+    assert len(operations) == 8, sorted(operations)
     for label, operation in operations.items():
         statuses = sorted(operation["responses"])
         assert any(s.startswith("2") for s in statuses) and any(s.startswith("4") for s in statuses), label
@@ -86,7 +86,8 @@ def test_every_v1_operation_has_examples_of_what_it_takes(document):
     assert form["required"] == ["file"]
     assert set(form["properties"]) == {"file", "priority", "granularity", "embedding", "metadata", "webhook_url",
                                        "webhook_events", "segmentation", "vad_threshold", "min_speech_ms",
-                                       "min_silence_ms", "speech_pad_ms", "channels", "channel_names"}
+                                       "min_silence_ms", "speech_pad_ms", "channels", "channel_names", "transcript",
+                                       "language", "itn"}
     for name, field in form["properties"].items():
         assert field.get("description"), name
         assert name == "file" or field.get("examples"), name

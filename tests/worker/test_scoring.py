@@ -39,6 +39,6 @@ def test_time_limit_follows_the_decoded_audio_not_the_header(tmp_path, model, sp
     run_id = _queued_run(store, blobs, settings, speech_wav, claims_s=3540)
     assert settings.time_limits(3540)[0] > 1000  # what Celery's soft limit would be, from the header
     with pytest.raises(RunTimeLimit, match="limit for 3 s of audio"):
-        scoring.score_runs(store=store, blobs=blobs, model=model, settings=settings, hard_limit_s=60,
+        scoring.score_runs(store=store, blobs=blobs, models={"emotion2vec": model}, settings=settings, hard_limit_s=60,
                            members=[scoring.Member(run_id, "task-1")], worker="w", started=time.monotonic() - 9)
     assert store.get(f"run:{run_id}")["decoded_duration_s"] == pytest.approx(3.0, abs=0.01)

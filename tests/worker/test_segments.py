@@ -54,7 +54,7 @@ def _score(world, model, path, form: dict, **settings) -> dict:
                       input={"filename": path.name, "content_type": None, "bytes": 1, "duration_s": 1.0,
                              "sha256": writer.sha256}, metadata={}, model="m")
     writer.commit(sub.run.blob)
-    outcome = scoring.score_runs(store=store, blobs=blobs, model=model, settings=settings, hard_limit_s=60,
+    outcome = scoring.score_runs(store=store, blobs=blobs, models={"emotion2vec": model}, settings=settings, hard_limit_s=60,
                                  members=[scoring.Member(sub.run.id, "task-1")], worker="w")
     run = store.get(f"run:{sub.run.id}")
     assert outcome == [run["state"]], run.get("error")

@@ -22,6 +22,7 @@ import time
 from celery import Celery
 
 from emotionq.errors import Unavailable
+from emotionq.inference import registry
 from emotionq.jobs import lifecycle
 from emotionq.jobs.domain import QUEUED, Dispatched, Run
 from emotionq.jobs.records import get_run, put_run
@@ -55,7 +56,8 @@ def dispatch(store: Store, celery: Celery, settings: Settings) -> int:
         if run is None:
             return sent
         try:
-            publish_run(celery, run, settings=settings, job_id=run.jobs[0] if run.jobs else "")
+            publish_run(celery, run, settings=settings, job_id=run.jobs[0] if run.jobs else "",
+                        families=registry.needed(run.options or {}))
         except Unavailable:
             store.transact(lambda tx: put_back(tx, run.id))
             raise

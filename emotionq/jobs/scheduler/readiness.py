@@ -40,3 +40,15 @@ def live(store: Store) -> dict[str, dict]:
     """The workers whose heartbeat is recent, by name."""
     now = time.time()
     return {n: w for n, w in (store.get(KEY) or {}).items() if now - w["seen_at"] < STALE_AFTER_S}
+
+
+def served(store: Store) -> dict[str, list[dict]]:
+    """The model families live workers serve: family -> what each worker serving it loaded (id, revision,
+    runtime, ...), from their announcements (a worker that lists no ``models`` serves emotion2vec alone)."""
+    out: dict[str, list[dict]] = {}
+    for name, worker in sorted(live(store).items()):
+        models = worker.get("models") or [{"name": "emotion2vec", "id": worker.get("model"),
+                                            "runtime": worker.get("runtime"), "device": worker.get("device")}]
+        for model in models:
+            out.setdefault(model["name"], []).append({**model, "worker": name})
+    return out

@@ -42,6 +42,7 @@ IdempotencyKey = Annotated[str | None, Header(max_length=255, examples=["upload-
           **job_examples(reused=JOB_DEDUPED, succeeded=JOB_SUCCEEDED, failed=JOB_FAILED)},
     **problem_responses("unauthorized", "rate_limited", "idempotency_key_reused", "payload_too_large", "request_timeout",
                         "audio_undecodable", "audio_too_long", "invalid_form", "metadata_too_deep", "incomplete_body",
+                        "unknown_language", "needs_transcript", "model_unavailable",
                         "webhook_url_refused", "audio_url_refused", "audio_url_unreachable", "queue_full", "too_many_waiting",
                         "broker_unavailable", "store_unavailable", "blob_store_unavailable")})
 async def create_job(request: Request, svc: ServicesDep, client: ClientDep,

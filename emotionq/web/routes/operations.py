@@ -10,9 +10,11 @@ from starlette.concurrency import run_in_threadpool
 
 from emotionq import __version__, jobs, metrics, queues
 from emotionq.errors import NoWorkers
+from emotionq.jobs.models import served_models
 from emotionq.jobs.scheduler.readiness import live
-from emotionq.web.deps import ServicesDep
+from emotionq.web.deps import ClientDep, ServicesDep
 from emotionq.web.openapi import problem_responses
+from emotionq.web.schemas import MODELS_EXAMPLE, ServedModels
 
 router = APIRouter()
 
@@ -43,6 +45,14 @@ async def readyz(svc: ServicesDep, workers: MinWorkers = 1):
         raise NoWorkers(f"{len(ready)} workers have a model loaded, fewer than {workers}; start `emotionq worker`"
                         if ready else "no worker has a model loaded yet; start `emotionq worker`")
     return {"status": "ready", "mode": "embedded" if svc.settings.embedded else "distributed", "workers": ready}
+
+
+@router.get("/v1/models", response_model=ServedModels,
+            responses={200: {"content": {"application/json": {"examples": {"served": {"value": MODELS_EXAMPLE}}}}},
+                       **problem_responses("unauthorized", "rate_limited", "store_unavailable")})
+async def models(svc: ServicesDep, client: ClientDep):
+    """The models the live workers serve now, from their readiness: one entry per family and loaded model."""
+    return {"models": await run_in_threadpool(served_models, svc.store)}
 
 
 @router.get("/metrics", include_in_schema=False)
