@@ -55,6 +55,40 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sensevoice_dir(tmp_path_factory):
+    """An untrained tiny SenseVoiceSmall checkpoint, written by `emotionq model init --arch sensevoice-tiny`."""
+    from click.testing import CliRunner
+
+    from emotionq.cli import main
+
+    path = tmp_path_factory.mktemp("sensevoice_tiny")
+    result = CliRunner().invoke(main, ["model", "init", str(path), "--arch", "sensevoice-tiny"])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.fixture(scope="session")
+def two_speakers(tmp_path_factory):
+    """Two espeak-ng voices taking turns, with silences between: (path, the spoken texts in order)."""
+    import subprocess
+
+    tmp = tmp_path_factory.mktemp("two_speakers")
+    turns = [("en-us+m3", "Good morning, I am calling about my order."),
+             ("en-gb+f2", "Thank you for calling, how can I help?")]
+    parts = [str(tmp / "silence.wav")]
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", parts[0], "trim", "0", "0.6"], check=True)
+    for i, (voice, text) in enumerate(turns):
+        spoken = tmp / f"turn{i}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(spoken), text], check=True, capture_output=True)
+        subprocess.run(["sox", str(spoken), "-r", "16000", "-c", "1", "-b", "16", str(tmp / f"t{i}.wav")],
+                       check=True)
+        parts += [str(tmp / f"t{i}.wav"), parts[0]]
+    path = tmp / "two_speakers.wav"
+    subprocess.run(["sox", *parts, str(path)], check=True)
+    return path, [text for _, text in turns]
+
+
+@pytest.fixture(scope="session")
 def speech_wav(tmp_path_factory):
     """3 s of real synthetic speech at 22.05 kHz (the worker resamples it)."""
     from audio_factory import make_speech
