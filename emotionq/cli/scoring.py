@@ -50,10 +50,16 @@ def _client(url: str | None, key: str | None):
 @click.option("--channel-names", help="Names of the channels, comma-separated (with --channels separate).")
 @click.option("--segments", "segments_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write one row per speech segment to this .csv or .jsonl file (implies --wait).")
+@click.option("--transcript", is_flag=True, help="Also what was said (SenseVoice): text, language and events "
+              "per segment in --segments.")
+@click.option("--language", type=click.Choice(["auto", "zh", "en", "yue", "ja", "ko"]),
+              help="The spoken language (with --transcript; default auto).")
+@click.option("--itn", is_flag=True, help="Numbers as digits and punctuation in the transcript (with --transcript).")
 @_api_options
 def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, concurrency: int, fmt: str,
            output: Path | None, segmentation: str | None, channels: str | None, channel_names: str | None,
-           segments_path: Path | None, url: str | None, key: str | None) -> None:
+           segments_path: Path | None, transcript: bool, language: str | None, itn: bool, url: str | None,
+           key: str | None) -> None:
     """Score each FILE and every audio file under each DIR: one result per file, as they finish.
 
     Run it again on the same folder to resume: files already scored come back at once from the
@@ -70,7 +76,8 @@ def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, c
         raise click.UsageError("no audio files found (looked for " + " ".join(sorted(bulk.AUDIO_SUFFIXES)) + ")")
     seg_fmt = _segments_format(segments_path)
     options = {k: v for k, v in (("segmentation", segmentation), ("channels", channels),
-                                 ("channel_names", channel_names)) if v}
+                                 ("channel_names", channel_names), ("transcript", transcript and "true"),
+                                 ("language", language), ("itn", itn and "true")) if v}
     failed = 0
     with (open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)) as out, \
             (open(segments_path, "w", encoding="utf-8") if segments_path else contextlib.nullcontext()) as seg_out, \
@@ -78,14 +85,16 @@ def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, c
         if fmt == "csv":
             tqdm.write(bulk.csv_header(), file=out)
         if seg_fmt == "csv":
-            print(bulk.csv_header(bulk.SEGMENT_COLUMNS), file=seg_out)
+            print(bulk.csv_header(bulk.SEGMENT_COLUMNS + (bulk.TRANSCRIPT_COLUMNS if transcript else ())),
+                  file=seg_out)
         try:
             for result in bulk.score(client, files, priority=priority, wait=wait or bool(segments_path),
                                       timeout=timeout, concurrency=concurrency, options=options):
                 tqdm.write(bulk.format_row(result, fmt), file=out)  # above the bar, not through it
                 out.flush()
                 if seg_out is not None:
-                    seg_out.writelines(bulk.format_segment(s, seg_fmt) + "\n" for s in result["segments"])
+                    seg_out.writelines(bulk.format_segment(s, seg_fmt, transcript=transcript) + "\n"
+                                       for s in result["segments"])
                 failed += result["error"] is not None
                 bar.update()
                 bar.set_postfix(failed=failed, refresh=False)

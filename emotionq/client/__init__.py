@@ -17,7 +17,7 @@ exponential backoff and full jitter, never sooner than ``Retry-After``; each upl
 
 from emotionq.client.asynchronous import AsyncClient
 from emotionq.client.blocking import Client
-from emotionq.client.calls import TERMINAL, Event, problem
+from emotionq.client.calls import TERMINAL, Event, problem, transcript
 from emotionq.errors import APIError
 
-__all__ = ["TERMINAL", "APIError", "AsyncClient", "Client", "Event", "problem"]
+__all__ = ["TERMINAL", "APIError", "AsyncClient", "Client", "Event", "problem", "transcript"]

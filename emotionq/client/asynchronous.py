@@ -64,6 +64,10 @@ class AsyncClient(BaseClient):
         """Cancel a job that has not finished: as ``Client.cancel``."""
         return await self._call(self._cancel_call(job_id))
 
+    async def models(self) -> list[dict]:
+        """What the live workers serve now: as ``Client.models``."""
+        return (await self._call(self._models_call()))["models"]
+
     async def events(self, job_id: str, *, last_event_id: str | None = None) -> AsyncIterator[Event]:
         """The job's Server-Sent Events (``async for``): as ``Client.events``."""
         async for event in self._events(self._events_call(job_id, last_event_id)):

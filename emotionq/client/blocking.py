@@ -45,7 +45,9 @@ class Client(BaseClient):
                webhook_events: list[str] | None = None, wait: float = 0, idempotency_key: str | None = None,
                options: dict[str, str] | None = None) -> dict:
         """Upload one recording; the job as the API answered (finished at once when its result was reused,
-        or within ``wait`` seconds). ``options``: more form fields (segmentation, channels, channel_names, ...)."""
+        or within ``wait`` seconds). ``options``: more form fields (segmentation, channels, channel_names,
+        transcript, language, itn, ...); with ``transcript`` each segment has ``text``, ``language``, ``events``
+        and ``emotion_tag``, and ``transcript(job)`` gives each channel's text."""
         return self._call(self._submit_call(
             path, priority=priority, granularity=granularity, embedding=embedding, metadata=metadata,
             webhook_url=webhook_url, webhook_events=webhook_events, wait=wait, idempotency_key=idempotency_key,
@@ -58,6 +60,10 @@ class Client(BaseClient):
     def cancel(self, job_id: str) -> dict:
         """Cancel a job that has not finished; the job afterwards."""
         return self._call(self._cancel_call(job_id))
+
+    def models(self) -> list[dict]:
+        """What the live workers serve now (``GET /v1/models``): name, role, id, revision, runtime, workers."""
+        return self._call(self._models_call())["models"]
 
     def events(self, job_id: str, *, last_event_id: str | None = None) -> Iterator[Event]:
         """The job's Server-Sent Events, after ``last_event_id``: (event, id, data) tuples; ``ping`` ones for the

@@ -109,6 +109,9 @@ class BaseClient:
     def _cancel_call(self, job_id: str) -> Call:
         return Call("POST", f"{_job_path(job_id)}/cancel", {}, self.timeout)
 
+    def _models_call(self) -> Call:
+        return Call("GET", "/v1/models", {}, self.timeout)
+
     def _events_call(self, job_id: str, last_event_id: str | None, deadline: float | None = None) -> Call:
         """A stream read with a timeout of ``events_timeout``, or less where the caller's deadline comes first:
         a silent stream is dropped then (and resumed, if there is time left)."""
@@ -189,6 +192,12 @@ class EventParser:
         value = value.removeprefix(" ")
         self._block[name] = f"{self._block[name]}\n{value}" if name == "data" and name in self._block else value
         return None
+
+
+def transcript(job: dict) -> dict[str, str]:
+    """Each channel's transcript of a finished job asked with ``transcript=true`` (empty without one)."""
+    channels = ((job or {}).get("output") or {}).get("channels") or []
+    return {c["name"]: c["transcript"] for c in channels if "transcript" in c}
 
 
 def check_stream(response: httpx.Response) -> None:
