@@ -45,6 +45,13 @@ def cluster(tmp_path_factory, tiny_model_dir, sensevoice_dir):
             store.close()
 
 
+def _start_sensevoice_worker(api: Service, both: Service) -> None:
+    if "worker" not in both.procs:
+        both.spawn("worker", "worker")
+    api.wait_until(lambda: any(m["name"] == "sensevoice" for m in api.http.get("/v1/models").json()["models"]),
+                   180, "api")
+
+
 def test_transcripts_are_refused_then_routed_to_the_worker_that_serves_sensevoice(cluster, two_speakers, receiver,
                                                                                   tmp_path):
     api, both, store = cluster
@@ -57,9 +64,7 @@ def test_transcripts_are_refused_then_routed_to_the_worker_that_serves_sensevoic
         assert (r.status_code, r.json()["code"]) == (422, code), r.text
     assert [m["name"] for m in api.http.get("/v1/models").json()["models"]] == ["emotion2vec"]
 
-    both.spawn("worker", "worker")
-    api.wait_until(lambda: any(m["name"] == "sensevoice" for m in api.http.get("/v1/models").json()["models"]),
-                   180, "api")
+    _start_sensevoice_worker(api, both)
     models = {m["name"]: m for m in api.http.get("/v1/models").json()["models"]}
     assert models["sensevoice"]["workers"] == 1 and models["emotion2vec"]["workers"] == 2
     assert models["sensevoice"]["id"] == str(both.env["EMOTIONQ_SENSEVOICE_MODEL"])
@@ -112,3 +117,37 @@ def test_transcripts_are_refused_then_routed_to_the_worker_that_serves_sensevoic
                                                              for s in job["output"]["segments"]]
     assert all(r["events"] == ";".join(f"{e['tag']}:{e['probability']}" for e in s["events"])
                for r, s in zip(records, job["output"]["segments"]))
+
+
+def test_the_page_shows_what_was_said_under_each_box_and_events_as_marks(cluster, two_speakers):
+    """The page asks for a transcript, and draws each segment's text under its box and its events on the lane."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    api, both, _ = cluster
+    _start_sensevoice_worker(api, both)
+    key = api.http.headers["Authorization"].removeprefix("Bearer ")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=shutil.which("chromium"))
+        page = browser.new_page(viewport={"width": 900, "height": 1600})
+        page.goto(f"{api.url}/ui/")
+        page.get_by_label("API key").fill(key)
+        page.get_by_label("Transcript").select_option("en")
+        page.get_by_label("Audio file").set_input_files(two_speakers[0])
+        page.wait_for_selector('#job[data-status="succeeded"]', timeout=120_000)
+        job_id = page.locator("#facts dt:text-is('job') + dd").inner_text()
+        job = api.job(job_id)
+        assert job["options"]["transcript"] is True and job["options"]["language"] == "en"
+        segments = job["output"]["segments"]
+        boxes, texts = page.locator("#lanes .segment"), page.locator("#lanes .segment-text")
+        assert texts.count() == boxes.count() == len(segments)
+        for k, s in enumerate(segments):
+            assert texts.nth(k).text_content() == s["text"]
+            box, text = boxes.nth(k).bounding_box(), texts.nth(k).bounding_box()
+            assert abs(box["x"] - text["x"]) <= 1 and text["y"] >= box["y"] + box["height"] - 1  # under its box
+        marks = page.locator("#lanes .event")
+        assert marks.count() == sum(len(s["events"]) for s in segments)
+        assert [marks.nth(i).get_attribute("data-tag") for i in range(marks.count())] == [
+            e["tag"] for s in segments for e in s["events"]]
+        browser.close()

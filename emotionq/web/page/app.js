@@ -68,6 +68,10 @@ function upload(file, priority, onProgress) {
     form.append("channels", $("channels").value);
     const names = $("channel-names").value.trim();
     if (names && $("channels").value === "separate") form.append("channel_names", names);
+    if ($("transcript").value) {  // SenseVoice: text, language and events per segment
+      form.append("transcript", "true");
+      form.append("language", $("transcript").value);
+    }
     form.append("file", file);
     xhr.send(form);
   });
@@ -242,12 +246,28 @@ function showLegend(legend) {
 }
 
 // One lane per channel on a shared time axis: each speech segment a box where it was spoken, in the colour of
-// its top label, and under the lane the channel's summary.
+// its top label, what was said (transcript=true) under its box and its audio events as marks on the lane;
+// under the lane the channel's summary.
 function showLanes(out, duration) {
   const segments = out.segments || [];
   $("lanes").replaceChildren(...out.channels.map((channel) => {
     const track = el("div", { class: "lane-track", "data-channel": channel.name });
+    const texts = el("div", { class: "lane-texts", "data-channel": channel.name });
     for (const s of segments.filter((seg) => seg.channel === channel.name)) {
+      if (s.text !== undefined) {
+        const said = el("span", { class: "segment-text", title: s.text, lang: s.language || "",
+                                  "data-start": String(s.start) }, s.text);
+        said.style.left = `${(s.start / duration) * 100}%`;
+        said.style.width = `${((s.end - s.start) / duration) * 100}%`;
+        texts.append(said);
+      }
+      for (const e of s.events || []) {
+        const heard = `${clock(s.start)}: ${e.tag} ${percent(e.probability)}`;
+        const mark = el("span", { class: "event", role: "img", "aria-label": heard, title: heard, "data-tag": e.tag,
+                                  "data-start": String(s.start) }, "◆");
+        mark.style.left = `${(s.start / duration) * 100}%`;
+        track.append(mark);
+      }
       const text = `${channel.name} ${clock(s.start)}–${clock(s.end)}: ${s.label} ${percent(s.score)}`;
       const box = el("span", { class: "segment", role: "img", "aria-label": text, title: text,
                                "data-label": s.label, "data-start": String(s.start), "data-end": String(s.end) });
@@ -257,8 +277,9 @@ function showLanes(out, duration) {
       track.append(box);
     }
     const lane = el("div", { class: "lane", "data-channel": channel.name });
-    lane.append(el("span", { class: "name" }, channel.name), track,
-                el("p", { class: "lane-summary" }, laneSummary(channel)));
+    lane.append(el("span", { class: "name" }, channel.name), track);
+    if (texts.childElementCount) lane.append(texts);
+    lane.append(el("p", { class: "lane-summary" }, laneSummary(channel)));
     return lane;
   }));
   showAxis($("lanes-axis"), duration);
