@@ -14,7 +14,9 @@ synthetic clips, no servers, nothing from benchmarks.common (which needs Redis a
 - fixed shapes (``fixed_shapes``): one unpadded batch through funasr's ``extract_features`` under
   autocast, eager vs a captured CUDA graph replayed vs ``torch.compile``: batches/s, compile time,
   largest frame difference from eager.
-``measure`` and ``fixed_shapes`` run on any loaded model: tests/test_benchmarks.py runs them on the CPU
+- SenseVoice (``sensevoice``): SenseVoiceSmall (float32 torch, as the worker runs it) over the same mixed
+  clips, seconds per audio second, beside emotion2vec's ``predict_batch`` on them.
+``measure``, ``fixed_shapes`` and ``sensevoice`` run on any loaded model: tests/test_benchmarks.py runs them on the CPU
 (no autocast, no CUDA graph, torch.compile with the ``eager`` backend), so this code is checked where
 no GPU is.
 """
@@ -52,7 +54,8 @@ def run(ctx) -> list[Row]:
     model = EmotionModel.load(str(checkpoint("large")), device="cuda")
     try:
         detail = ctx.detail(NAME)
-        return measure(model, clips, detail, sweep_n=16 if ctx.quick else SWEEP_N) + fixed_shapes(model, detail)
+        rows = measure(model, clips, detail, sweep_n=16 if ctx.quick else SWEEP_N) + fixed_shapes(model, detail)
+        return rows + sensevoice(model, checkpoint("sensevoice-small"), clips, detail)
     finally:
         model.close()
 
@@ -175,6 +178,26 @@ def fixed_shapes(model, detail: dict, *, batch: int = FIXED_BATCH, seconds: floa
 # -- helpers -----------------------------------------------------------------------------------------
 
 
+def sensevoice(model, sv_dir, clips: list, detail: dict) -> list[Row]:
+    """SenseVoice's seconds per audio second on ``clips`` (best of 2, on the emotion model's device) beside
+    the emotion model's ``predict_batch`` on them."""
+    import torch
+
+    from emotionq.inference.sensevoice import SenseVoiceModel
+
+    device = model.info().device
+    sv = SenseVoiceModel.load(str(sv_dir), device=device)
+    try:
+        audio_s = sum(c.size for c in clips) / 16000
+        sv_s, _ = _best(lambda: _raise_errors(sv.predict_batch(clips)), 2, torch.device(device))
+        e2v_s, _ = _best(lambda: _raise_errors(model.predict_batch(clips)), 2, torch.device(device))
+    finally:
+        sv.close()
+    detail["sensevoice"] = {"checkpoint": str(sv_dir), "audio_s": audio_s, "sensevoice_s": sv_s, "emotion2vec_s": e2v_s}
+    return [Row(NAME, "SenseVoice s per audio second", sv_s / audio_s, "s/s", e2v_s / audio_s, "emotion2vec",
+                notes=f"{len(clips)} clips, {audio_s:.0f} s; SenseVoice float32 torch on {device}")]
+
+
 def _timed(fn, model) -> tuple[float, list]:
     fn()  # warm-up
     _sync_model(model)
@@ -243,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few short clips, torch.compile's eager backend: "
                         "a smoke run of the code, not figures")
     parser.add_argument("--out", help="write the rows and details as JSON here")
+    parser.add_argument("--no-sensevoice", action="store_true", help="skip the SenseVoice row")
     args = parser.parse_args(argv)
 
     import tempfile
@@ -275,6 +299,13 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         sizes = {"batch": 2, "seconds": 1.0, "runs": 2, "compile_backend": "eager"} if args.quick else {}
         rows += fixed_shapes(model, detail, **sizes)
+        if not args.no_sensevoice:
+            from emotionq.inference.sensevoice_checkpoint import write_sensevoice
+
+            sv_arch = "sensevoice-tiny" if args.arch == "tiny" else "sensevoice-small"
+            rows += sensevoice(model, write_sensevoice(os.path.join(tmp, sv_arch), arch=sv_arch), clips, detail)
+            print(f"benchmarks.gpu: SenseVoice done at {time.perf_counter() - started:.0f} s", file=sys.stderr,
+                  flush=True)
         model.close()
     detail["elapsed_s"] = time.perf_counter() - started
     print_table(rows)

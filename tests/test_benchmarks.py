@@ -60,6 +60,7 @@ def test_gpu_check_runs_standalone_without_servers(tmp_path):
     result = json.loads(out.read_text())
     assert any(r["metric"] == "sweep clips/s, 32 windows per pass" and r["value"] > 0 for r in result["rows"])
     assert result["details"]["fixed_shapes"]["compiled_max_frame_diff"] < 1e-5
+    assert any(r["metric"] == "SenseVoice s per audio second" and r["value"] > 0 for r in result["rows"])
 
 
 def test_segments_benchmark_measures_the_vad_share_on_any_model(tiny_model_dir, tmp_path):
@@ -72,3 +73,19 @@ def test_segments_benchmark_measures_the_vad_share_on_any_model(tiny_model_dir, 
     mix = ctx.detail(NAME)["long mix"]
     assert 0 < mix["speech_s"] < mix["audio_s"] and mix["segments"] >= 10  # the silences are left out
     assert mix["inference_fixed_s"] > 0
+
+
+def test_transcripts_benchmark_times_both_models_on_the_same_segments(tiny_model_dir, sensevoice_dir, tmp_path):
+    from benchmarks.common import Context
+    from benchmarks.gpu import sensevoice
+    from benchmarks.transcripts import NAME, speed
+    from emotionq.inference import EmotionModel
+    from emotionq.inference.audio import decode
+
+    ctx = Context(quick=True)
+    [row] = speed(ctx, tmp_path, tiny_model_dir, sensevoice_dir, seconds=8.0, runtime="torch", runs=1)
+    assert row.unit == "s/s" and row.value > 0 and row.baseline > 0, row
+    assert ctx.detail(NAME)["speed"]["segments"] >= 2
+    model = EmotionModel.load(str(tiny_model_dir), device="cpu", threads=1, runtime="torch")
+    [gpu_row] = sensevoice(model, sensevoice_dir, [decode(tmp_path / "transcripts-mix.wav")[:32000]], {})
+    assert gpu_row.value > 0 and gpu_row.ratio, gpu_row
