@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotionq.errors import AudioError, Canceled, ConfigurationError
+from emotionq.errors import AudioError, Canceled, ConfigurationError, TransientFault
 from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE, check_samples
 from emotionq.inference.checkpoint import unmatched_keys
 from emotionq.inference.contract import ModelInfo
@@ -134,8 +134,16 @@ class SenseVoiceModel:
                 dropped.update(before_pass())
             return {k for k, piece in enumerate(pieces) if piece[0] in dropped}
 
-        decoded = self.decode([p[1] for p in pieces], language=[p[2] for p in pieces], itn=[p[3] for p in pieces],
-                              max_batch_windows=max_batch_windows, max_batch_s=max_batch_s, skip=skip)
+        import torch
+
+        try:
+            decoded = self.decode([p[1] for p in pieces], language=[p[2] for p in pieces],
+                                  itn=[p[3] for p in pieces], max_batch_windows=max_batch_windows,
+                                  max_batch_s=max_batch_s, skip=skip)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise TransientFault(f"CUDA ran out of memory transcribing {len(pieces)} segments: retry later, or "
+                                 "with fewer recordings at once", code="cuda_oom") from exc
         for index in range(len(items)):
             if results[index] is not None:
                 continue
