@@ -28,8 +28,8 @@ def test_the_default_family_is_emotion2vec_and_keeps_the_contract(tiny_model_dir
 
 
 def test_an_unknown_family_is_a_configuration_error():
-    with pytest.raises(ConfigurationError, match="unknown model family 'sensevoice'"):
-        family("sensevoice")
+    with pytest.raises(ConfigurationError, match="unknown model family 'whisper'"):
+        family("whisper")
 
 
 def test_predict_batch_answers_each_item_in_order(model, speech):
