@@ -110,7 +110,8 @@ class Settings(BaseSettings):
     sensevoice_model: str | None = Field(None, description="SenseVoiceSmall, which workers serve beside the "
                                          "emotion model for jobs with transcript=true: a hub id (ModelScope, e.g. "
                                          "iic/SenseVoiceSmall) or a local directory (`emotionq model init DIR "
-                                         "--arch sensevoice-small`); unset: no worker serves transcripts")
+                                         "--arch sensevoice-small`); unset: no worker serves transcripts. Set it "
+                                         "on the API too: it is part of a transcript's dedup key")
     sensevoice_revision: str | None = Field(None, description="hub revision of sensevoice_model to pin")
     devices: CommaList = Field(["auto"], description="'auto' (every CUDA device, else the CPU: "
                                "emotionq.cli.supervisor.devices), 'cpu', or a comma list like 'cuda:0,cuda:1'")

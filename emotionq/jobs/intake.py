@@ -20,7 +20,7 @@ from emotionq.errors import AudioTooLong, BlobStoreUnavailable, Unavailable
 from emotionq.inference.audio import probe
 from emotionq.jobs.channels import check_channels
 from emotionq.jobs.domain import Job, Run
-from emotionq.jobs.models import check_served
+from emotionq.jobs.models import check_served, extra_models_key
 from emotionq.jobs.scheduler import dispatch
 from emotionq.jobs.submission import Submission, abandon_run, mark_filed, submit
 from emotionq.settings import Priority, Settings
@@ -88,7 +88,8 @@ class Intake:
                 input={"filename": request.filename, "content_type": request.content_type, "bytes": audio.size,
                        "duration_s": round(duration_s, 3), "channels": channels, "sha256": audio.sha256,
                        **({"url": request.url} if request.url else {})},
-                options=request.options, metadata=request.metadata, model=self.model_key, webhook=webhook,
+                options=request.options, metadata=request.metadata,
+                model=self.model_key + extra_models_key(self.settings, request.options), webhook=webhook,
                 idempotency_key=request.idempotency_key,
             )
             if submission.outcome in ("new", "coalesced"):  # the run needs the audio: file it now

@@ -11,9 +11,10 @@ from emotionq.errors import InvalidRequest
 from emotionq.inference import registry
 from emotionq.inference.sensevoice_tokens import LANGUAGES
 from emotionq.jobs.scheduler import readiness
+from emotionq.settings import Settings
 from emotionq.store import Store
 
-__all__ = ["LANGUAGES", "check_served", "served_models"]
+__all__ = ["LANGUAGES", "check_served", "extra_models_key", "served_models"]
 
 
 def check_served(store: Store, options: dict) -> None:
@@ -28,6 +29,14 @@ def check_served(store: Store, options: dict) -> None:
         raise InvalidRequest(f"this job needs {', '.join(missing)} (transcript=true), and no live worker serves it: "
                              "start a worker with EMOTIONQ_SENSEVOICE_MODEL set (GET /v1/models lists what is "
                              "served)", code="model_unavailable")
+
+
+def extra_models_key(settings: Settings, options: dict) -> str:
+    """What the dedup key adds for the other families a run needs (SenseVoice's id and revision, as the API's
+    settings name it), so that changing that model does not reuse transcripts of the old one."""
+    if registry.SENSEVOICE not in registry.needed(options):
+        return ""
+    return f"+sensevoice:{settings.sensevoice_model or 'default'}@{settings.sensevoice_revision or 'default'}"
 
 
 def served_models(store: Store) -> list[dict]:

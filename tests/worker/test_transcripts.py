@@ -12,6 +12,7 @@ from emotionq.inference import decode
 from emotionq.inference.audio import SAMPLE_RATE
 from emotionq.inference.sensevoice import TAG
 from emotionq.inference.sensevoice_tokens import EMOTION_IDS
+from emotionq.jobs.models import extra_models_key
 from emotionq.store import open_store
 from emotionq.web.form import JobForm
 from emotionq.worker import scoring
@@ -91,3 +92,6 @@ def test_transcript_options_are_part_of_the_dedup_key():
     keys = {jobs.dedup_key(sha256="a" * 64, model="m", options=JobForm.parse(form).options()) for form in (
         {}, {"transcript": "true"}, {"transcript": "true", "language": "en"}, {"transcript": "true", "itn": "true"})}
     assert len(keys) == 4
+    transcript = JobForm.parse({"transcript": "true"}).options()
+    assert extra_models_key(harness.settings(), {}) == ""  # emotion alone: the key is as before
+    assert len({extra_models_key(harness.settings(sensevoice_model=m), transcript) for m in ("a", "b")}) == 2
