@@ -41,7 +41,7 @@ class ModelHolder:
     def model(self) -> Model:
         """The model, loaded on first use (ConfigurationError if it cannot be): ``contract.Model.load`` warms it up."""
         if self._model is None:
-            from emotionq.inference import segments
+            from emotionq.inference import segments, speakers
 
             s = self._settings
             model = family().load(s.model, revision=s.model_revision, device=s.worker_device, threads=s.torch_threads,
@@ -50,6 +50,7 @@ class ModelHolder:
             log.info("model %s ready on %s (%s, %s: %s; untrained=%s)", i.id, i.device, i.dtype, i.runtime,
                      i.runtime_note, i.untrained)
             segments.warm_up()  # the speech detector and librosa, loaded before the first job
+            speakers.warm_up(s.worker_device)  # the speaker encoder, on the model's device
             self._model = model
         return self._model
 
