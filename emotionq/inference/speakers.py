@@ -9,7 +9,10 @@ its weights loaded from the installed wheel, found without importing the package
 than a window, but at least ``MIN_EMBED_S``, is one window), clusters the windows (agglomerative, cosine,
 average linkage: a distance threshold for ``auto`` under ``max_speakers``, or the known count), gives every
 moment of speech the label of the window centred nearest to it, folds turns shorter than ``MIN_TURN_S``
-into a neighbour, and cuts the segments where the speaker changes. A shorter segment (a "yes") is too
+into a neighbour, and cuts the segments where the speaker changes: each cut is then placed anew, within
+``REFINE_S`` of where the windows put it, where the second before sounds most like the speaker before and
+the second after most like the speaker after (the encoder is an LSTM: a window's embedding leans towards
+its last frames, so window centres alone misplace a change by up to half a window). A shorter segment (a "yes") is too
 short to found a speaker: it is embedded whole and given the speaker it sounds most like. A channel whose
 speech is all too short is one speaker.
 """
@@ -33,6 +36,7 @@ WINDOW_S = 1.5  # seconds of speech per embedding
 STEP_S = 0.5  # between window starts: how finely a turn change without a pause is placed
 MIN_EMBED_S = 1.0  # a shorter segment founds no speaker: it joins the one it sounds most like
 MIN_TURN_S = 0.75  # shorter runs of one speaker inside a segment are folded into a neighbour
+REFINE_S, REFINE_STEP_S, SIDE_S = 0.75, 0.1, 1.0  # where a cut is searched for, and the audio each side
 THRESHOLD = 0.35  # cosine distance under which clusters join with speakers=auto
 TARGET_DBFS = -30.0  # quiet speech is raised to this level before embedding (resemblyzer's preprocessing)
 BATCH = 64  # windows per forward pass
@@ -64,7 +68,7 @@ class SpeakerEncoder:
         self._lock = threading.Lock()
 
     def mel(self, samples: np.ndarray) -> np.ndarray:
-        """(frames, 40) mel power spectrogram, one frame per 10 ms, as resemblyzer computes it."""
+        """(frames, 40) mel power spectrogram, frame k centred on sample 160 k, as resemblyzer computes it."""
         import librosa
 
         return librosa.feature.melspectrogram(y=samples, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP,
@@ -129,16 +133,16 @@ def diarize(samples: np.ndarray, segments: list[tuple[int, int]], *, speakers: i
     windows = _windows(segments)
     if speakers == 1 or len(windows) < 2:
         return Turns(list(segments), [0] * len(segments))
-    loud = _louder(samples, segments)
     enc = encoder(device)
-    embeddings = enc.embed([enc.mel(loud[a:b]) for a, b in windows])
+    mel = enc.mel(_louder(samples, segments))  # once per channel; windows are slices of it
+    cut = lambda a, b: mel[a // HOP : max(b // HOP, a // HOP + 1)]  # noqa: E731
+    embeddings = enc.embed([cut(a, b) for a, b in windows])
     labels = _cluster(embeddings, speakers, max_speakers)
+    centroids = np.stack([embeddings[labels == k].mean(0) for k in range(labels.max() + 1)])
     short = [(a, b) for a, b in segments if b - a < MIN_EMBED_S * SAMPLE_RATE]
-    if short:
-        centroids = np.stack([embeddings[labels == k].mean(0) for k in range(labels.max() + 1)])
-        nearest = np.argmax(enc.embed([enc.mel(loud[a:b]) for a, b in short]) @ centroids.T, axis=1)
-        return _cut(segments, windows, labels, dict(zip(short, nearest.tolist())))
-    return _cut(segments, windows, labels, {})
+    nearest = np.argmax(enc.embed([cut(a, b) for a, b in short]) @ centroids.T, axis=1) if short else []
+    turns = _cut(segments, windows, labels, dict(zip(short, np.asarray(nearest).tolist())))
+    return _refined(turns, cut, enc, centroids)
 
 
 def _louder(samples: np.ndarray, segments: list[tuple[int, int]]) -> np.ndarray:
@@ -207,7 +211,30 @@ def _cut(segments: list[tuple[int, int]], windows: list[tuple[int, int]], labels
         for start, end, label in _folded(runs):
             bounds.append((start, end))
             who.append(label)
-    return Turns(bounds, _in_order_of_speech(who))
+    return Turns(bounds, who)
+
+
+def _refined(turns: Turns, cut, enc: SpeakerEncoder, centroids: np.ndarray) -> Turns:
+    """Every cut inside speech moved to where the audio before it sounds most like the speaker before and
+    the audio after most like the speaker after; speakers renumbered in order of first speech."""
+    bounds = list(turns.bounds)
+    rate, side = SAMPLE_RATE, int(SIDE_S * SAMPLE_RATE)
+    for k in range(1, len(bounds)):
+        (a, at), (start, b) = bounds[k - 1], bounds[k]
+        if at != start or turns.speakers[k - 1] == turns.speakers[k]:
+            continue  # a pause between them, or one speaker
+        lo, hi = max(a + rate // 2, at - int(REFINE_S * rate)), min(b - rate // 2, at + int(REFINE_S * rate))
+        candidates = list(range(lo, hi + 1, int(REFINE_STEP_S * rate)))
+        if not candidates:
+            continue
+        mels = [cut(max(a, t - side), t) for t in candidates] + [cut(t, min(b, t + side)) for t in candidates]
+        sims = enc.embed(mels) @ centroids.T
+        before, after = turns.speakers[k - 1], turns.speakers[k]
+        n = len(candidates)
+        score = sims[:n, before] - sims[:n, after] + sims[n:, after] - sims[n:, before]
+        best = candidates[int(np.argmax(score))]
+        bounds[k - 1], bounds[k] = (a, best), (best, b)
+    return Turns(bounds, _in_order_of_speech(turns.speakers))
 
 
 def _folded(runs: list[list]) -> list[tuple[int, int, int]]:
