@@ -24,7 +24,7 @@ AUDIO_SUFFIXES = frozenset({
 })
 STOP_CODES = frozenset({"unauthorized", "unreachable"})  # not about one file: stop instead of failing each
 CSV_COLUMNS = ("file", "job_id", "status", "dedup", "top_label", "top_score", *LABELS, "error_code", "error")
-SEGMENT_COLUMNS = ("file", "channel", "start", "end", "label", "score", *LABELS)
+SEGMENT_COLUMNS = ("file", "channel", "speaker", "start", "end", "label", "score", *LABELS)
 
 
 def audio_files(paths: Iterable[Path]) -> list[Path]:
@@ -106,15 +106,16 @@ def row(path: Path, job: dict | None, error: APIError | None = None) -> dict:
 
 def segment_rows(path: Path, output: dict) -> list[dict]:
     """One row per scored segment of a result (none for a result of fixed windows of the mix, or no speech)."""
-    return [{"file": str(path), "channel": s["channel"], "start": s["start"], "end": s["end"], "label": s["label"],
-             "score": s["score"], "scores": s["scores"]} for s in output.get("segments") or []]
+    return [{"file": str(path), "channel": s["channel"], "speaker": s.get("speaker"), "start": s["start"],
+             "end": s["end"], "label": s["label"], "score": s["score"], "scores": s["scores"]}
+            for s in output.get("segments") or []]
 
 
 def format_segment(segment: dict, fmt: str) -> str:
     """A segment row as one line of JSON, or one CSV record (a column per label)."""
     if fmt == "jsonl":
         return json.dumps(segment)
-    values = [segment[k] for k in SEGMENT_COLUMNS[:6]] + [segment["scores"].get(label) for label in LABELS]
+    values = [segment[k] for k in SEGMENT_COLUMNS[:7]] + [segment["scores"].get(label) for label in LABELS]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow(values)
     return buffer.getvalue()
