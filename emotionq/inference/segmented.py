@@ -169,7 +169,7 @@ def _channel(name: str, segments: list[dict], result: dict | None) -> dict:
     channel = {"name": name, "scores": weighted["scores"], "top_label": weighted["top_label"],
                "no_speech": not segments, "summary": summarize(segments), "segments_of": segments}
     if result is not None and "frames" in result:
-        channel["frames"] = result["frames"]
+        channel["frames"], channel["frame_scores"] = result["frames"], result["frame_scores"]
     return channel
 
 
