@@ -52,10 +52,10 @@ def metrics(segments: list[dict], *, by: str, duration_s: float) -> dict:
     for p in parties:
         mine = [t for t in turns if t["party"] == p]
         speech = sum(e - s for s, e in spans[p])
-        longest = max(mine, key=lambda t: t["end"] - t["start"])
+        longest = max((t["end"] - t["start"] for t in mine), default=0.0)  # none: all said under the others
         per_party.append({
             "name": p, "talk_s": round(speech, 3), "talk_ratio": round(speech / talk, 4) if talk else 0.0,
-            "turns": len(mine), "longest_monologue_s": round(longest["end"] - longest["start"], 3),
+            "turns": len(mine), "longest_monologue_s": round(longest, 3),
             "interrupted_others": sum(i["by"] == p for i in interruptions),
             "was_interrupted": sum(i["of"] == p for i in interruptions)})
     silences = _gaps(_union([x for p in parties for x in spans[p]]), duration_s)

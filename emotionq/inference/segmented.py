@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE
 from emotionq.inference import conversation
+from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE
 from emotionq.inference.labels import LABELS, summary
 from emotionq.inference.segments import VadOptions, detector, split
 from emotionq.inference.summary import summarize
@@ -92,7 +92,7 @@ def tracks(channels: list[np.ndarray], options: dict, *, window_s: float, device
         began = time.perf_counter()
         _diarize(plan, options, device)
         plan.diarized, plan.diarize_s = True, time.perf_counter() - began
-    elif not plan.mixed:
+    elif not plan.mixed and segmentation == "vad":
         for track in plan.tracks:
             track.speakers = [track.name] * len(track.bounds)
     return plan

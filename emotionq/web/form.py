@@ -71,8 +71,9 @@ class JobForm(BaseModel):
 
     priority: Literal["high", "low"] = Field("low", examples=["high"],
                                              description="high starts before every low job not yet started")
-    granularity: Literal["utterance", "frame"] = Field("utterance", examples=["utterance"],
-                                                       description="frame adds per-frame features (50 per second) and frame scores (10 per second, each over 0.5 s)")
+    granularity: Literal["utterance", "frame"] = Field(
+        "utterance", examples=["utterance"], description="frame adds per-frame features (50 per second) and frame "
+        "scores (10 per second, each the model's head over 0.5 s of frames)")
     embedding: bool = Field(False, examples=[False], description="true adds the utterance embedding")
     metadata: Metadata = Field(default_factory=dict, examples=['{"call_id": "c-1842"}'],
                                description=f"a JSON object of at most {MAX_METADATA_KEYS} keys, nested at most "

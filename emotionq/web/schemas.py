@@ -191,7 +191,8 @@ class Job(BaseModel):
                     "talk_ratio, turns, longest_monologue_s, interrupted_others, was_interrupted}], non_talk "
                     "{over_s, total_s, longest_s, count}, overlap {total_s, count, events}, interruptions {count, "
                     "events [{at, by, of}]}, longest_monologue, turns [{party, start, end, segments, top_label, "
-                    "top_score}]}; embedding, and with granularity=frame frames and frame_scores {rate, window_s, labels, t, scores}, on request")
+                    "top_score}]}; embedding, and with granularity=frame frames and frame_scores {rate, "
+                    "window_s, labels, t, scores}, on request")
     error: JobError | None
     dedup: Dedup
     webhook: Webhook | None = None

@@ -3,10 +3,10 @@ the diarization error rate with a 0.25 s collar, the speaker count found, and sp
 
 from __future__ import annotations
 
+import conversations as cv
 import numpy as np
 import pytest
 
-import conversations as cv
 from emotionq.inference import decode, segmented, speakers
 from emotionq.inference.segments import detector, split
 

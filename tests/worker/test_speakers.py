@@ -4,9 +4,9 @@ whose speakers, overlaps, interruption and silence are known."""
 
 from __future__ import annotations
 
+import conversations as cv
 import pytest
 
-import conversations as cv
 import harness
 from emotionq import jobs
 from emotionq.blobs.local import LocalBlobs
