@@ -8,11 +8,24 @@ import sys
 import time
 import traceback
 
-from benchmarks import batching, events, gpu, memory, objects, pipeline, priority, runtime, segments, uploads, waiting
+from benchmarks import (
+    batching,
+    events,
+    gpu,
+    memory,
+    objects,
+    pipeline,
+    priority,
+    runtime,
+    segments,
+    speakers,
+    uploads,
+    waiting,
+)
 from benchmarks.common import Context, Row, print_table, write_results
 
-BENCHMARKS = {m.NAME: m.run for m in (pipeline, runtime, batching, segments, uploads, objects, priority, waiting,
-                                      events, memory, gpu)}
+BENCHMARKS = {m.NAME: m.run for m in (pipeline, runtime, batching, segments, speakers, uploads, objects, priority,
+                                      waiting, events, memory, gpu)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,7 +135,10 @@ def diarize(samples: np.ndarray, segments: list[tuple[int, int]], *, speakers: i
         return Turns(list(segments), [0] * len(segments))
     enc = encoder(device)
     mel = enc.mel(_louder(samples, segments))  # once per channel; windows are slices of it
-    cut = lambda a, b: mel[a // HOP : max(b // HOP, a // HOP + 1)]  # noqa: E731
+
+    def cut(a: int, b: int) -> np.ndarray:
+        return mel[a // HOP : max(b // HOP, a // HOP + 1)]
+
     embeddings = enc.embed([cut(a, b) for a, b in windows])
     labels = _cluster(embeddings, speakers, max_speakers)
     centroids = np.stack([embeddings[labels == k].mean(0) for k in range(labels.max() + 1)])
