@@ -72,3 +72,12 @@ def test_segments_benchmark_measures_the_vad_share_on_any_model(tiny_model_dir, 
     mix = ctx.detail(NAME)["long mix"]
     assert 0 < mix["speech_s"] < mix["audio_s"] and mix["segments"] >= 10  # the silences are left out
     assert mix["inference_fixed_s"] > 0
+
+
+def test_gpu_benchmark_times_the_speaker_encoder_on_any_device():
+    from benchmarks.gpu import speaker_encoder
+
+    detail: dict = {}
+    [row] = speaker_encoder(detail, device="cpu", seconds=4.0, runs=1)
+    assert row.value and row.value > 0 and row.baseline and row.baseline > 0, row
+    assert detail["speaker_encoder"]["windows"] == 6 and detail["speaker_encoder"]["max_embedding_diff"] == 0.0
