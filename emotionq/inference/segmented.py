@@ -153,7 +153,7 @@ def combine(plan: Plan, results: list[dict], *, model: dict, duration_s: float) 
         out["speakers"] = conversation.speakers(segments)
         out["conversation"] = conversation.metrics(segments, by="speaker" if plan.diarized else "channel",
                                                    duration_s=duration_s)
-    elif any(t.speakers for t in plan.tracks):
+    elif plan.diarized or (not plan.mixed and plan.segmentation == "vad"):  # asked for, but nobody spoke
         out["speakers"], out["conversation"] = [], None
     return out
 

@@ -106,3 +106,13 @@ def test_a_room_channel_beside_a_customer_is_diarized_within_its_channel(world, 
         assert voice.setdefault(s["speaker"], near.voice) == near.voice
     assert out["conversation"]["parties_are"] == "speakers"
     assert out["conversation"]["interruptions"]["events"][0]["by"] == "S1"
+
+
+def test_no_speech_with_speakers_succeeds_with_no_speakers(world, model, tmp_path):
+    import subprocess
+
+    path = tmp_path / "hiss.wav"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(path), "synth", "2", "pinknoise", "vol",
+                    "0.005"], check=True)
+    out = _score(world, model, path, {"speakers": "auto"})
+    assert out["no_speech"] is True and out["speakers"] == [] and out["conversation"] is None
