@@ -18,14 +18,15 @@ from benchmarks import (
     priority,
     runtime,
     segments,
+    speakers,
     transcripts,
     uploads,
     waiting,
 )
 from benchmarks.common import Context, Row, print_table, write_results
 
-BENCHMARKS = {m.NAME: m.run for m in (pipeline, runtime, batching, segments, transcripts, uploads, objects, priority,
-                                      waiting, events, memory, gpu)}
+BENCHMARKS = {m.NAME: m.run for m in (pipeline, runtime, batching, segments, speakers, transcripts, uploads, objects,
+                                      priority, waiting, events, memory, gpu)}
 
 
 def main(argv: list[str] | None = None) -> int:

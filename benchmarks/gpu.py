@@ -14,6 +14,8 @@ synthetic clips, no servers, nothing from benchmarks.common (which needs Redis a
 - fixed shapes (``fixed_shapes``): one unpadded batch through funasr's ``extract_features`` under
   autocast, eager vs a captured CUDA graph replayed vs ``torch.compile``: batches/s, compile time,
   largest frame difference from eager.
+- the speaker encoder (``speaker_encoder``): resemblyzer's GE2E LSTM embedding the 1.5 s windows the
+  diarizer takes every 0.5 s, on the device vs the CPU: windows/s and the largest embedding difference.
 - SenseVoice (``sensevoice``): SenseVoiceSmall (float32 torch, as the worker runs it) over the same mixed
   clips, seconds per audio second, beside emotion2vec's ``predict_batch`` on them.
 ``measure``, ``fixed_shapes`` and ``sensevoice`` run on any loaded model: tests/test_benchmarks.py runs them on the CPU
@@ -54,8 +56,9 @@ def run(ctx) -> list[Row]:
     model = EmotionModel.load(str(checkpoint("large")), device="cuda")
     try:
         detail = ctx.detail(NAME)
-        rows = measure(model, clips, detail, sweep_n=16 if ctx.quick else SWEEP_N) + fixed_shapes(model, detail)
-        return rows + sensevoice(model, checkpoint("sensevoice-small"), clips, detail)
+        return (measure(model, clips, detail, sweep_n=16 if ctx.quick else SWEEP_N) + fixed_shapes(model, detail)
+                + sensevoice(model, checkpoint("sensevoice-small"), clips, detail)
+                + speaker_encoder(detail, device="cuda"))
     finally:
         model.close()
 
@@ -198,6 +201,35 @@ def sensevoice(model, sv_dir, clips: list, detail: dict) -> list[Row]:
                 notes=f"{len(clips)} clips, {audio_s:.0f} s; SenseVoice float32 torch on {device}")]
 
 
+def speaker_encoder(detail: dict, *, device: str, seconds: float = 120.0, runs: int = 3) -> list[Row]:
+    """The diarizer's windows of ``seconds`` of audio embedded on ``device`` and on the CPU (best of ``runs``)."""
+    from emotionq.errors import ConfigurationError
+    from emotionq.inference import speakers
+
+    metric = f"speaker encoder windows/s ({seconds:.0f} s of audio)"
+    try:
+        on_device, on_cpu = speakers.SpeakerEncoder(device), speakers.SpeakerEncoder("cpu")
+    except ConfigurationError as exc:
+        return [Row(NAME, metric, None, notes=f"skipped: {exc.message} (scripts/gpu-wheels fetches it)")]
+    samples = (np.random.default_rng(3).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
+    mel = on_cpu.mel(samples)
+    windows = [mel[a // speakers.HOP : b // speakers.HOP] for a, b in speakers._windows([(0, samples.size)])]
+    took, got = {}, {}
+    for name, encoder in (("device", on_device), ("cpu", on_cpu)):
+        encoder.embed(windows[:2])  # warm: kernels, allocator
+        best = float("inf")
+        for _ in range(runs):
+            began = time.perf_counter()
+            got[name] = encoder.embed(windows)
+            best = min(best, time.perf_counter() - began)
+        took[name] = best
+    diff = float(np.abs(got["device"] - got["cpu"]).max())
+    detail["speaker_encoder"] = {"windows": len(windows), "device_s": took["device"], "cpu_s": took["cpu"],
+                                 "max_embedding_diff": diff}
+    return [Row(NAME, metric, len(windows) / took["device"], "windows/s", len(windows) / took["cpu"], "CPU",
+                notes=f"{device}; largest embedding difference {diff:.1e}")]
+
+
 def _timed(fn, model) -> tuple[float, list]:
     fn()  # warm-up
     _sync_model(model)
@@ -307,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchmarks.gpu: SenseVoice done at {time.perf_counter() - started:.0f} s", file=sys.stderr,
                   flush=True)
         model.close()
+        rows += speaker_encoder(detail, device=args.device, seconds=10.0 if args.quick else 120.0)
     detail["elapsed_s"] = time.perf_counter() - started
     print_table(rows)
     print(f"benchmarks.gpu: {detail['elapsed_s']:.0f} s in all on {detail['device']}", file=sys.stderr)

@@ -75,6 +75,15 @@ def test_segments_benchmark_measures_the_vad_share_on_any_model(tiny_model_dir, 
     assert mix["inference_fixed_s"] > 0
 
 
+def test_gpu_benchmark_times_the_speaker_encoder_on_any_device():
+    from benchmarks.gpu import speaker_encoder
+
+    detail: dict = {}
+    [row] = speaker_encoder(detail, device="cpu", seconds=4.0, runs=1)
+    assert row.value and row.value > 0 and row.baseline and row.baseline > 0, row
+    assert detail["speaker_encoder"]["windows"] == 6 and detail["speaker_encoder"]["max_embedding_diff"] == 0.0
+
+
 def test_transcripts_benchmark_times_both_models_on_the_same_segments(tiny_model_dir, sensevoice_dir, tmp_path):
     from benchmarks.common import Context
     from benchmarks.gpu import sensevoice

@@ -48,6 +48,8 @@ def _client(url: str | None, key: str | None):
               "or fixed windows.")
 @click.option("--channels", type=click.Choice(["mix", "separate"]), help="Score each channel on its own.")
 @click.option("--channel-names", help="Names of the channels, comma-separated (with --channels separate).")
+@click.option("--speakers", help="Who spoke: auto, or the known count 1-10 (speech segments only).")
+@click.option("--max-speakers", type=click.IntRange(2, 10), help="At most this many speakers (with --speakers auto).")
 @click.option("--segments", "segments_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write one row per speech segment to this .csv or .jsonl file (implies --wait).")
 @click.option("--transcript", is_flag=True, help="Also what was said (SenseVoice): text, language and events "
@@ -58,7 +60,8 @@ def _client(url: str | None, key: str | None):
 @_api_options
 def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, concurrency: int, fmt: str,
            output: Path | None, segmentation: str | None, channels: str | None, channel_names: str | None,
-           segments_path: Path | None, transcript: bool, language: str | None, itn: bool, url: str | None,
+           speakers: str | None, max_speakers: int | None, segments_path: Path | None, transcript: bool,
+           language: str | None, itn: bool, url: str | None,
            key: str | None) -> None:
     """Score each FILE and every audio file under each DIR: one result per file, as they finish.
 
@@ -76,8 +79,10 @@ def submit(paths: tuple[Path, ...], priority: str, wait: bool, timeout: float, c
         raise click.UsageError("no audio files found (looked for " + " ".join(sorted(bulk.AUDIO_SUFFIXES)) + ")")
     seg_fmt = _segments_format(segments_path)
     options = {k: v for k, v in (("segmentation", segmentation), ("channels", channels),
-                                 ("channel_names", channel_names), ("transcript", transcript and "true"),
-                                 ("language", language), ("itn", itn and "true")) if v}
+                                 ("channel_names", channel_names), ("speakers", speakers),
+                                 ("max_speakers", max_speakers and str(max_speakers)),
+                                 ("transcript", transcript and "true"), ("language", language),
+                                 ("itn", itn and "true")) if v}
     failed = 0
     with (open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)) as out, \
             (open(segments_path, "w", encoding="utf-8") if segments_path else contextlib.nullcontext()) as seg_out, \

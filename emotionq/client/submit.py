@@ -24,7 +24,7 @@ AUDIO_SUFFIXES = frozenset({
 })
 STOP_CODES = frozenset({"unauthorized", "unreachable"})  # not about one file: stop instead of failing each
 CSV_COLUMNS = ("file", "job_id", "status", "dedup", "top_label", "top_score", *LABELS, "error_code", "error")
-SEGMENT_COLUMNS = ("file", "channel", "start", "end", "label", "score", *LABELS)
+SEGMENT_COLUMNS = ("file", "channel", "speaker", "start", "end", "label", "score", *LABELS)
 TRANSCRIPT_COLUMNS = ("text", "language", "events")  # with --transcript: events as "tag:probability;..."
 
 
@@ -107,8 +107,8 @@ def row(path: Path, job: dict | None, error: APIError | None = None) -> dict:
 
 def segment_rows(path: Path, output: dict) -> list[dict]:
     """One row per scored segment of a result (none for a result of fixed windows of the mix, or no speech)."""
-    return [{"file": str(path), "channel": s["channel"], "start": s["start"], "end": s["end"], "label": s["label"],
-             "score": s["score"], "scores": s["scores"],
+    return [{"file": str(path), "channel": s["channel"], "speaker": s.get("speaker"), "start": s["start"],
+             "end": s["end"], "label": s["label"], "score": s["score"], "scores": s["scores"],
              **{k: s[k] for k in (*TRANSCRIPT_COLUMNS, "emotion_tag") if k in s}}  # transcript=true
             for s in output.get("segments") or []]
 
@@ -118,7 +118,7 @@ def format_segment(segment: dict, fmt: str, *, transcript: bool = False) -> str:
     events with ``transcript``)."""
     if fmt == "jsonl":
         return json.dumps(segment)
-    values = [segment[k] for k in SEGMENT_COLUMNS[:6]] + [segment["scores"].get(label) for label in LABELS]
+    values = [segment[k] for k in SEGMENT_COLUMNS[:7]] + [segment["scores"].get(label) for label in LABELS]
     if transcript:
         values += [segment.get("text", ""), segment.get("language", ""),
                    ";".join(f"{e['tag']}:{e['probability']}" for e in segment.get("events", []))]

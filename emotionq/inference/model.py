@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from emotionq.errors import Canceled, ConfigurationError, ServerFault, TransientFault
-from emotionq.inference import heap
+from emotionq.inference import framescores, heap
 from emotionq.inference.audio import SAMPLE_RATE
 from emotionq.inference.contract import ModelInfo, Runtime
 from emotionq.inference.encoder import TorchRuntime, head_scores, score_windows
@@ -316,6 +316,9 @@ class EmotionModel:
             out["embedding"] = mean[0].cpu().tolist()
         if item["granularity"] == "frame":
             out["frames"] = [row for w in windows for row in w["frames"].tolist()]
+            out["frame_scores"] = framescores.over_windows(self._live_module(), windows,
+                                                           [a / SAMPLE_RATE for a, _ in bounds],
+                                                           sample_rate=SAMPLE_RATE)
         out["model"] = self.info().output()
         return out
 

@@ -6,6 +6,11 @@ fixed windows. Otherwise each channel (the mix, or each channel of the file) is 
 its speech segments (``emotionq.inference.segments``) are what the model scores, one segment per window,
 and a channel without speech is not scored at all. Utterance scores are the speech-duration-weighted
 mean of segment scores, per channel and over all channels.
+
+With ``speakers`` each channel's segments are diarized (``emotionq.inference.speakers``) and re-cut where
+the speaker changes; speakers are named S1, S2, ... in order of first speech over all channels. With
+separate channels and speakers off, each channel is one speaker. The result then has ``speakers`` and the
+``conversation`` between the speakers (``emotionq.inference.conversation``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emotionq.inference import registry
+from emotionq.inference import conversation, registry
 from emotionq.inference.audio import MIN_SAMPLES, SAMPLE_RATE
 from emotionq.inference.labels import LABELS, summary
 from emotionq.inference.segments import VadOptions, detector, split
@@ -31,6 +36,7 @@ class Track:
     name: str
     samples: np.ndarray
     bounds: list[tuple[int, int]] = field(default_factory=list)
+    speakers: list[str] = field(default_factory=list)  # each bound's speaker (with speakers, or separate)
 
 
 @dataclass
@@ -41,6 +47,8 @@ class Plan:
     segmentation: str  # "vad" | "fixed"
     mixed: bool
     vad_s: float = 0.0
+    diarize_s: float = 0.0
+    diarized: bool = False  # speakers found by the encoder (else, with separate channels, one per channel)
     extras: bool = False  # other model families add keys to the segments (transcript=true)
 
     @property
@@ -64,7 +72,7 @@ def channel_names(options: dict, count: int) -> list[str]:
     return list(options.get("channel_names") or [f"ch{i + 1}" for i in range(count)])
 
 
-def tracks(channels: list[np.ndarray], options: dict, *, window_s: float) -> Plan:
+def tracks(channels: list[np.ndarray], options: dict, *, window_s: float, device: str = "cpu") -> Plan:
     """The run's tracks: ``channels`` (one array per channel, or one: the mix) cut as ``options`` say.
 
     Runs queued before segments existed have no ``segmentation`` option: they are scored as then (fixed).
@@ -82,7 +90,31 @@ def tracks(channels: list[np.ndarray], options: dict, *, window_s: float) -> Pla
             bounds = [(a, b) for a, b in split(samples, speech, window_s) if b - a >= MIN_SAMPLES]
         plan.tracks.append(Track(name, samples, bounds))
     plan.vad_s = time.perf_counter() - began if segmentation == "vad" else 0.0
+    if "speakers" in options:
+        began = time.perf_counter()
+        _diarize(plan, options, device)
+        plan.diarized, plan.diarize_s = True, time.perf_counter() - began
+    elif not plan.mixed and segmentation == "vad":
+        for track in plan.tracks:
+            track.speakers = [track.name] * len(track.bounds)
     return plan
+
+
+def _diarize(plan: Plan, options: dict, device: str) -> None:
+    """Each track's segments cut at speaker changes; speakers S1, S2, ... in order of first speech."""
+    from emotionq.inference import speakers
+
+    found = []
+    for k, track in enumerate(plan.tracks):
+        turns = speakers.diarize(track.samples, track.bounds, speakers=options["speakers"],
+                                 max_speakers=options.get("max_speakers", 10), device=device)
+        track.bounds = turns.bounds
+        found.append(turns.speakers)
+    firsts = sorted({(next(a for (a, _), w in zip(t.bounds, who) if w == i), k, i)
+                     for k, (t, who) in enumerate(zip(plan.tracks, found)) for i in set(who)})
+    names = {(k, i): f"S{n + 1}" for n, (_, k, i) in enumerate(firsts)}
+    for k, (track, who) in enumerate(zip(plan.tracks, found)):
+        track.speakers = [names[k, i] for i in who]
 
 
 def model_options(options: dict, track: Track, plan: Plan, family: str = registry.EMOTION2VEC) -> dict:
@@ -112,6 +144,8 @@ def combine(plan: Plan, results: list[dict], *, model: dict, duration_s: float,
     for track in plan.tracks:
         result = by_name.get(track.name)
         found = [_segment(track.name, w) for w in (result or {}).get("timeline", [])]
+        for segment, speaker in zip(found, track.speakers):
+            segment["speaker"] = speaker
         segments.extend(found)
         channels.append(_channel(track.name, found, result))
     segments.sort(key=lambda s: (s["start"], s["channel"]))
@@ -129,6 +163,16 @@ def combine(plan: Plan, results: list[dict], *, model: dict, duration_s: float,
         out["embedding"] = (sum(np.asarray(e, np.float64) * w for e, w in embeddings) / total).tolist()
     for channel in channels:
         channel.pop("segments_of")
+    if segments and "speaker" in segments[0]:
+        out["speakers"] = conversation.speakers(segments)
+        if any("text" in s for s in segments):  # each speaker's transcript, in time order (transcript=true)
+            for speaker in out["speakers"]:
+                speaker["transcript"] = " ".join(s["text"] for s in segments
+                                                 if s["speaker"] == speaker["name"] and s["text"])
+        out["conversation"] = conversation.metrics(segments, by="speaker" if plan.diarized else "channel",
+                                                   duration_s=duration_s)
+    elif plan.diarized or (not plan.mixed and plan.segmentation == "vad"):  # asked for, but nobody spoke
+        out["speakers"], out["conversation"] = [], None
     return out
 
 
@@ -146,7 +190,7 @@ def _channel(name: str, segments: list[dict], result: dict | None) -> dict:
     if any("text" in s for s in segments):  # the channel's transcript, in time order
         channel["transcript"] = " ".join(s["text"] for s in sorted(segments, key=lambda s: s["start"]) if s["text"])
     if result is not None and "frames" in result:
-        channel["frames"] = result["frames"]
+        channel["frames"], channel["frame_scores"] = result["frames"], result["frame_scores"]
     return channel
 
 

@@ -35,6 +35,9 @@ CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 MAX_METADATA_KEYS = 16
 MAX_METADATA_DEPTH = 8  # nested arrays/objects; json.loads recurses, so depth is bounded before parsing
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
+MIN_SPEAKERS, MAX_SPEAKERS = 1, 10
+OUR_CODES = ("metadata_too_deep", "invalid_request", "speakers_out_of_range", "speakers_need_vad",
+             "max_speakers_needs_auto", "unknown_language", "needs_transcript")
 
 
 def nesting(text: str) -> int:
@@ -69,8 +72,9 @@ class JobForm(BaseModel):
 
     priority: Literal["high", "low"] = Field("low", examples=["high"],
                                              description="high starts before every low job not yet started")
-    granularity: Literal["utterance", "frame"] = Field("utterance", examples=["utterance"],
-                                                       description="frame adds per-frame features (50 per second)")
+    granularity: Literal["utterance", "frame"] = Field(
+        "utterance", examples=["utterance"], description="frame adds per-frame features (50 per second) and frame "
+        "scores (10 per second, each the model's head over 0.5 s of frames)")
     embedding: bool = Field(False, examples=[False], description="true adds the utterance embedding")
     metadata: Metadata = Field(default_factory=dict, examples=['{"call_id": "c-1842"}'],
                                description=f"a JSON object of at most {MAX_METADATA_KEYS} keys, nested at most "
@@ -97,6 +101,11 @@ class JobForm(BaseModel):
         "segmented and scored on its own (a two-channel call: agent and customer)")
     channel_names: str = Field("", examples=["agent,customer"], description="comma-separated names of the "
                                "channels, one per channel, in order (separate only); default ch1, ch2, ...")
+    speakers: str = Field("off", examples=["auto"], description="who spoke (vad only): off; auto (found by a "
+                          f"speaker encoder and clustering); or the known count, {MIN_SPEAKERS}-{MAX_SPEAKERS}. "
+                          "With channels=separate each channel is diarized on its own")
+    max_speakers: int | None = Field(None, examples=[4], description=f"at most this many speakers "
+                                     f"({MIN_SPEAKERS + 1}-{MAX_SPEAKERS}; speakers=auto only)")
 
     transcript: bool = Field(False, examples=[True], description="true adds what was said to each segment "
                              "(SenseVoice: text, language, audio events, its emotion tag) and each channel's "
@@ -107,7 +116,8 @@ class JobForm(BaseModel):
                       "(numbers as digits, punctuation); transcript only")
 
     @field_validator("priority", "granularity", "embedding", "webhook_url", "segmentation", "vad_threshold",
-                     "min_speech_ms", "min_silence_ms", "speech_pad_ms", "channels", "transcript", "language", "itn",
+                     "min_speech_ms", "min_silence_ms", "speech_pad_ms", "channels", "speakers", "max_speakers",
+                     "transcript", "language", "itn",
                      mode="before")
     @classmethod
     def _blank_is_default(cls, value: Any, info) -> Any:
@@ -145,6 +155,36 @@ class JobForm(BaseModel):
                                       f"choose one of {', '.join(LANGUAGES)}")
         return value
 
+    @field_validator("speakers")
+    @classmethod
+    def _speaker_count(cls, value: str) -> str:
+        if value in ("off", "auto") or (value.isdigit() and MIN_SPEAKERS <= int(value) <= MAX_SPEAKERS):
+            return value
+        raise PydanticCustomError("speakers_out_of_range", f"speakers: off, auto or a count from {MIN_SPEAKERS} "
+                                  f"to {MAX_SPEAKERS}, not {value!r}")
+
+    @field_validator("max_speakers", mode="wrap")
+    @classmethod
+    def _speaker_cap(cls, value: Any, handler) -> int | None:
+        try:
+            value = handler(value)
+        except ValidationError:
+            value = -1
+        if value is not None and not MIN_SPEAKERS < value <= MAX_SPEAKERS:
+            raise PydanticCustomError("speakers_out_of_range", f"max_speakers: a count from {MIN_SPEAKERS + 1} "
+                                      f"to {MAX_SPEAKERS}")
+        return value
+
+    @model_validator(mode="after")
+    def _speakers_need_vad(self) -> JobForm:
+        if self.speakers != "off" and self.segmentation != "vad":
+            raise PydanticCustomError("speakers_need_vad", "speakers: diarization runs on speech segments; use "
+                                      "segmentation=vad (the default) or leave speakers off")
+        if self.max_speakers is not None and self.speakers != "auto":
+            raise PydanticCustomError("max_speakers_needs_auto", "max_speakers caps speakers=auto; with a known "
+                                      "count give speakers=N alone")
+        return self
+
     @model_validator(mode="after")
     def _events_need_a_url(self) -> JobForm:
         if self.webhook_events.strip() and not self.webhook_url:
@@ -176,6 +216,10 @@ class JobForm(BaseModel):
             out.update({name: getattr(self, name) for name in VAD_FIELDS})
         if self.channel_names:
             out["channel_names"] = self.channel_names.split(",")
+        if self.speakers != "off":  # absent when off, so runs from before speakers keep their dedup key
+            out["speakers"] = "auto" if self.speakers == "auto" else int(self.speakers)
+        if self.speakers == "auto":
+            out["max_speakers"] = self.max_speakers or MAX_SPEAKERS
         if self.transcript:
             out.update(transcript=True, language=self.language, itn=self.itn)
         return out
@@ -193,8 +237,7 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
     if unknown:
         allowed = ", ".join(["file", *JobForm.model_fields])
         return InvalidRequest(f"unknown form fields {unknown}; allowed: {allowed}")
-    custom = next((e for e in errors if e["type"] in ("metadata_too_deep", "invalid_request", "unknown_language",
-                                                       "needs_transcript")), None)  # ours
+    custom = next((e for e in errors if e["type"] in OUR_CODES), None)
     if custom is not None:
         return InvalidRequest(custom["msg"], code=custom["type"])
     return InvalidRequest("; ".join(f"{'.'.join(map(str, e['loc'])) or 'form'}: {e['msg']}" for e in errors))
@@ -250,6 +293,8 @@ def parse_json(body: bytes) -> tuple[str, JobForm]:
     for name in ("webhook_events", "channel_names"):
         if isinstance(fields.get(name), list):
             fields[name] = ",".join(str(e) for e in fields[name])
+    if isinstance(fields.get("speakers"), int) and not isinstance(fields["speakers"], bool):
+        fields["speakers"] = str(fields["speakers"])
     return audio_url.strip(), JobForm.parse(fields)
 
 

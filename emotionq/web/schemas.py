@@ -37,9 +37,9 @@ JOB_SUCCEEDED = {
     "output": {
         "scores": _SCORES, "top_label": "happy", "top_score": 0.731,
         "segments": [{"channel": "agent", "start": 0.42, "end": 3.9, "label": "happy", "score": 0.731,
-                      "scores": _SCORES},
+                      "scores": _SCORES, "speaker": "agent"},
                      {"channel": "customer", "start": 4.61, "end": 9.02, "label": "angry", "score": 0.652,
-                      "scores": _ANGRY}],
+                      "scores": _ANGRY, "speaker": "customer"}],
         "channels": [
             {"name": "agent", "scores": _SCORES, "top_label": "happy", "no_speech": False, "summary": {
                 "speech_s": 3.48, "share": {"happy": 1.0}, "dominant_label": "happy",
@@ -53,6 +53,28 @@ JOB_SUCCEEDED = {
         "duration_s": 60.0, "frame_rate": 50,
         "model": {"id": "iic/emotion2vec_plus_large", "revision": "v2.0.4", "device": "cuda", "dtype": "bfloat16",
                   "untrained": False},
+        "speakers": [
+            {"name": "agent", "channels": ["agent"], "speech_s": 3.48, "share": 0.4411, "scores": _SCORES,
+             "top_label": "happy", "top_score": 0.731, "summary": {
+                 "speech_s": 3.48, "share": {"happy": 1.0}, "dominant_label": "happy",
+                 "strongest": {"happy": {"start": 0.42, "end": 3.9, "score": 0.731}}, "changes": []}},
+            {"name": "customer", "channels": ["customer"], "speech_s": 4.41, "share": 0.5589, "scores": _ANGRY,
+             "top_label": "angry", "top_score": 0.652, "summary": {
+                 "speech_s": 4.41, "share": {"angry": 1.0}, "dominant_label": "angry",
+                 "strongest": {"angry": {"start": 4.61, "end": 9.02, "score": 0.652}}, "changes": []}}],
+        "conversation": {
+            "parties_are": "channels",
+            "parties": [{"name": "agent", "talk_s": 3.48, "talk_ratio": 0.4411, "turns": 1, "longest_monologue_s": 3.48,
+                         "interrupted_others": 0, "was_interrupted": 0},
+                        {"name": "customer", "talk_s": 4.41, "talk_ratio": 0.5589, "turns": 1,
+                         "longest_monologue_s": 4.41, "interrupted_others": 0, "was_interrupted": 0}],
+            "non_talk": {"over_s": 2.0, "total_s": 50.98, "longest_s": 50.98, "count": 1},
+            "overlap": {"total_s": 0, "count": 0, "events": []}, "interruptions": {"count": 0, "events": []},
+            "longest_monologue": {"party": "customer", "start": 4.61, "end": 9.02, "seconds": 4.41},
+            "turns": [{"party": "agent", "start": 0.42, "end": 3.9, "segments": 1, "top_label": "happy",
+                       "top_score": 0.731},
+                      {"party": "customer", "start": 4.61, "end": 9.02, "segments": 1, "top_label": "angry",
+                       "top_score": 0.652}]},
         "timing": {"decode_ms": 41.2, "inference_ms": 688.5, "vad_ms": 12.7},
     },
     "webhook": {**JOB_QUEUED["webhook"], "deliveries": [{
@@ -89,6 +111,8 @@ class JobOptions(BaseModel):
     min_silence_ms: int | None = None
     speech_pad_ms: int | None = None
     channel_names: list[str] | None = None
+    speakers: Literal["auto"] | int | None = Field(None, description="absent: off; auto, or the known count")
+    max_speakers: int | None = Field(None, description="with speakers=auto: at most this many")
     transcript: bool | None = Field(None, description="true: SenseVoice added text, language, events and its "
                                     "emotion tag to each segment; absent otherwise")
     language: str | None = None
@@ -187,8 +211,14 @@ class Job(BaseModel):
                     "segments, null when no_speech), top_label, top_score, timeline (windows; with vad, the "
                     "segments), duration_s, model; with vad or channels=separate also segments [{channel, start, "
                     "end, label, score, scores}], channels [{name, scores, top_label, no_speech, summary {speech_s, "
-                    "share, dominant_label, strongest, changes}}], no_speech, speech_s; embedding and frames on "
-                    "request")
+                    "share, dominant_label, strongest, changes}}], no_speech, speech_s; with speakers (or "
+                    "channels=separate) each segment's speaker, speakers [{name, channels, speech_s, share, scores, "
+                    "top_label, top_score, summary}] and conversation {parties_are, parties [{name, talk_s, "
+                    "talk_ratio, turns, longest_monologue_s, interrupted_others, was_interrupted}], non_talk "
+                    "{over_s, total_s, longest_s, count}, overlap {total_s, count, events}, interruptions {count, "
+                    "events [{at, by, of}]}, longest_monologue, turns [{party, start, end, segments, top_label, "
+                    "top_score}]}; embedding, and with granularity=frame frames and frame_scores {rate, "
+                    "window_s, labels, t, scores}, on request")
     error: JobError | None
     dedup: Dedup
     webhook: Webhook | None = None

@@ -44,7 +44,7 @@ class ModelHolder:
     def models(self) -> dict[str, Model]:
         """The models by family, loaded on first use (ConfigurationError if one cannot be)."""
         if not self._models:
-            from emotionq.inference import segments
+            from emotionq.inference import segments, speakers
 
             s = self._settings
             loaded: dict[str, Model] = {}
@@ -57,6 +57,7 @@ class ModelHolder:
                          i.runtime, i.runtime_note, i.untrained)
                 loaded[name] = model
             segments.warm_up()  # the speech detector and librosa, loaded before the first job
+            speakers.warm_up(s.worker_device)  # the speaker encoder, on the model's device
             self._models = loaded
         return self._models
 

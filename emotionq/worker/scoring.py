@@ -131,13 +131,14 @@ class _Batch:
             duration_s = channels[0].size / SAMPLE_RATE
             jobs.record_decoded(self.store, run_id=member.run_id, task_id=member.task_id, duration_s=duration_s)
             jobs.check_channels(len(channels), run.options, max_channels=self.settings.max_channels)
-            plan = segmented.tracks(channels, run.options, window_s=self.settings.window_seconds)
+            plan = segmented.tracks(channels, run.options, window_s=self.settings.window_seconds,
+                                    device=self.settings.worker_device)
         except TransientFault:
             raise  # the object store is down: the batch goes back, and is retried
         except EmotionQError as exc:
             self.outcomes[i] = _fail_member(self.store, member, exc, self.notify)
             return None
-        return _Decoded(i, member, run, plan, duration_s, time.perf_counter() - began - plan.vad_s)
+        return _Decoded(i, member, run, plan, duration_s, time.perf_counter() - began - plan.vad_s - plan.diarize_s)
 
     def score(self, decoded: list[_Decoded], *, started: float) -> None:
         """One model call for the tracks of all of ``decoded``; each run's result recorded on its own."""
@@ -172,6 +173,8 @@ class _Batch:
                     result["timing"][f"{name}_ms"] = round(per_family_s.get(name, 0.0) * 1e3, 1)
                 if d.plan.segmentation == "vad":
                     result["timing"]["vad_ms"] = round(d.plan.vad_s * 1e3, 1)
+                if d.plan.diarized:
+                    result["timing"]["diarize_ms"] = round(d.plan.diarize_s * 1e3, 1)
                 self._complete(d, result)
 
     def _predict(self, entries: list, decoded: list[_Decoded], watch: _Watch) -> tuple[list, dict[str, float]]:

@@ -190,9 +190,10 @@ def test_submit_segments_writes_a_row_per_segment_of_each_channel(service, tmp_p
     job = Client(service.url, service.key).job(row["job_id"])
     with open(seg_csv, newline="") as f:
         records = list(csv.DictReader(f))
-    assert list(records[0]) == ["file", "channel", "start", "end", "label", "score", *LABELS]
+    assert list(records[0]) == ["file", "channel", "speaker", "start", "end", "label", "score", *LABELS]
     segments = job["output"]["segments"]
     assert [r["channel"] for r in records] == [s["channel"] for s in segments] == ["agent", "customer"]
+    assert [r["speaker"] for r in records] == [s["speaker"] for s in segments] == ["agent", "customer"]
     for record, segment in zip(records, segments):
         assert record["file"].endswith("call.wav") and record["label"] == segment["label"]
         assert (float(record["start"]), float(record["end"])) == (segment["start"], segment["end"])
@@ -205,3 +206,20 @@ def test_submit_segments_writes_a_row_per_segment_of_each_channel(service, tmp_p
         (s["channel"], s["start"], s["end"], s["label"], s["scores"]) for s in segments]
     bad = emotionq(service, "submit", str(calls), "--segments", str(tmp_path / "segments.txt"))
     assert bad.returncode == 2 and ".csv or a .jsonl" in bad.stderr
+
+
+def test_submit_with_speakers_writes_each_segments_speaker(service, tmp_path):
+    import conversations as cv
+
+    (tmp_path / "in").mkdir()
+    cv.in_turns(tmp_path / "in" / "two.wav", cv.TWO[:3])
+    seg_csv = tmp_path / "segments.csv"
+    out = emotionq(service, "submit", str(tmp_path / "in"), "--speakers", "2", "--segments", str(seg_csv))
+    assert out.returncode == 0, out.stdout + out.stderr
+    [row] = jsonl(out).values()
+    job = Client(service.url, service.key).job(row["job_id"])
+    assert job["options"]["speakers"] == 2
+    with open(seg_csv, newline="") as f:
+        records = list(csv.DictReader(f))
+    assert [r["speaker"] for r in records] == [s["speaker"] for s in job["output"]["segments"]]
+    assert {r["speaker"] for r in records} == {"S1", "S2"}

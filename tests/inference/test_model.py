@@ -95,6 +95,25 @@ def test_embedding_and_frames_have_the_right_shapes(model, speech):
     assert abs(len(result["frames"]) - speech.size / 320) <= 2
 
 
+def test_frame_scores_are_the_head_on_half_a_second_of_frames_ten_times_a_second(model, speech):
+    """granularity=frame's scores: at 10 points a second, the head's softmax over the mean of the frames within
+    0.25 s either side: the utterance scoring of that stretch, recomputed here from the frames."""
+    result = model.predict(speech, granularity="frame")
+    assert len(result["timeline"]) == 1  # one window: its frames are the recording's
+    fs = result["frame_scores"]
+    assert (fs["rate"], fs["window_s"], fs["labels"]) == (10, 0.5, list(LABELS))
+    frames = torch.tensor(result["frames"])
+    assert len(fs["t"]) == len(fs["scores"]) == -(-(len(frames) - 2) // 5)
+    assert all(b > a for a, b in zip(fs["t"], fs["t"][1:])) and fs["t"][-1] <= result["duration_s"]
+    for t, row in zip(fs["t"], fs["scores"]):
+        centre = round(t * 50 - 0.5)
+        with torch.inference_mode():
+            pooled = frames[max(0, centre - 12) : centre + 13].mean(0, keepdim=True)
+            want = torch.softmax(model.automodel.model.proj(pooled), -1)[0]
+        assert row == pytest.approx(want.tolist(), abs=2e-4)
+        assert sum(row) == pytest.approx(1, abs=1e-3)
+
+
 @pytest.mark.parametrize("signal", ["silence", "dc", "quiet"])
 def test_silence_and_near_silence_give_finite_scores(model, signal):
     samples = {

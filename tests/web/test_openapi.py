@@ -86,8 +86,8 @@ def test_every_v1_operation_has_examples_of_what_it_takes(document):
     assert form["required"] == ["file"]
     assert set(form["properties"]) == {"file", "priority", "granularity", "embedding", "metadata", "webhook_url",
                                        "webhook_events", "segmentation", "vad_threshold", "min_speech_ms",
-                                       "min_silence_ms", "speech_pad_ms", "channels", "channel_names", "transcript",
-                                       "language", "itn"}
+                                       "min_silence_ms", "speech_pad_ms", "channels", "channel_names", "speakers",
+                                       "max_speakers", "transcript", "language", "itn"}
     for name, field in form["properties"].items():
         assert field.get("description"), name
         assert name == "file" or field.get("examples"), name

@@ -246,6 +246,44 @@ def test_separate_channels_show_a_lane_each_with_its_segments_in_place(service, 
         _save_docs_screenshot(page)
 
 
+def test_speakers_in_one_channel_show_a_lane_each_and_the_conversation(service, page, tmp_path):
+    """The end-to-end job with speakers: two voices in one channel, found by the worker's speaker encoder;
+    one lane per speaker with that speaker's segments in their labels' colours, the metrics under the lanes."""
+    import conversations as cv
+
+    truth = cv.in_turns(tmp_path / "two.wav", cv.TWO)
+    key = service.create_key("web-speakers")
+    _open(page, service.url, key)
+    page.get_by_label("Speakers").select_option("auto")
+    page.get_by_label("Audio file").set_input_files(tmp_path / "two.wav")
+    job_id = _finish(page)
+    job = httpx.get(f"{service.url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {key}"}).json()
+    out = job["output"]
+    assert job["options"]["speakers"] == "auto" and out["timing"]["diarize_ms"] > 0
+    assert [s["name"] for s in out["speakers"]] == ["S1", "S2"]
+    assert cv.der(truth, [(s["speaker"], s["start"], s["end"]) for s in out["segments"]]) <= 0.10
+    shot = _screenshot(page, tmp_path / "speakers.png")
+    lanes = page.locator("#lanes .lane")
+    expect(lanes).to_have_count(2)
+    for i, speaker in enumerate(out["speakers"]):
+        lane = lanes.nth(i)
+        assert lane.get_attribute("data-speaker") == speaker["name"] == lane.locator(".name").inner_text()
+        mine = [s for s in out["segments"] if s["speaker"] == speaker["name"]]
+        boxes = lane.locator(".segment")
+        expect(boxes).to_have_count(len(mine))
+        for k, s in enumerate(mine):
+            at = boxes.nth(k).bounding_box()
+            pixel = shot.getpixel((int(at["x"] + at["width"] / 2), int(at["y"] + at["height"] / 2)))
+            assert _near(pixel, _rgb(COLOURS[s["label"]])), (s, pixel)
+        assert f"speech {speaker['summary']['speech_s']:.1f} s" in lane.locator(".lane-summary").inner_text()
+    talk = page.locator("#conversation")
+    expect(talk).to_be_visible()
+    for party in out["conversation"]["parties"]:
+        text = talk.locator(f'dd[data-party="{party["name"]}"]').inner_text()
+        assert f"{party['turns']} turns" in text and f"talk {party['talk_s']:.1f} s" in text
+    assert "interruptions" in talk.inner_text() and "silences" in talk.inner_text()
+
+
 def _save_docs_screenshot(page: Page) -> None:
     """The page down to the end of its content, as the docs show it; read back to check it holds the lanes."""
     body = page.locator("body").bounding_box()

@@ -95,3 +95,31 @@ def test_a_json_body_takes_the_same_options_with_names_as_a_list():
     url, form = parse_json(b'{"audio_url": "https://example.com/a.wav", "channels": "separate", '
                            b'"channel_names": ["agent", "customer"], "segmentation": "vad", "min_silence_ms": 300}')
     assert form.options()["channel_names"] == ["agent", "customer"] and form.options()["min_silence_ms"] == 300
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"speakers": "11"}, "speakers_out_of_range"),
+    ({"speakers": "0"}, "speakers_out_of_range"),
+    ({"speakers": "many"}, "speakers_out_of_range"),
+    ({"speakers": "auto", "max_speakers": "1"}, "speakers_out_of_range"),
+    ({"speakers": "auto", "max_speakers": "40"}, "speakers_out_of_range"),
+    ({"speakers": "auto", "segmentation": "fixed"}, "speakers_need_vad"),
+    ({"speakers": "3", "max_speakers": "4"}, "max_speakers_needs_auto"),
+    ({"max_speakers": "4"}, "max_speakers_needs_auto"),
+])
+def test_bad_speaker_options_are_422_with_a_code(api, speech_wav, tmp_path, fields, code):
+    clip = distinct_clips(speech_wav, tmp_path, 1)[0]
+    _problem(api.submit(clip, **fields), 422, code)
+
+
+def test_speakers_are_part_of_the_dedup_key_and_absent_when_off(api, speech_wav, tmp_path):
+    clip = distinct_clips(speech_wav, tmp_path, 1)[0]
+    off = api.submit(clip).json()
+    assert "speakers" not in off["options"] or off["options"]["speakers"] is None
+    auto = api.submit(clip, speakers="auto", max_speakers="4").json()
+    assert (auto["options"]["speakers"], auto["options"]["max_speakers"]) == ("auto", 4)
+    assert auto["dedup"]["reused"] is False and auto["dedup"]["run_id"] != off["dedup"]["run_id"]
+    two = api.submit(clip, speakers="2").json()
+    assert two["options"]["speakers"] == 2 and two["dedup"]["run_id"] not in (off["dedup"]["run_id"],
+                                                                              auto["dedup"]["run_id"])
+    assert api.submit(clip, speakers="2").json()["dedup"]["run_id"] == two["dedup"]["run_id"]  # coalesced

@@ -74,6 +74,16 @@ def test_one_worker_scores_both_models_on_the_same_segments(tmp_path, holder, tw
     assert [s["scores"] for s in plain["segments"]] == [s["scores"] for s in out["segments"]]
 
 
+def test_with_speakers_each_speaker_has_a_transcript(tmp_path, holder, two_speakers):
+    run = _score(tmp_path, holder.models, two_speakers[0], {"transcript": "true", "speakers": "2"})
+    assert run["state"] == "succeeded", run.get("error")
+    out = run["output"]
+    assert len(out["speakers"]) == 2
+    for speaker in out["speakers"]:
+        said = [s["text"] for s in out["segments"] if s["speaker"] == speaker["name"] and s["text"]]
+        assert speaker["transcript"] == " ".join(said)
+
+
 def test_fixed_windows_of_the_mix_gain_a_transcript_too(tmp_path, holder, two_speakers):
     run = _score(tmp_path, holder.models, two_speakers[0], {"transcript": "true", "segmentation": "fixed"})
     assert run["state"] == "succeeded", run.get("error")

@@ -72,6 +72,7 @@ function upload(file, priority, onProgress) {
       form.append("transcript", "true");
       form.append("language", $("transcript").value);
     }
+    if ($("speakers").value !== "off") form.append("speakers", $("speakers").value);
     form.append("file", file);
     xhr.send(form);
   });
@@ -245,15 +246,19 @@ function showLegend(legend) {
   }));
 }
 
-// One lane per channel on a shared time axis: each speech segment a box where it was spoken, in the colour of
-// its top label, what was said (transcript=true) under its box and its audio events as marks on the lane;
-// under the lane the channel's summary.
+// One lane per speaker (found by diarization) or else per channel, on a shared time axis: each speech segment
+// a box where it was spoken, in the colour of its top label, what was said (transcript=true) under its box and
+// its audio events as marks on the lane, and under the lane its summary; under the lanes the conversation
+// between them.
 function showLanes(out, duration) {
   const segments = out.segments || [];
-  $("lanes").replaceChildren(...out.channels.map((channel) => {
-    const track = el("div", { class: "lane-track", "data-channel": channel.name });
-    const texts = el("div", { class: "lane-texts", "data-channel": channel.name });
-    for (const s of segments.filter((seg) => seg.channel === channel.name)) {
+  const bySpeaker = out.conversation?.parties_are === "speakers";
+  const parties = bySpeaker ? out.speakers : out.channels;
+  const key = bySpeaker ? "speaker" : "channel";
+  $("lanes").replaceChildren(...parties.map((channel) => {
+    const track = el("div", { class: "lane-track", [`data-${key}`]: channel.name });
+    const texts = el("div", { class: "lane-texts", [`data-${key}`]: channel.name });
+    for (const s of segments.filter((seg) => seg[key] === channel.name)) {
       if (s.text !== undefined) {
         const said = el("span", { class: "segment-text", title: s.text, lang: s.language || "",
                                   "data-start": String(s.start) }, s.text);
@@ -276,7 +281,7 @@ function showLanes(out, duration) {
       box.style.background = colour(s.label);
       track.append(box);
     }
-    const lane = el("div", { class: "lane", "data-channel": channel.name });
+    const lane = el("div", { class: "lane", [`data-${key}`]: channel.name });
     lane.append(el("span", { class: "name" }, channel.name), track);
     if (texts.childElementCount) lane.append(texts);
     lane.append(el("p", { class: "lane-summary" }, laneSummary(channel)));
@@ -284,11 +289,33 @@ function showLanes(out, duration) {
   }));
   showAxis($("lanes-axis"), duration);
   showLegend($("lanes-legend"));
+  showConversation(out.conversation);
+}
+
+// The conversation's figures: per party its talk, turns and interruptions; then silences and overlaps.
+function showConversation(talk) {
+  const box = $("conversation");
+  box.hidden = !talk;
+  if (!talk) return;
+  const seconds = (x) => `${x.toFixed(1)} s`;
+  box.replaceChildren();
+  const add = (term, value, party) => {
+    box.append(el("dt", party ? { "data-party": party } : {}, term), el("dd", party ? { "data-party": party } : {}, value));
+  };
+  for (const p of talk.parties) {
+    add(p.name, `talk ${seconds(p.talk_s)} (${percent(p.talk_ratio)}) · ${p.turns} turns · longest ${seconds(p.longest_monologue_s)}` +
+                ` · interrupted others ${p.interrupted_others}× · was interrupted ${p.was_interrupted}×`, p.name);
+  }
+  add("silences", talk.non_talk.count ? `${talk.non_talk.count} longer than ${talk.non_talk.over_s} s, ` +
+    `${seconds(talk.non_talk.total_s)} in all, longest ${seconds(talk.non_talk.longest_s)}` : `none longer than ${talk.non_talk.over_s} s`);
+  add("overlaps", talk.overlap.count ? `${talk.overlap.count}, ${seconds(talk.overlap.total_s)} in all` : "none");
+  add("interruptions", talk.interruptions.events.length
+    ? talk.interruptions.events.map((i) => `${i.by} cut in on ${i.of} at ${clock(i.at)}`).join("; ") : "none");
 }
 
 function laneSummary(channel) {
   const s = channel.summary;
-  if (channel.no_speech) return "no speech";
+  if (channel.no_speech || !s.speech_s) return "no speech";
   const parts = [`speech ${s.speech_s.toFixed(1)} s`,
                  `mostly ${s.dominant_label} (${percent(s.share[s.dominant_label])} of speech)`];
   const best = s.strongest[s.dominant_label];
