@@ -26,7 +26,7 @@ COLOURS = {"angry": "#d55e00", "disgusted": "#009e73", "fearful": "#cc79a7", "ha
            "neutral": "#7f7f7f", "other": "#56b4e9", "sad": "#0072b2", "surprised": "#f0e442",
            "unknown": "#c4c4c4"}
 ORDER = ["uploading", "queued", "running", "succeeded"]
-VIEWPORT = {"width": 900, "height": 1600}  # tall enough that the page never scrolls: screenshot = layout coords
+VIEWPORT = {"width": 900, "height": 1800}  # tall enough that the page never scrolls: screenshot = layout coords
 # The docs' picture of the page (README and docs/index.md embed it): written by the two-channel call's test
 # when EMOTIONQ_DOCS_SCREENSHOT=1, so that an ordinary test run leaves the tree as it was.
 DOCS_SCREENSHOT = ROOT / "docs" / "images" / "upload-page.png"
