@@ -21,7 +21,7 @@ from celery.signals import task_postrun, worker_process_init, worker_process_shu
 
 from emotionq import jobs, metrics
 from emotionq.errors import ConfigurationError, RunTimeLimit, StoreUnavailable, TransientFault
-from emotionq.queues import DELIVER_TASK, INFER_TASK
+from emotionq.queues import DELIVER_TASK, INFER_TASK, INFERENCE_QUEUE
 from emotionq.webhooks import delivery
 from emotionq.worker import scoring
 from emotionq.worker.batching import Extra
@@ -100,7 +100,8 @@ def infer(self, run_id: str, *, job_id: str | None = None, sha256: str | None = 
     hard, soft = self.request.timelimit or (None, None)
     if not hard:
         soft, hard = rt.settings.time_limits(duration_s)
-    extras = rt.gatherer.gather() if rt.gatherer and not self.request.retries else []
+    queue = (self.request.delivery_info or {}).get("routing_key") or INFERENCE_QUEUE  # its extras need its models
+    extras = rt.gatherer.gather(queue) if rt.gatherer and not self.request.retries else []
     members = [scoring.Member(run_id, self.request.id), *(scoring.Member(e.run_id, e.task_id) for e in extras)]
     try:
         outcomes = scoring.score_runs(store=rt.store, blobs=rt.blobs, models=rt.models.models, settings=rt.settings,

@@ -2,7 +2,8 @@
 
 Celery gives each worker process one message at a time (prefetch 1, late acks),
 which keeps priority strict. When a job starts, its process takes up to
-``batch_size - 1`` more messages straight from the ``emotion`` queue with
+``batch_size - 1`` more messages straight from the queue the job came from (``emotion``, or
+``emotion.sensevoice`` for transcripts: its messages need the same models) with
 ``basic.get`` (RabbitMQ hands them out highest priority first), waiting at most
 ``batch_wait_ms`` for the batch to fill, and scores them all in one forward pass.
 
@@ -27,7 +28,7 @@ import amqp.exceptions
 from kombu import Connection, Message
 from kombu.exceptions import KombuError
 
-from emotionq.queues import INFERENCE, read_infer
+from emotionq.queues import INFERENCE_QUEUE, INFERENCE_QUEUES, read_infer
 from emotionq.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,20 +59,20 @@ class Gatherer:
     def __init__(self, broker_url: str, settings: Settings) -> None:
         self.settings, self._url = settings, broker_url
         self._connection = Connection(broker_url, heartbeat=0)  # idle between jobs: no heartbeats to miss
-        self._queue = None
+        self._queues: dict = {}  # by name, bound to the connection
 
     @classmethod
     def enabled_for(cls, broker_url: str, settings: Settings) -> bool:
         return settings.batch_size > 1 and broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
 
-    def gather(self) -> list[Extra]:
-        """Up to ``batch_size - 1`` waiting messages; none if the broker does not answer."""
+    def gather(self, queue_name: str = INFERENCE_QUEUE) -> list[Extra]:
+        """Up to ``batch_size - 1`` messages waiting in ``queue_name``; none if the broker does not answer."""
         s = self.settings
         wanted, budget = s.batch_size - 1, s.batch_max_audio_s
         extras: list[Extra] = []
         deadline = time.monotonic() + s.batch_wait_ms / 1000
         try:
-            queue = self._bound_queue()
+            queue = self._bound_queue(queue_name)
             while len(extras) < wanted:
                 message = queue.get(no_ack=False, accept=["json"])
                 if message is None:
@@ -93,14 +94,15 @@ class Gatherer:
     def close(self) -> None:
         self._reset()
 
-    def _bound_queue(self):
-        if self._queue is None:
+    def _bound_queue(self, name: str):
+        if name not in self._queues:
             self._connection.ensure_connection(max_retries=1)
-            self._queue = INFERENCE(self._connection.default_channel)
-        return self._queue
+            queue = next((q for q in INFERENCE_QUEUES if q.name == name), INFERENCE_QUEUES[0])
+            self._queues[name] = queue(self._connection.default_channel)
+        return self._queues[name]
 
     def _reset(self) -> None:
-        self._queue = None
+        self._queues = {}
         try:
             self._connection.release()
         except Exception:  # noqa: BLE001 - already broken

@@ -27,7 +27,8 @@ def cluster(tmp_path_factory, tiny_model_dir, sensevoice_dir):
     tmp = tmp_path_factory.mktemp("transcripts")
     with rabbitmq_vhost() as broker:
         store_url = fresh_redis_db(2)
-        common = dict(broker=broker, store=store_url, batch_size=1, webhook_allow_networks="127.0.0.1/32")
+        common = dict(broker=broker, store=store_url, batch_size=4, batch_wait_ms=20,
+                      webhook_allow_networks="127.0.0.1/32")
         plain = Service.distributed(tmp / "plain", model=tiny_model_dir, **common)
         both = Service.distributed(tmp / "both", model=tiny_model_dir, worker_host="sensevoice-host",
                                    sensevoice_model=sensevoice_dir, **common)
@@ -43,6 +44,12 @@ def cluster(tmp_path_factory, tiny_model_dir, sensevoice_dir):
             for svc in (plain, both):
                 svc.stop_all()
             store.close()
+
+
+def _consume(both: Service, what: str) -> None:
+    """`celery control cancel_consumer|add_consumer emotion.sensevoice` for the SenseVoice worker."""
+    out = both.celery("control", what, "emotion.sensevoice", "--timeout", "10", "-d", SENSEVOICE_WORKER)
+    assert out.returncode == 0 and SENSEVOICE_WORKER in out.stdout, out.stdout + out.stderr
 
 
 def _start_sensevoice_worker(api: Service, both: Service) -> None:
@@ -73,7 +80,9 @@ def test_transcripts_are_refused_then_routed_to_the_worker_that_serves_sensevoic
     assert [m["name"] for m in ready[SENSEVOICE_WORKER]["models"]] == ["emotion2vec", "sensevoice"]
 
     # Several transcript jobs (each its own audio: no dedup) and plain ones: the plain worker is idle for
-    # the transcripts, yet every one of them is scored by the SenseVoice worker.
+    # the transcripts, yet every one of them is scored by the SenseVoice worker. They wait in their queue
+    # (its consumer paused) and are then scored as one batch, gathered from that queue.
+    _consume(both, "cancel_consumer")
     data = path.read_bytes()
     ids = []
     for i in range(4):
@@ -84,8 +93,10 @@ def test_transcripts_are_refused_then_routed_to_the_worker_that_serves_sensevoic
         assert r.status_code == 202, r.text
         ids.append(r.json()["id"])
     plain_id = api.submit(path).json()["id"]
+    _consume(both, "add_consumer")
     done = [api.finish(job_id) for job_id in ids]
     assert [j["status"] for j in done] == ["succeeded"] * 4, [j.get("error") for j in done]
+    assert max(j["output"]["timing"]["batch_size"] for j in done) == 4
     for job in done:
         run = store.get(f"run:{job['dedup']['run_id']}")
         assert run["worker"] == SENSEVOICE_WORKER
