@@ -65,4 +65,16 @@ def pointed_run(doc: dict | None) -> str | None:
 
 
 def pointer_doc(run_id: str) -> dict:
+    """A dedup pointer to a live run."""
     return {"run_id": run_id}
+
+
+def result_pointer(run: Run) -> dict:
+    """A dedup pointer to a finished result, with what a repeat needs to be checked and answered without
+    reading the run first (``emotionq.jobs.submission.reuse``): the audio's duration and channels. Pointers
+    without ``succeeded`` (to live runs, and every pointer of earlier versions) are read through their run."""
+    return {"run_id": run.id, "succeeded": True, "duration_s": run.duration_s, "channels": run.channels}
+
+
+def points_to_result(doc: dict | None) -> bool:
+    return doc is not None and doc.get("succeeded") is True
