@@ -135,7 +135,8 @@ def _reuse(store: Store, ask: _Ask, new_job: Callable[..., Job]) -> Submission |
     pointer, *earlier = store.get_many(ask.lookups())
     if pointer is None or earlier not in ([], [None]):  # a miss, or a key used before: the transaction decides
         return None
-    run = run_from_doc(store.get(run_key(pointed_run(pointer))))
+    run_id = pointed_run(pointer)
+    run = run_from_doc(store.get(run_key(run_id)), run_id)
     if run is None or run.state != SUCCEEDED:
         return None
     job = new_job(run_id=run.id, created_at=time.time(), dedup="cache")
@@ -165,7 +166,7 @@ async def reuse(aio: AsyncStore, *, settings: Settings, client: str, priority: P
     puts, absent = ask.reuse_writes(job)
     run_doc = await aio.put_if(puts, alive={run_key(job.run_id): ask.run_ttl, dedup_pointer(ask.key): ask.run_ttl},
                                absent=absent, read=run_key(job.run_id))
-    run = run_from_doc(run_doc)
+    run = run_from_doc(run_doc, job.run_id)
     if run is None:
         return None
     return Submission(job, run, "cache", False)
@@ -179,7 +180,7 @@ def _idempotent(tx: Tx, idem_key: str, fingerprint: str) -> Submission | None:
     if earlier["fingerprint"] != fingerprint:
         raise Conflict("this Idempotency-Key was used for a different request; use a new key",
                        code="idempotency_key_reused")
-    job = job_from_doc(tx.get(job_key(earlier["job_id"])))
+    job = job_from_doc(tx.get(job_key(earlier["job_id"])), earlier["job_id"])
     return None if job is None else Submission(job, get_run(tx, job.run_id), "idempotent", False)
 
 
