@@ -8,15 +8,27 @@ Tiny checkpoint, 1 s clips, batching off, one worker.
 - Fair share: with the worker running, client A queues a backlog of low jobs, then client B queues 5;
   B's mean wait (started_at - created_at) with B as a client of its own (turns) against the same
   backlog with B's jobs sent by A (one client: first in, first out).
+
+``scale`` (its own name in ``make bench``): a backlog of 20,000 waiting jobs of 100 clients, uploaded
+through the API by 8 threads (distinct 1 s clips, no worker: every job waits), with the documents a
+production model name gives (EMOTIONQ_MODEL is the default hub id: the API never loads the model).
+Redis's ``used_memory`` grows by the bytes per waiting job (everything a waiting job keeps: its job,
+run, dedup pointer and blob documents, and its entries in the backlog and blob indexes); submit and GET
+(with queue.position) p50 at 20,000 waiting against the same measurements on the empty service.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
+import redis
+import soundfile as sf
 
 from benchmarks.common import (
     Context,
@@ -27,12 +39,18 @@ from benchmarks.common import (
     finish_all,
     percentile,
     service,
+    speech,
     submit_all,
     ts,
 )
+from emotionq.settings import DEFAULT_MODEL
+from emotionq.store import open_store
+from emotionq.web import keys
 
 NAME = "waiting"
 QUEUED, READS, FEW = 50, 400, 5
+SCALE_NAME = "scale"
+SCALE_WAITING, SCALE_CLIENTS, SCALE_THREADS, PROBES = 20_000, 100, 8, 100
 
 
 def run(ctx: Context) -> list[Row]:
@@ -84,3 +102,81 @@ def _b_wait(work, clips, backlog: int, *, own_client: bool) -> float:
         b_ids = submit_all(b, clips[backlog:])
         done = finish_all(b, b_ids)
     return statistics.mean(ts(j["started_at"]) - ts(j["created_at"]) for j in done)
+
+
+def run_scale(ctx: Context) -> list[Row]:
+    waiting = 2_000 if ctx.quick else SCALE_WAITING
+    work = ctx.workdir(SCALE_NAME)
+    clip = _clips()
+    with service(work, checkpoint("tiny"), EMOTIONQ_MODEL=DEFAULT_MODEL, EMOTIONQ_MAX_QUEUED_LOW="1000000") as svc:
+        url = svc.env["EMOTIONQ_STORE_URL"]
+        store = open_store(url)
+        tokens = [keys.create(store, client=f"client-{k:03d}")[0] for k in range(SCALE_CLIENTS)]
+        store.close()
+        clients = [httpx.Client(base_url=svc.url, timeout=120, headers={"Authorization": f"Bearer {t}"})
+                   for t in tokens]
+        probe = clients[0]
+        sent = iter(range(10**9))
+
+        def submit(client: httpx.Client) -> tuple[str, float]:
+            k = next(sent)
+            began = time.perf_counter()
+            r = client.post("/v1/jobs", files={"file": (f"call-{k:06d}.wav", clip(k), "audio/wav")})
+            took = (time.perf_counter() - began) * 1e3
+            if r.status_code != 202:
+                raise RuntimeError(f"upload {k} answered {r.status_code}: {r.text[:300]}")
+            return r.json()["id"], took
+
+        def probes() -> tuple[float, float]:
+            """submit and GET p50 of PROBES jobs of one client, one at a time."""
+            made = [submit(probe) for _ in range(PROBES)]
+            reads = []
+            for job_id, _ in made:
+                began = time.perf_counter()
+                assert probe.get(f"/v1/jobs/{job_id}").json()["queue"]["position"] is not None
+                reads.append((time.perf_counter() - began) * 1e3)
+            return percentile([t for _, t in made], 50), percentile(reads, 50)
+
+        submit(probe)  # warm
+        empty = probes()
+        memory = redis.Redis.from_url(url)
+        before = memory.info("memory")["used_memory"]
+        fill = waiting - PROBES - 1
+        began = time.perf_counter()
+        with ThreadPoolExecutor(SCALE_THREADS) as pool:
+            list(pool.map(lambda k: submit(clients[k % SCALE_CLIENTS]), range(fill)))
+        fill_s = time.perf_counter() - began
+        per_job = (memory.info("memory")["used_memory"] - before) / fill
+        full = probes()
+        depth = svc.http.get("/metrics").text
+        for c in clients:
+            c.close()
+    detail = ctx.detail(SCALE_NAME)
+    detail.update(waiting=waiting + PROBES, clients=SCALE_CLIENTS, bytes_per_waiting_job=per_job,
+                  fill_per_s=fill / fill_s, submit_p50_ms={"empty": empty[0], "full": full[0]},
+                  get_p50_ms={"empty": empty[1], "full": full[1]},
+                  queue_depth=[line for line in depth.splitlines() if line.startswith("emotionq_queue_depth")])
+    note = f"{SCALE_CLIENTS} clients, 1 s clips, no worker; one client's {PROBES} submits then GETs, one at a time"
+    return [
+        Row(SCALE_NAME, f"Redis bytes per waiting job at {waiting:,} waiting", per_job, "bytes",
+            notes=f"used_memory growth over the {fill:,} uploads of the fill ({fill / fill_s:.0f}/s, "
+                  f"{SCALE_THREADS} threads); goal <= 2,048; 2,813 before compact documents"),
+        Row(SCALE_NAME, f"submit p50 at {waiting:,} waiting", full[0], "ms", empty[0], "submit p50, empty",
+            notes=f"{note}; goal <= 1.2"),
+        Row(SCALE_NAME, f"GET p50 (with queue.position) at {waiting:,} waiting", full[1], "ms", empty[1],
+            "GET p50, empty", notes=f"{note}; goal <= 1.2"),
+    ]
+
+
+def _clips():
+    """Distinct 1 s WAVs, made in memory on demand: ``clip(k)`` differs from every other in its last samples."""
+    data, rate = sf.read(speech(1), dtype="int16")
+
+    def clip(k: int) -> bytes:
+        samples = data.copy()
+        samples[-8:] = np.random.default_rng(k).integers(-50, 50, size=8, dtype="int16")
+        out = io.BytesIO()
+        sf.write(out, samples, rate, format="WAV", subtype="PCM_16")
+        return out.getvalue()
+
+    return clip
