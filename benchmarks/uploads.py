@@ -13,7 +13,8 @@ together after a warm-up request:
 - a bare FastAPI endpoint that saves the same upload to disk (``benchmarks.bare_upload``, uvicorn,
   one process): the baseline of dedup-hit uploads/s, which parse, hash, authenticate and answer from
   the store besides. The two are measured in alternating rounds (ROUNDS of each), so that the load
-  others put on the machine meanwhile falls on both alike;
+  others put on the machine meanwhile falls on both alike, and with the CPU time each server's
+  processes spent per request (/proc), which others' load changes less than rates;
 - dedup hits with two API processes (EMOTIONQ_API_WORKERS=2, a second API on the same store) against
   one, alternating too, with the clients pinned to the first core and the API processes to the last
   (taskset's affinity: every thread of the API's processes), so that the clients run elsewhere than the API. On a 2-core
@@ -54,11 +55,11 @@ from harness import free_port
 NAME = "uploads"
 CLIENTS = 8
 CLIP_S = 5
-ROUNDS = 4  # alternating rounds of each side of a ratio
+ROUNDS = 10  # alternating rounds of each side of a ratio
 
 
 def run(ctx: Context) -> list[Row]:
-    per_client = 12 if ctx.quick else 100
+    per_client = 20 if ctx.quick else 100
     per_round = per_client // ROUNDS
     work = ctx.workdir(NAME)
     [cached] = distinct_clips(work / "cached", [CLIP_S])
@@ -72,9 +73,9 @@ def run(ctx: Context) -> list[Row]:
         svc.stop("worker")
         auth = {"Authorization": svc.http.headers["Authorization"]}
         health = load(svc.url, auth, per_client, 200, lambda c, i: c.get("/healthz"))
-        with bare_upload(work / "bare") as url:
-            hits, bare = alternate(lambda: load(svc.url, auth, per_round, 200, upload),
-                                   lambda: load(url, {}, per_round, 200, to_bare))
+        with bare_upload(work / "bare") as (url, bare_pid):
+            hits, bare = alternate(lambda: load(svc.url, auth, per_round, 200, upload, server=svc.procs["api"].pid),
+                                   lambda: load(url, {}, per_round, 200, to_bare, server=bare_pid))
         new = load(svc.url, auth, per_client, 202, lambda c, i: c.post("/v1/jobs", files={"file": ("a.wav", fresh[i])}))
         with second_api(svc, work, EMOTIONQ_API_WORKERS="2") as two:
             with pinned([svc.procs["api"].pid, two.procs["api-2"].pid]) as where:
@@ -90,7 +91,8 @@ def run(ctx: Context) -> list[Row]:
         Row(NAME, "dedup-hit latency p99", hits["p99_ms"], "ms", health["p99_ms"], "GET /healthz p99", notes=note),
         Row(NAME, "dedup-hit uploads/s", hits["per_s"], "uploads/s", bare["per_s"],
             "bare FastAPI UploadFile to disk",
-            notes=f"{note}; {ROUNDS} alternating rounds each; goal >= 0.6; GET /healthz {health['per_s']:.0f}/s"),
+            notes=f"{note}; {ROUNDS} alternating rounds each; goal >= 0.6; server CPU per request "
+                  f"{hits['cpu_ms']:.2f} vs {bare['cpu_ms']:.2f} ms; GET /healthz {health['per_s']:.0f}/s"),
         Row(NAME, "dedup-hit uploads/s, 2 API processes", hits_2["per_s"], "uploads/s", hits_1["per_s"],
             "1 API process", notes=f"{note}; EMOTIONQ_API_WORKERS=2 vs 1, alternating; {where}; goal >= 1.0"),
         Row(NAME, "new-audio uploads/s", new["per_s"], "uploads/s", hits["per_s"], "dedup hits, same size",
@@ -111,9 +113,10 @@ def alternate(first, second) -> tuple[dict, dict]:
 def merge(results: list[dict]) -> dict:
     flat = [x for r in results for x in r["latencies_ms"]]
     wall = sum(r["wall_s"] for r in results)
+    cpu = [r["cpu_ms"] * r["n"] for r in results if r.get("cpu_ms") is not None]
     return {"n": len(flat), "wall_s": wall, "per_s": len(flat) / wall, "p50_ms": percentile(flat, 50),
             "p99_ms": percentile(flat, 99), "mean_ms": sum(flat) / len(flat), "rounds": len(results),
-            "latencies_ms": flat}
+            "cpu_ms": sum(cpu) / len(flat) if len(cpu) == len(results) else None, "latencies_ms": flat}
 
 
 @contextlib.contextmanager
@@ -161,7 +164,7 @@ def _threads(pid: int) -> list[int]:
 
 @contextlib.contextmanager
 def bare_upload(directory):
-    """``benchmarks.bare_upload`` under uvicorn, one process, on a free port: its URL."""
+    """``benchmarks.bare_upload`` under uvicorn, one process, on a free port: its URL and process id."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "benchmarks.bare_upload:app", "--port", str(port),
                              "--no-access-log", "--log-level", "warning"], cwd=ROOT,
@@ -169,14 +172,15 @@ def bare_upload(directory):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/healthz", 60)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def load(url: str, headers: dict, per_client: int, expect: int, request) -> dict:
-    """``request(client, i)`` per_client times on each of CLIENTS threads; latencies and the rate."""
+def load(url: str, headers: dict, per_client: int, expect: int, request, *, server: int | None = None) -> dict:
+    """``request(client, i)`` per_client times on each of CLIENTS threads; latencies and the rate, and with
+    ``server`` (a process id) the CPU time its processes spent per request."""
     start = threading.Barrier(CLIENTS + 1)
     latencies: list[list[float]] = [[] for _ in range(CLIENTS)]
 
@@ -194,10 +198,23 @@ def load(url: str, headers: dict, per_client: int, expect: int, request) -> dict
     with ThreadPoolExecutor(CLIENTS) as pool:
         futures = [pool.submit(client, k) for k in range(CLIENTS)]
         start.wait(timeout=60)
+        cpu = _cpu_s(server) if server else None
         began = time.perf_counter()
         for f in futures:
             f.result()
         wall = time.perf_counter() - began
+        cpu = _cpu_s(server) - cpu if server else None
     flat = [x * 1e3 for xs in latencies for x in xs]
     return {"n": len(flat), "wall_s": wall, "per_s": len(flat) / wall, "p50_ms": percentile(flat, 50),
-            "p99_ms": percentile(flat, 99), "mean_ms": sum(flat) / len(flat), "latencies_ms": flat}
+            "p99_ms": percentile(flat, 99), "mean_ms": sum(flat) / len(flat), "latencies_ms": flat,
+            "cpu_ms": cpu * 1e3 / len(flat) if server else None}
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds of ``pid`` and its descendants so far (/proc)."""
+    total = 0.0
+    for p in _tree(pid):
+        with contextlib.suppress(FileNotFoundError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
