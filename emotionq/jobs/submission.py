@@ -49,7 +49,7 @@ class _Ask:
     """One submission's names, decided before any store access."""
 
     key: str  # the dedup key
-    fingerprint: str  # the whole request's, for its Idempotency-Key
+    fingerprint: str  # the whole request's, for its Idempotency-Key ("" without one)
     idem_key: str | None
     job_id: str
     job_ttl: int
@@ -70,8 +70,8 @@ class _Ask:
 def _ask(*, settings: Settings, client: str, priority: Priority, sha256: str, options: dict, metadata: dict, model: str,
          webhook: dict | None, idempotency_key: str | None) -> _Ask:
     key = dedup_key(sha256=sha256, model=model, options=options)
-    fingerprint = dedup_key(sha256=sha256, model=model,
-                            options={**options, "priority": priority, "webhook": webhook, "metadata": metadata})
+    fingerprint = dedup_key(sha256=sha256, model=model, options={
+        **options, "priority": priority, "webhook": webhook, "metadata": metadata}) if idempotency_key else ""
     job_id = new_id("job")
     return _Ask(key=key, fingerprint=fingerprint, idem_key=f"idem:{client}:{idempotency_key}" if idempotency_key else None,
                 job_id=job_id, job_ttl=settings.job_ttl_seconds,
