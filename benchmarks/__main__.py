@@ -25,8 +25,9 @@ from benchmarks import (
 )
 from benchmarks.common import Context, Row, print_table, write_results
 
-BENCHMARKS = {m.NAME: m.run for m in (pipeline, runtime, batching, segments, speakers, transcripts, uploads, objects,
-                                      priority, waiting, events, memory, gpu)}
+BENCHMARKS = {**{m.NAME: m.run for m in (pipeline, runtime, batching, segments, speakers, transcripts, uploads, objects,
+                                         priority, waiting)},
+              waiting.SCALE_NAME: waiting.run_scale, **{m.NAME: m.run for m in (events, memory, gpu)}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ from harness import Service, fresh_redis_db, rabbitmq_vhost  # noqa: E402
 BENCH_DIR = ROOT / "var" / "bench"
 ONNX_CACHE = BENCH_DIR / "onnx"  # the CPU runtime's graphs, exported once per checkpoint and software versions
 REDIS_DB = 15  # the tests use 9 and 11-14
+TWIN_REDIS_DB = 10  # a second service's, where a benchmark runs two at once
 THREADS = 2  # torch threads of the worker and of every bare baseline: this machine's cores
 MIXED_LENGTHS_S = (1, 15, 4, 8, 2, 12, 6, 10, 3, 14, 5, 9)  # mean 7.4 s: long for emotion corpora
 # Utterance lengths as emotion corpora have them (IEMOCAP's average about 4.5 s), with a long tail.
@@ -177,12 +178,12 @@ def wait_http(url: str, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def service(workdir: Path, model: Path, **env: str):
+def service(workdir: Path, model: Path, db: int = REDIS_DB, **env: str):
     """The API (started, keyed) in distributed mode on this machine's RabbitMQ (a private vhost, deleted
-    afterwards) and Redis (database REDIS_DB, emptied before and after); start workers with
+    afterwards) and Redis (database ``db``, emptied before and after); start workers with
     ``svc.start_worker()``. Batching is off unless ``EMOTIONQ_BATCH_SIZE`` is given."""
     with rabbitmq_vhost() as amqp:
-        store = fresh_redis_db(REDIS_DB)
+        store = fresh_redis_db(db)
         svc = Service(workdir=workdir, env={
             "EMOTIONQ_BROKER_URL": amqp, "EMOTIONQ_STORE_URL": store, "EMOTIONQ_VAR_DIR": str(workdir / "var"),
             "EMOTIONQ_MODEL": str(model), "EMOTIONQ_TORCH_THREADS": str(THREADS), "EMOTIONQ_BATCH_SIZE": "1",

@@ -52,6 +52,8 @@ async def lifespan(app: FastAPI):
     ticker = Ticker(store, celery, settings).start()  # dispatches what no submit or claim did
     yield
     ticker.stop()
+    if store.aio is not None:
+        await store.aio.close()
     store.close()
 
 

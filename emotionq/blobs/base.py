@@ -62,6 +62,12 @@ class BlobWriter(ABC):
         """Whether a part waits to be sent on (``flush``)."""
         return False
 
+    @property
+    def local(self) -> bool:
+        """Whether nothing of the upload has left this host yet: ``close`` and ``abort`` then send nothing,
+        and may run on the event loop."""
+        return False
+
     def flush(self) -> None:
         """Send the waiting part on (blocking)."""
 

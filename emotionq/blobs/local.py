@@ -39,6 +39,10 @@ class LocalWriter(BlobWriter):
     def needs_flush(self) -> bool:
         return len(self._pending) >= self.BUFFER_BYTES
 
+    @property
+    def local(self) -> bool:
+        return self._file is None  # still in memory: not even the disk is touched
+
     def flush(self) -> None:
         if self._file is None:
             fd, path = tempfile.mkstemp(dir=self._store.tmp_dir, prefix="upload-")

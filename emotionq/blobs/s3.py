@@ -137,6 +137,10 @@ class S3Writer(BlobWriter):
     def needs_flush(self) -> bool:
         return self._spooled >= self._store.part_bytes
 
+    @property
+    def local(self) -> bool:
+        return self._upload_id is None  # only spooled: closing flushes, aborting deletes, the spool file
+
     def flush(self) -> None:
         s3, bucket = self._store.s3, self._store.bucket
         try:

@@ -41,7 +41,7 @@ def hold(tx: Tx, *, sha256: str, run_id: str | None, now: float, retention_s: fl
     new run, while it lives); returns the generation its audio is filed under."""
     doc = tx.get(key(sha256))
     if doc is None or doc["state"] == DELETING:  # gone, or being deleted: a fresh name
-        doc = {"gen": uuid.uuid4().hex[:12], "state": LIVE, "runs": [], "held_until": 0.0, "created_at": now}
+        doc = {"gen": uuid.uuid4().hex[:12], "state": LIVE, "runs": [], "held_until": 0.0}
     if run_id is not None:
         doc["runs"] = [r for r in doc["runs"] if _live(tx, r)] + [run_id]
     doc["held_until"] = max(doc["held_until"], now + retention_s)

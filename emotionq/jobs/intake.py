@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable, Protocol
 
 from celery import Celery
@@ -22,7 +23,7 @@ from emotionq.jobs.channels import check_channels
 from emotionq.jobs.domain import Job, Run
 from emotionq.jobs.models import check_served, extra_models_key
 from emotionq.jobs.scheduler import dispatch
-from emotionq.jobs.submission import Submission, abandon_run, mark_filed, submit
+from emotionq.jobs.submission import Submission, abandon_run, mark_filed, reuse, submit
 from emotionq.settings import Priority, Settings
 from emotionq.store import Store
 
@@ -34,6 +35,7 @@ class PendingAudio(Protocol):
 
     size: int
     sha256: str | None  # once closed
+    local: bool  # nothing of it has left this host yet: closing or dropping it sends nothing
 
     def close(self) -> str:
         """Finish receiving (blocking: a last part may be sent on); the SHA-256."""
@@ -76,6 +78,10 @@ class Intake:
     def model_key(self) -> str:
         return f"{self.settings.model}@{self.settings.model_revision or 'default'}"
 
+    def _model(self, options: dict) -> str:
+        """The model part of a run's dedup key: the emotion model's, and SenseVoice's for a transcript."""
+        return self.model_key + extra_models_key(self.settings, options)
+
     def accept(self, request: JobRequest, audio: PendingAudio) -> Submission:
         """Submit the job; its audio is filed if a run needs it, and thrown away otherwise (or on refusal)."""
         try:
@@ -85,11 +91,8 @@ class Intake:
             duration_s, channels = self._duration(audio, request.options)
             submission = submit(
                 self.store, settings=self.settings, client=request.client, priority=request.priority,
-                input={"filename": request.filename, "content_type": request.content_type, "bytes": audio.size,
-                       "duration_s": round(duration_s, 3), "channels": channels, "sha256": audio.sha256,
-                       **({"url": request.url} if request.url else {})},
-                options=request.options, metadata=request.metadata,
-                model=self.model_key + extra_models_key(self.settings, request.options), webhook=webhook,
+                input=_envelope(request, audio.size, audio.sha256, duration_s=round(duration_s, 3), channels=channels),
+                options=request.options, metadata=request.metadata, model=self._model(request.options), webhook=webhook,
                 idempotency_key=request.idempotency_key,
             )
             if submission.outcome in ("new", "coalesced"):  # the run needs the audio: file it now
@@ -106,6 +109,29 @@ class Intake:
         metrics.JOBS_SUBMITTED.labels(request.priority, submission.outcome).inc()
         return submission
 
+    async def reuse(self, request: JobRequest, audio: PendingAudio) -> Submission | None:
+        """A repeat of known audio answered on the event loop (``emotionq.jobs.submission.reuse``): no thread,
+        no probe (its run's audio is the same bytes), two trips to the store. Only where the store has an
+        event-loop client, the audio is still local and no webhook is asked for (its URL check and delivery
+        block); None otherwise, or when it is not such a repeat: then ``accept``, in a thread."""
+        aio = self.store.aio
+        if aio is None or request.webhook is not None or not audio.local:
+            return None
+        sha256 = audio.close()
+        try:
+            submission = await reuse(
+                aio, settings=self.settings, client=request.client, priority=request.priority, sha256=sha256,
+                envelope=partial(_envelope, request, audio.size, sha256), options=request.options,
+                metadata=request.metadata, model=self._model(request.options), idempotency_key=request.idempotency_key,
+                check=lambda duration_s, channels: self._check(duration_s, channels, request.options))
+        except BaseException:
+            audio.abort()
+            raise
+        if submission is not None:
+            audio.abort()
+            metrics.JOBS_SUBMITTED.labels(request.priority, submission.outcome).inc()
+        return submission
+
     def _webhook(self, request: JobRequest) -> dict | None:
         if request.webhook is not None:
             self.check_webhook_url(request.webhook["url"])
@@ -114,14 +140,18 @@ class Intake:
     def _duration(self, audio: PendingAudio, options: dict) -> tuple[float, int]:
         """The recording's duration and channel count, from its header; refused past the limits, or where
         ``channel_names`` does not name each of its channels."""
+        info = probe(audio.source(), max_seconds=self.settings.max_audio_seconds)
+        self._check(info.duration_s, info.channels, options)
+        return info.duration_s, info.channels
+
+    def _check(self, duration_s: float, channels: int, options: dict) -> None:
+        """Refuse a recording past the duration limit, or with channels ``channel_names`` does not name."""
         limit = self.settings.max_audio_seconds
-        info = probe(audio.source(), max_seconds=limit)
-        if info.duration_s > limit:
-            raise AudioTooLong(f"the recording lasts {info.duration_s:.0f} s; the limit is {limit:.0f} s: "
+        if duration_s > limit:
+            raise AudioTooLong(f"the recording lasts {duration_s:.0f} s; the limit is {limit:.0f} s: "
                                "split it and send the parts")
         if options.get("channels") == "separate":
-            check_channels(info.channels, options, max_channels=self.settings.max_channels)
-        return info.duration_s, info.channels
+            check_channels(channels, options, max_channels=self.settings.max_channels)
 
     def _file(self, audio: PendingAudio, submission: Submission) -> None:
         try:
@@ -147,3 +177,10 @@ class Intake:
                 return
             abandon_run(self.store, run_id=run.id, error=exc.as_dict())
             raise
+
+
+def _envelope(request: JobRequest, size: int, sha256: str, **audio) -> dict:
+    """The job's ``input``, in the order the API shows it: the upload's name, type and size, the audio's
+    duration and channels (``audio``, where known), its SHA-256, and the URL of a job by URL."""
+    return {"filename": request.filename, "content_type": request.content_type, "bytes": size, **audio,
+            "sha256": sha256, **({"url": request.url} if request.url else {})}

@@ -33,7 +33,7 @@ import time
 
 from emotionq.errors import Overloaded
 from emotionq.jobs.domain import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, Filing, Retrying, Run
-from emotionq.jobs.records import dedup_pointer, get_run, pointed_run, pointer_doc, put_run
+from emotionq.jobs.records import dedup_pointer, get_run, pointed_run, pointer_doc, put_run, result_pointer
 from emotionq.jobs.scheduler import backlog, leases, limits, position
 from emotionq.settings import Settings
 from emotionq.store import Store, Tx
@@ -156,7 +156,7 @@ def succeeded(tx: Tx, run: Run, *, output: dict, batch_size: int, settings: Sett
     run.state, run.output, run.finished_at, run.deadline = SUCCEEDED, output, time.time(), None
     position.record_service(tx, run, batch_size=batch_size)
     put_run(tx, run, ttl=max(settings.job_ttl_seconds, settings.result_ttl_seconds))
-    tx.put(dedup_pointer(run.key), pointer_doc(run.id), ttl=settings.result_ttl_seconds)
+    tx.put(dedup_pointer(run.key), result_pointer(run), ttl=settings.result_ttl_seconds)
 
 
 def failed(tx: Tx, run: Run, error: dict) -> Run:

@@ -1,5 +1,7 @@
 """The job store's documents for jobs and runs: keys, ids, the dedup key, and the one place where
-``Job`` and ``Run`` are read from and written to the store (their JSON documents)."""
+``Job`` and ``Run`` are read from and written to the store (their compact JSON documents: see
+``emotionq.jobs.domain``; a run's dedup key is written only where it is not the one its audio, model and
+options give)."""
 
 from __future__ import annotations
 
@@ -34,29 +36,38 @@ def dedup_pointer(key: str) -> str:
 
 
 def get_run(src: Tx | Store, run_id: str) -> Run | None:
-    doc = src.get(run_key(run_id))
-    return None if doc is None else Run.from_doc(doc)
+    return run_from_doc(src.get(run_key(run_id)), run_id)
 
 
 def put_run(tx: Tx, run: Run, *, ttl: int | None = None) -> None:
-    tx.put(run_key(run.id), run.to_doc(), ttl=ttl)
+    tx.put(run_key(run.id), run_doc(run), ttl=ttl)
+
+
+def run_doc(run: Run) -> dict:
+    doc = run.to_doc()
+    if run.key != dedup_key(sha256=run.sha256, model=run.model, options=run.options):  # one of an earlier version
+        doc["key"] = run.key
+    return doc
 
 
 def get_job(src: Tx | Store, job_id: str) -> Job | None:
-    doc = src.get(job_key(job_id))
-    return None if doc is None else Job.from_doc(doc)
+    return job_from_doc(src.get(job_key(job_id)), job_id)
 
 
 def put_job(tx: Tx, job: Job, *, ttl: int | None = None) -> None:
     tx.put(job_key(job.id), job.to_doc(), ttl=ttl)
 
 
-def run_from_doc(doc: dict | None) -> Run | None:
-    return None if doc is None else Run.from_doc(doc)
+def run_from_doc(doc: dict | None, run_id: str) -> Run | None:
+    """The run stored under ``run_id``, from its document."""
+    if doc is None:
+        return None
+    key = doc.get("key") or dedup_key(sha256=doc["sha256"], model=doc["model"], options=doc["options"])
+    return Run.from_doc(doc, id=run_id, key=key)
 
 
-def job_from_doc(doc: dict | None) -> Job | None:
-    return None if doc is None else Job.from_doc(doc)
+def job_from_doc(doc: dict | None, job_id: str) -> Job | None:
+    return None if doc is None else Job.from_doc(doc, id=job_id)
 
 
 def pointed_run(doc: dict | None) -> str | None:
@@ -65,4 +76,16 @@ def pointed_run(doc: dict | None) -> str | None:
 
 
 def pointer_doc(run_id: str) -> dict:
+    """A dedup pointer to a live run."""
     return {"run_id": run_id}
+
+
+def result_pointer(run: Run) -> dict:
+    """A dedup pointer to a finished result, with what a repeat needs to be checked and answered without
+    reading the run first (``emotionq.jobs.submission.reuse``): the audio's duration and channels. Pointers
+    without ``succeeded`` (to live runs, and every pointer of earlier versions) are read through their run."""
+    return {"run_id": run.id, "succeeded": True, "duration_s": run.duration_s, "channels": run.channels}
+
+
+def points_to_result(doc: dict | None) -> bool:
+    return doc is not None and doc.get("succeeded") is True

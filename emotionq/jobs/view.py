@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from emotionq.jobs.domain import CANCELED, FAILED, QUEUED, SUCCEEDED, TERMINAL, Job, Run, status_of
+from emotionq.jobs.domain import (
+    CANCELED,
+    FAILED,
+    QUEUED,
+    SUCCEEDED,
+    TERMINAL,
+    Job,
+    Run,
+    input_of,
+    options_of,
+    status_of,
+)
 
 
 def iso(ts: float | None) -> str | None:
@@ -30,8 +41,8 @@ def view(job: Job, run: Run, deliveries: list[dict] | None = None, queue: dict |
         "created_at": iso(created),
         "started_at": iso(started) if status != CANCELED or run.started_at else None,
         "finished_at": iso(finished) if status in TERMINAL else None,
-        "input": {**job.input, "duration_s": run.decoded_duration_s or job.input["duration_s"]},
-        "options": job.options,
+        "input": _input(job, run),
+        "options": options_of(job, run),
         "metadata": job.metadata,
         "output": run.output if status == SUCCEEDED else None,
         "error": run.error if status == FAILED else None,
@@ -39,3 +50,8 @@ def view(job: Job, run: Run, deliveries: list[dict] | None = None, queue: dict |
         "webhook": {**job.webhook, "deliveries": deliveries or []} if job.webhook else None,
         "queue": queue if status == QUEUED else None,
     }
+
+
+def _input(job: Job, run: Run) -> dict[str, Any]:
+    shown = input_of(job, run)
+    return {**shown, "duration_s": run.decoded_duration_s or shown["duration_s"]}

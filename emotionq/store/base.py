@@ -40,6 +40,24 @@ class Tx(Protocol):
         sees it (its own writes included); another writer changing the index makes it run again."""
 
 
+class AsyncStore(Protocol):
+    """The few reads and writes the API's hot paths make on its event loop, without a thread's round trip
+    (``Store.aio``; only where the backend has a non-blocking client: Redis)."""
+
+    async def get_many(self, keys: list[str]) -> list[dict | None]: ...
+
+    async def get_linked(self, key: str, *, field: str, prefix: str) -> tuple[dict | None, dict | None]:
+        """The document of ``key`` and that of ``prefix`` + its member ``field`` (a string), in one trip;
+        (None, None) without the first, (doc, None) without the second."""
+
+    async def put_if(self, puts: dict[str, tuple[dict, int]], *, alive: dict[str, int], absent: Collection[str] = (),
+                     read: str) -> dict | None:
+        """``Store.put_if``, in one trip with a read of ``read`` (a key of ``alive``): its document if the
+        writes were made, None if not."""
+
+    async def close(self) -> None: ...
+
+
 class Store(ABC):
     """A document store with serialisable transactions.
 
@@ -49,6 +67,7 @@ class Store(ABC):
     """
 
     url: str
+    aio: AsyncStore | None = None  # the same store for the event loop, where the backend has it
 
     @abstractmethod
     def transact(self, fn: Callable[[Tx], T]) -> T: ...

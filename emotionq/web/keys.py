@@ -15,6 +15,7 @@ import time
 
 from emotionq.errors import InvalidRequest, NotFound, Unauthorized
 from emotionq.store import Store, Tx
+from emotionq.store.base import AsyncStore
 
 ANONYMOUS = "anonymous"
 KEY_PREFIX = "eq_"
@@ -72,10 +73,27 @@ def list_keys(store: Store) -> list[dict]:
 
 def authenticate(store: Store, key: str | None) -> str:
     """The client a key belongs to; raises Unauthorized for a missing, unknown or revoked key."""
+    _check_sent(key)
+    return _client_of(store.get(_lookup_key(_digest(key))) if key.startswith(KEY_PREFIX) else None)
+
+
+async def authenticate_async(aio: AsyncStore, key: str | None, *, linked: str) -> tuple[str, dict | None]:
+    """``authenticate`` on the event loop, with the document ``linked`` + the client read in the same trip
+    (the client's limits: ``emotionq.jobs.scheduler.limits.LIMITS_PREFIX``); (client, that document)."""
+    _check_sent(key)
+    if not key.startswith(KEY_PREFIX):
+        _client_of(None)
+    record, doc = await aio.get_linked(_lookup_key(_digest(key)), field="client", prefix=linked)
+    return _client_of(record), doc
+
+
+def _check_sent(key: str | None) -> None:
     if not key:
         raise Unauthorized("send your API key as 'Authorization: Bearer eq_...'; "
                            "an operator creates one with `emotionq keys create CLIENT`")
-    record = store.get(_lookup_key(_digest(key))) if key.startswith(KEY_PREFIX) else None
+
+
+def _client_of(record: dict | None) -> str:
     if record is None:
         raise Unauthorized("this API key is unknown or has been revoked")
     return record["client"]

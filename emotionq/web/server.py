@@ -10,6 +10,11 @@ the previous response's end): past it the server answers 408 and closes. Bodies 
 by ``EMOTIONQ_HTTP_BODY_TIMEOUT_S`` in ``emotionq.web.upload``, and the number of connections by
 uvicorn's ``--limit-concurrency``. Production deployments should still sit behind a reverse
 proxy with its own limits (docs/operating/safety.md).
+
+Every connection also gets TCP_NODELAY here: asyncio sets it only on sockets whose protocol number is
+TCP, and the listening socket uvicorn opens itself for several processes (``EMOTIONQ_API_WORKERS``) has
+0, so without this each answer (headers and body, two writes) waited out the client's delayed ACK:
+about 40 ms a request.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import socket
 
 import h11
 import uvicorn
@@ -44,6 +50,7 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        no_delay(transport.get_extra_info("socket"))
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -80,6 +87,12 @@ class HeaderDeadlineProtocol(H11Protocol):
         if self.conn.our_state is h11.IDLE:
             self.transport.write(REQUEST_TIMEOUT)
         self.transport.close()
+
+
+def no_delay(sock) -> None:
+    """Send small writes at once (TCP_NODELAY) on a TCP connection's socket."""
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def log_config() -> dict:

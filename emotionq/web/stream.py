@@ -91,7 +91,7 @@ def _load(svc, job_id: str, client: str) -> tuple[Job, Run, memoryview | None]:
     if raw is None:
         return (*svc.load(job_id, client), None)  # raises its NotFound (or the run is there after all)
     rest, output = rawjson.cut(raw, "output")
-    return job, run_from_doc(json.loads(rest)), output
+    return job, run_from_doc(json.loads(rest), job.run_id), output
 
 
 def _spliced(view: dict, output: memoryview) -> bytes:

@@ -64,6 +64,9 @@ def test_same_audio_again_reuses_the_result_without_a_task(service, speech_wav):
     assert again["status"] == "succeeded" and again["dedup"]["source"] == "cache"
     assert again["output"] == first["output"] and again["id"] != first["id"]
     assert service.tasks_received() == before
+    # answered on the event loop in distributed mode (Intake.reuse), in a thread in embedded mode: the same job
+    assert again["input"] == first["input"] and list(again["input"]) == list(first["input"])
+    assert again["options"] == first["options"] and service.job(again["id"]) == again
 
 
 def test_concurrent_identical_uploads_run_the_model_once(service, speech_wav, tmp_path):

@@ -106,6 +106,9 @@ def test_transcripts_are_refused_then_routed_to_the_worker_that_serves_sensevoic
         assert out["segments"][0]["start"] < 0.8 and out["segments"][1]["end"] * SAMPLE_RATE > SAMPLE_RATE * 4
         assert "transcript" in out["channels"][0] and out["models"]["sensevoice"]["untrained"] is True
     assert api.finish(plain_id)["status"] == "succeeded"
+    again = api.submit(path.with_name("variant1.wav"), transcript="true", language="en")  # a repeat: reused
+    assert (again.status_code, again.json()["dedup"]["source"]) == (200, "cache"), again.text
+    assert again.json()["output"]["segments"] == done[1]["output"]["segments"]
 
     # The webhook carries them; the client and `emotionq submit --segments` expose them.
     [delivery] = receiver.wait("transcripts", 1)

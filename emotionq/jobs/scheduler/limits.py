@@ -3,9 +3,10 @@
 sets them per client. Over a limit: ``RateLimited`` (429 with Retry-After and the IETF draft's
 ``RateLimit-Policy``/``RateLimit`` headers); within it, nothing changes.
 
-Costs: one read per API request (the client's limits), one small transaction more where a rate is
-set (the bucket), and one document more in a submission's
-transaction (the client's count of waiting runs, kept where runs enter and leave ``queued``).
+Costs: one read per API request (the client's limits; on Redis in the same trip as its API key:
+``emotionq.web.keys.authenticate_async``), one small transaction more where a rate is set (the bucket),
+and one document more in a submission's transaction (the client's count of waiting runs, kept where
+runs enter and leave ``queued``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ class Limits:
     max_waiting: int  # runs the client may have waiting; 0: no cap beyond the service's
 
 
+LIMITS_PREFIX = "limits:"
+
+
 def limits_key(client: str) -> str:
-    return f"limits:{client}"
+    return LIMITS_PREFIX + client
 
 
 def bucket_key(client: str) -> str:
@@ -39,7 +43,12 @@ def waiting_key(client: str) -> str:
 
 
 def limits_of(tx: Tx | Store, client: str, settings: Settings) -> Limits:
-    own = tx.get(limits_key(client)) or {}
+    return from_doc(tx.get(limits_key(client)), settings)
+
+
+def from_doc(own: dict | None, settings: Settings) -> Limits:
+    """A client's limits: its own document (``limits:<client>``, or None), the settings' defaults for the rest."""
+    own = own or {}
     return Limits(rate_per_s=own.get("rate_per_s", settings.client_rate_per_s),
                   burst=own.get("burst", settings.client_burst),
                   max_waiting=own.get("max_waiting", settings.client_max_waiting))
@@ -64,8 +73,12 @@ def set_limits(store: Store, client: str, **values: float | int | None) -> dict:
 def take_token(store: Store, client: str, settings: Settings) -> None:
     """Spend one request of ``client``'s rate; RateLimited if its bucket is empty. A client without a
     rate costs one read."""
-    if limits_of(store, client, settings).rate_per_s <= 0:
-        return
+    if limits_of(store, client, settings).rate_per_s > 0:
+        spend_token(store, client, settings)
+
+
+def spend_token(store: Store, client: str, settings: Settings) -> None:
+    """Take one token from the bucket of ``client``, whose limits set a rate; RateLimited if it is empty."""
 
     def tx_take(tx: Tx) -> float | None:
         limits = limits_of(tx, client, settings)

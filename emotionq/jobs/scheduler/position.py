@@ -71,18 +71,18 @@ def _before(store: Store, run: Run, turns: dict) -> int | None:
 
 
 def _other_clients(t: dict, client: str, k: int) -> int:
-    """Runs of the other clients that start before the run at rank ``k`` of ``client``'s backlog."""
+    """Runs of the other clients that start before the run at rank ``k`` of ``client``'s backlog (one pass over
+    the ring: a read of a job of one of thousands of clients costs no more than a few lookups each)."""
     order = t["order"]
     if not order or client not in order:
         return sum(min(n, k) for d, n in t["counts"].items() if d != client)
     start = t["next"] % len(order)
-    mine = (order.index(client) - start) % len(order)
-    total = 0
-    for other, n in t["counts"].items():
-        if other != client:
-            first = other in order and (order.index(other) - start) % len(order) < mine
-            total += min(n, k + first)
-    return total
+    turn: dict[str, int] = {}  # each client's place in the round from the current turn
+    for i, name in enumerate(order):
+        turn.setdefault(name, (i - start) % len(order))
+    mine = turn[client]
+    return sum(min(n, k + (other in turn and turn[other] < mine)) for other, n in t["counts"].items()
+               if other != client)
 
 
 def _eta(store: Store, run: Run, position: int) -> float | None:

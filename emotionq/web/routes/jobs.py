@@ -9,7 +9,6 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from emotionq import jobs
@@ -19,6 +18,7 @@ from emotionq.web.deps import ClientDep, JobId, PreferWait, Services, ServicesDe
 from emotionq.web.fetch import fetch, read_json
 from emotionq.web.form import JobForm, parse_json
 from emotionq.web.openapi import LOCATION, UPLOAD_BODY, job_examples, problem_responses
+from emotionq.web.responses import FastJSONResponse
 from emotionq.web.schemas import JOB_CANCELED, JOB_DEDUPED, JOB_FAILED, JOB_QUEUED, JOB_SUCCEEDED, Job
 from emotionq.web.stream import JobEventsResponse, job_events, resume_after
 from emotionq.web.upload import receive
@@ -63,7 +63,11 @@ async def create_job(request: Request, svc: ServicesDep, client: ClientDep,
     ask = JobRequest(client=client, priority=form.priority, options=form.options(), metadata=form.metadata,
                      webhook=form.webhook(), idempotency_key=idempotency_key, filename=upload.filename,
                      content_type=upload.content_type, url=upload.url)
-    submission, body = await run_in_threadpool(svc.accept, ask, upload.blob)
+    submission = await svc.intake.reuse(ask, upload.blob)
+    if submission is not None:
+        body = jobs.view(submission.job, submission.run)  # finished, without a webhook: nothing more to read
+    else:
+        submission, body = await run_in_threadpool(svc.accept, ask, upload.blob)
     wait = prefer_wait(prefer, svc.settings)
     if wait and body["status"] not in jobs.TERMINAL:
         job, run = await wait_for(svc, submission.job.id, client, wait)
@@ -78,10 +82,10 @@ async def get_job(job_id: JobId, svc: ServicesDep, client: ClientDep, prefer: Pr
     """The job's status, and its output once it has succeeded."""
     wait = prefer_wait(prefer, svc.settings)
     if not wait:
-        return JSONResponse(await run_in_threadpool(svc.read, job_id, client))
+        return FastJSONResponse(await run_in_threadpool(svc.read, job_id, client))
     job, run = await wait_for(svc, job_id, client, wait)
     body = await run_in_threadpool(svc.view, job, run)
-    return JSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"})
+    return FastJSONResponse(body, headers={"Preference-Applied": f"wait={wait:g}"})
 
 
 @router.get("/{job_id}/events", response_class=JobEventsResponse, responses={
@@ -131,8 +135,8 @@ async def wait_for(svc: Services, job_id: str, client: str, seconds: float) -> t
         delay = min(delay * 1.5, 0.25)
 
 
-def _answer(body: dict, *, waited: float | None) -> JSONResponse:
+def _answer(body: dict, *, waited: float | None) -> FastJSONResponse:
     headers = {"Location": f"/v1/jobs/{body['id']}"}
     if waited:
         headers["Preference-Applied"] = f"wait={waited:g}"
-    return JSONResponse(body, status_code=200 if body["status"] in jobs.TERMINAL else 202, headers=headers)
+    return FastJSONResponse(body, status_code=200 if body["status"] in jobs.TERMINAL else 202, headers=headers)
