@@ -72,7 +72,7 @@ class EmotionModel:
     ) -> EmotionModel:
         """Load ``model`` (hub id or local directory), check it, warm it up; ConfigurationError if it cannot.
 
-        On a CPU, ``runtime`` (auto, torch, onnx) chooses what runs the forward pass, with onnx graphs
+        On a CPU, ``runtime`` (auto, torch, onnx, onnx-int8) chooses what runs the forward pass, with onnx graphs
         cached in ``runtime_cache_dir`` (see ``emotionq.inference.runtime``); CUDA always runs torch.
         """
         import torch
@@ -85,8 +85,8 @@ class EmotionModel:
         chosen: Runtime = TorchRuntime(automodel.model, autocast_dtype(device))
         if device.startswith("cuda"):
             note = "CUDA runs torch under autocast"
-            if runtime == "onnx":
-                log.warning("runtime onnx is for CPU workers: %s runs torch under autocast on %s", model, device)
+            if runtime.startswith("onnx"):
+                log.warning("runtime %s is for CPU workers: %s runs torch under autocast on %s", runtime, model, device)
         else:
             from emotionq.inference.runtime import choose
 
@@ -124,7 +124,7 @@ class EmotionModel:
 
     @property
     def runtime(self) -> str:
-        """What runs the forward pass: "onnxruntime" or "torch"."""
+        """What runs the forward pass: "onnxruntime", "onnxruntime-int8" or "torch"."""
         return self._runtime.name
 
     @property
