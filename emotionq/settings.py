@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(10.0, ge=0, le=1000, description="how long a worker waits for a batch to fill")
     batch_windows: int = Field(16, ge=1, description="windows (of at most window_seconds) per forward pass")
     batch_pass_s: float | None = Field(None, gt=0, description="padded seconds of audio per forward pass; "
-                                       "unset: 16 on CPU (where big passes lose), 120 on CUDA")
+                                       "unset: 120 on CUDA, 16 on CPU with torch (where big passes lose), "
+                                       "one window a pass on onnxruntime (where padding never paid)")
     batch_max_audio_s: float = Field(120.0, gt=0, description="seconds of audio a batch may add to its first "
                                      "job, whose time limits it runs under (see the check below)")
 

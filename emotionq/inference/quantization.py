@@ -102,3 +102,18 @@ def cosine(a, b) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     norm = np.linalg.norm(a) * np.linalg.norm(b)
     return float(a @ b / norm) if norm else float(np.array_equal(a, b))
+
+
+def agreement(fp32: list[dict], int8: list[dict]) -> dict:
+    """How far int8 results are from fp32 results of the same recordings (``predict`` results, with embeddings):
+    per pair the top labels, the largest score difference and the embedding cosine; and over all of them."""
+    pairs = []
+    for a, b in zip(fp32, int8, strict=True):
+        diff = max(abs(a["scores"][k] - b["scores"][k]) for k in a["scores"])
+        pairs.append({"fp32": a["top_label"], "int8": b["top_label"], "max_score_diff": diff,
+                      "cosine": cosine(a["embedding"], b["embedding"])})
+    same = sum(p["fp32"] == p["int8"] for p in pairs)
+    return {"items": len(pairs), "same_top_label": same,
+            "max_score_diff": max((p["max_score_diff"] for p in pairs), default=0.0),
+            "mean_max_score_diff": float(np.mean([p["max_score_diff"] for p in pairs])) if pairs else 0.0,
+            "min_cosine": min((p["cosine"] for p in pairs), default=1.0), "pairs": pairs}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 
 import numpy as np
 import pytest
@@ -178,23 +177,32 @@ def test_the_setting_takes_onnx_int8(monkeypatch):
     assert Settings().runtime == "onnx-int8"
 
 
-# -- every architecture ------------------------------------------------------------------------------
+# base and large: tests/inference/test_runtime.py::test_every_architecture_matches_funasr (fp32, then int8)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("arch", ["base", "large"])
-def test_every_architecture_stays_within_the_limits(arch, tmp_path_factory, long_speech):
-    from funasr import AutoModel
+# -- checking a trained model on one's own data --------------------------------------------------------
 
-    directory = write_checkpoint(tmp_path_factory.mktemp(f"emotion2vec_{arch}"), arch=arch, seed=0)
-    model = EmotionModel.load(str(directory), threads=THREADS, runtime="onnx-int8",
-                              runtime_cache_dir=tmp_path_factory.mktemp("int8"))
-    try:
-        assert model.runtime == "onnxruntime-int8", model.runtime_note
-        funasr = AutoModel(model=str(directory), device="cpu", disable_update=True, disable_pbar=True, ncpu=THREADS)
-        items = items_of(long_speech[16000 * 20:])
-        batched = model.predict_batch(items, options=[{"embedding": True}] * len(items), max_batch_s=60)
-        assert_within_limits(batched, fp32_references(funasr, items))
-    finally:
-        model.close()
-        shutil.rmtree(directory, ignore_errors=True)
+
+def test_model_compare_scores_a_folder_both_ways(tiny_model_dir, int8_cache, int8_model, tmp_path, long_speech):
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from emotionq.cli.admin import model_compare
+
+    for k, seconds in enumerate((1.5, 6.0)):
+        sf.write(tmp_path / f"clip{k}.wav", long_speech[k * 16000: int((k + seconds) * 16000)], 16000)
+    (tmp_path / "notes.txt").write_text("not audio")
+    out = CliRunner().invoke(model_compare, [str(tmp_path), "--model", str(tiny_model_dir), "--threads", "1"],
+                             env={"EMOTIONQ_RUNTIME_CACHE_DIR": str(int8_cache)})
+    assert out.exit_code == 0, out.output
+    assert "notes.txt: skipped" in out.output
+    assert "clip0.wav: fp32 " in out.output and "clip1.wav: fp32 " in out.output
+    assert "top label agrees on 2 of 2 recordings (100.0%)" in out.output
+
+
+def test_agreement_counts_what_differs():
+    a = {"scores": {"happy": 0.6, "sad": 0.4}, "top_label": "happy", "embedding": [1.0, 0.0]}
+    b = {"scores": {"happy": 0.45, "sad": 0.55}, "top_label": "sad", "embedding": [0.0, 1.0]}
+    found = quantization.agreement([a, a], [a, b])
+    assert (found["items"], found["same_top_label"]) == (2, 1)
+    assert found["max_score_diff"] == pytest.approx(0.15) and found["min_cosine"] == pytest.approx(0.0)
