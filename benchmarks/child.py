@@ -105,10 +105,10 @@ def main() -> None:
     for clip in clips:
         samples = clip.pop("samples")
         started = time.perf_counter()
-        out = predict(samples, window_s=settings.window_seconds)
+        scored = predict(samples, window_s=settings.window_seconds)
         clip["predict_s"] = time.perf_counter() - started
         if args.outputs:
-            clip.update(out)
+            clip.update(scored)
         del samples
     out["predict_cpu_s"], out["machine_busy_s"] = time.process_time() - cpu, machine_busy_s() - busy
     out["peak_mb"] = status_mb("VmHWM")

@@ -4,7 +4,7 @@ Per mix of clip lengths (short clips, utterances, long clips: ``SHORT/UTTERANCE/
 large checkpoint, 2 threads everywhere, one run:
 - baseline: ``benchmarks.child --loop funasr``: one process, ``funasr.AutoModel(large, ncpu=2)`` and its own
   ``generate`` on each clip, decoded beforehand: what a user of funasr gets. It runs before and after the
-  rest (the mean is the baseline; the spread is in the notes). It also gives each clip's fp32 scores and
+  rest (the mean is the baseline; the spread is in the notes; ``--quick``: before only). It also gives each clip's fp32 scores and
   embedding, for the fidelity figures.
 - the predict loop: ``benchmarks.child --runtime onnx-int8``, EmotionModel.predict on each clip in turn (no
   service, no batching): the runtime's own speed, and the worker's ceiling.
@@ -85,8 +85,9 @@ def run(ctx: Context) -> list[Row]:
                 drains[f"{mix}, {label}"] = {"clips": n, "drain_s": span, "clips_per_s": n / span,
                                              "mean_batch": sum(sizes) / n, "jobs": jobs}
     load.append(os.getloadavg()[0])
-    bare.append(run_child("--model", model, "--threads", THREADS, "--loop", "funasr", *every))
-    load.append(os.getloadavg()[0])
+    if not ctx.quick:  # a second bare run shows the spread; --quick saves its minutes
+        bare.append(run_child("--model", model, "--threads", THREADS, "--loop", "funasr", *every))
+        load.append(os.getloadavg()[0])
 
     def seconds(result: dict, mix: str) -> float:
         names = {str(p) for p in clips[mix]}
@@ -107,10 +108,10 @@ def run(ctx: Context) -> list[Row]:
             d.pop("jobs")
         detail[mix] = {"audio_s": audio, "bare_s": runs, "int8_predict_s": seconds(alone, mix), "fidelity": fidelity,
                        "worker": now, "worker_padded_passes": before}
-        spread = f"bare runs {runs[0]:.1f}/{runs[1]:.1f} s"
+        spread = f"bare runs {'/'.join(f'{r:.1f}' for r in runs)} s"
         where = f"{machine['text']}; load average {min(load):.1f}-{max(load):.1f} (machine shared)"
         rows.append(Row(NAME, f"worker clips/s, onnx-int8, {mix}", now["clips_per_s"], "clips/s", bare_rate,
-                        f"bare funasr generate loop, torch eager fp32, {THREADS} threads, mean of 2",
+                        f"bare funasr generate loop, torch eager fp32, {THREADS} threads, mean of {len(runs)}",
                         notes=f"{n} clips, {audio:g} s (mean {audio / n:.1f} s), large; fidelity vs funasr fp32: top "
                               f"label kept {fidelity['same_top_label']}/{n}, scores within "
                               f"{fidelity['max_score_diff']:.1e}, embedding cosine >= {fidelity['min_cosine']:.5f}; "
