@@ -4,17 +4,18 @@ Per mix of clip lengths (short clips, utterances, long clips: ``SHORT/UTTERANCE/
 large checkpoint, 2 threads everywhere, one run:
 - baseline: ``benchmarks.child --loop funasr``: one process, ``funasr.AutoModel(large, ncpu=2)`` and its own
   ``generate`` on each clip, decoded beforehand: what a user of funasr gets. It runs before and after the
-  rest (the mean is the baseline; the spread is in the notes; ``--quick``: before only). It also gives each clip's fp32 scores and
+  rest (the mean is the baseline; the spread is in the notes). It also gives each clip's fp32 scores and
   embedding, for the fidelity figures.
 - the predict loop: ``benchmarks.child --runtime onnx-int8``, EmotionModel.predict on each clip in turn (no
-  service, no batching): the runtime's own speed, and the worker's ceiling.
+  service, no batching): the runtime's own speed, and the worker's ceiling; before and after the drains.
 - the worker: a backlog drained by one real worker (EMOTIONQ_RUNTIME=onnx-int8, batching as deployed:
   EMOTIONQ_BATCH_SIZE 8), clips / (first job started -> last job finished), from the jobs' own timestamps
   (model loading and the graphs' check are in neither figure). Its results (with embeddings) against
   funasr's fp32 ones on the same files: how many keep funasr's top label, the largest score difference,
   the lowest embedding cosine.
 - before/after for the worker against its predict loop: the same drain with padded passes of up to 16 s
-  (``EMOTIONQ_BATCH_PASS_S=16``, what CPU workers did before onnxruntime got one window a pass).
+  (``EMOTIONQ_BATCH_PASS_S=16``, what CPU workers did before onnxruntime got one window a pass), right
+  after the default one on each mix (the load of a shared machine drifts by the minute).
 Goals (issue 26): the worker at >= 2.5x the funasr loop on a CPU with VNNI (>= 1.5x on AVX2 only), and at
 >= 0.95x its own predict loop, on each mix. The CPU's model and flags are in every row's notes.
 """
@@ -67,12 +68,13 @@ def run(ctx: Context) -> list[Row]:
     load.append(os.getloadavg()[0])
     drains: dict[str, dict] = {}
     with service(work, model, EMOTIONQ_RUNTIME=RUNTIME, EMOTIONQ_BATCH_SIZE=str(BATCH_SIZE)) as svc:
-        for label, sets, env in (("one window a pass", clips, None), ("padded passes", padded_clips, PADDED_PASS_S)):
-            if env is None:
-                svc.env.pop("EMOTIONQ_BATCH_PASS_S", None)
-            else:
-                svc.env["EMOTIONQ_BATCH_PASS_S"] = str(env)
-            for mix, paths in sets.items():
+        for mix in MIXES:  # before and after back to back, per mix: this machine's load drifts by the minute
+            for label, paths, env in (("one window a pass", clips[mix], None),
+                                      ("padded passes", padded_clips[mix], PADDED_PASS_S)):
+                if env is None:
+                    svc.env.pop("EMOTIONQ_BATCH_PASS_S", None)
+                else:
+                    svc.env["EMOTIONQ_BATCH_PASS_S"] = str(env)
                 ids = submit_all(svc, paths, threads=4, embedding="true")
                 svc.start_worker(wait=False)
                 jobs = finish_all(svc, ids)
@@ -85,9 +87,9 @@ def run(ctx: Context) -> list[Row]:
                 drains[f"{mix}, {label}"] = {"clips": n, "drain_s": span, "clips_per_s": n / span,
                                              "mean_batch": sum(sizes) / n, "jobs": jobs}
     load.append(os.getloadavg()[0])
-    if not ctx.quick:  # a second bare run shows the spread; --quick saves its minutes
-        bare.append(run_child("--model", model, "--threads", THREADS, "--loop", "funasr", *every))
-        load.append(os.getloadavg()[0])
+    loops = [alone, run_child("--model", model, "--threads", THREADS, "--runtime", RUNTIME, *every)]
+    bare.append(run_child("--model", model, "--threads", THREADS, "--loop", "funasr", *every))
+    load.append(os.getloadavg()[0])
 
     def seconds(result: dict, mix: str) -> float:
         names = {str(p) for p in clips[mix]}
@@ -101,12 +103,13 @@ def run(ctx: Context) -> list[Row]:
         audio = sum(mixed_lengths(n, lengths))
         runs = [seconds(b, mix) for b in bare]
         bare_rate = n / (sum(runs) / len(runs))
-        loop_rate = n / seconds(alone, mix)
+        loop_runs = [seconds(loop, mix) for loop in loops]
+        loop_rate = n / (sum(loop_runs) / len(loop_runs))
         now, before = drains[f"{mix}, one window a pass"], drains[f"{mix}, padded passes"]
         fidelity = _fidelity(now["jobs"], [reference[str(p)] for p in clips[mix]])
         for d in (now, before):
             d.pop("jobs")
-        detail[mix] = {"audio_s": audio, "bare_s": runs, "int8_predict_s": seconds(alone, mix), "fidelity": fidelity,
+        detail[mix] = {"audio_s": audio, "bare_s": runs, "int8_predict_s": loop_runs, "fidelity": fidelity,
                        "worker": now, "worker_padded_passes": before}
         spread = f"bare runs {'/'.join(f'{r:.1f}' for r in runs)} s"
         where = f"{machine['text']}; load average {min(load):.1f}-{max(load):.1f} (machine shared)"
@@ -117,8 +120,9 @@ def run(ctx: Context) -> list[Row]:
                               f"{fidelity['max_score_diff']:.1e}, embedding cosine >= {fidelity['min_cosine']:.5f}; "
                               f"worker batch {BATCH_SIZE} (mean {now['mean_batch']:.1f}); {spread}; {where}"))
         rows.append(Row(NAME, f"worker vs its predict loop, onnx-int8, {mix}", now["clips_per_s"], "clips/s",
-                        loop_rate, "EmotionModel.predict loop, same runtime",
-                        notes=f"before (padded passes of up to {PADDED_PASS_S} s, EMOTIONQ_BATCH_PASS_S="
+                        loop_rate, "EmotionModel.predict loop, same runtime, mean of 2",
+                        notes=f"loop runs {'/'.join(f'{r:.1f}' for r in loop_runs)} s, before and after the drains; "
+                              f"before (padded passes of up to {PADDED_PASS_S} s, EMOTIONQ_BATCH_PASS_S="
                               f"{PADDED_PASS_S}): {before['clips_per_s']:.2f} clips/s = "
                               f"{before['clips_per_s'] / loop_rate:.3f}x the loop"))
         rows.append(Row(NAME, f"model clips/s, onnx-int8 predict loop, {mix}", loop_rate, "clips/s", bare_rate,
