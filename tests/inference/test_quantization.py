@@ -58,11 +58,19 @@ def items_of(speech: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(speech[int(i * 8000): int(i * 8000 + s * 16000)]) for i, s in enumerate(LENGTHS_S)]
 
 
+def same_top_label(scores: np.ndarray, theirs: np.ndarray) -> bool:
+    """funasr's top label, unless funasr's own top two are a tie within the scores' difference: random weights
+    give near-uniform scores, and base once had its top two 1.1e-3 apart where int8 moved scores by 1.8e-3.
+    (The check at load allows no such tie: a probe item whose top label moves rejects the int8 graphs.)"""
+    ours = int(np.argmax(scores))
+    return ours == int(np.argmax(theirs)) or theirs.max() - theirs[ours] <= np.abs(scores - theirs).max()
+
+
 def assert_within_limits(results: list[dict], references: list[dict]) -> None:
     for result, ref in zip(results, references, strict=True):
         scores = np.asarray(list(result["scores"].values()))
         theirs = np.asarray(ref["scores"])
-        assert np.argmax(scores) == np.argmax(theirs)
+        assert same_top_label(scores, theirs)
         assert np.abs(scores - theirs).max() <= quantization.LIMITS["scores"]
         assert quantization.cosine(result["embedding"], np.asarray(ref["feats"]).reshape(-1)) >= \
             quantization.LIMITS["cosine"]
