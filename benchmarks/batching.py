@@ -4,8 +4,10 @@ One API; for each mix of clip lengths and each batch size, a backlog (fresh byte
 dedup never answers) is queued first, then a worker (large checkpoint, 2 threads) is started and
 drains it. Drain rate = clips / (first job started -> last job finished), from the jobs' own
 timestamps, so model loading is not counted. Three mixes: short clips (mean 2.1 s), utterances as
-emotion corpora have them (mean 4.5 s) and longer clips (mean 7.4 s). On a CPU a forward pass holds at most 16 padded
-seconds (``MAX_BATCH_S``), so the gain comes from short clips; long ones run alone either way.
+emotion corpora have them (mean 4.5 s) and longer clips (mean 7.4 s). On a CPU with torch a forward pass holds at
+most 16 padded seconds (``MAX_BATCH_S``), so the gain comes from short clips; long ones run alone either way. On
+onnxruntime (what ``auto`` picks where it is faster) each window has its own pass: batch 8 then shares the claims
+and the model call, not the passes.
 """
 
 from __future__ import annotations

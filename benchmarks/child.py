@@ -1,13 +1,15 @@
 """A fresh process doing what a worker's pool child does with jobs, without the service around it.
 
-``python -m benchmarks.child --model DIR --threads N [--runtime auto|torch|onnx] [--cache-dir D] CLIP...``
+``python -m benchmarks.child --model DIR --threads N [--runtime auto|torch|onnx|onnx-int8] [--cache-dir D]
+[--outputs] CLIP...``
 loads the model as the worker does (``EmotionModel.load(model, threads=N, runtime=...)``:
 torch.set_num_threads(N), the runtime's export or cache and check, warm-up included), resets the
 peak-RSS mark (VmHWM, via /proc/self/clear_refs), decodes every clip as ``scoring.score_run`` does,
 then predicts them one by one, and prints one JSON line: load_s, rss_loaded_mb, peak_mb (VmHWM
 since the reset: decode + inference), peak_reset, predict_cpu_s and machine_busy_s (this process's
 CPU time and all cores' busy time during the predict loop: their difference is what else ran), runtime
-and runtime_note (what ran the forward pass, and why), and per clip duration_s, decode_s, predict_s.
+and runtime_note (what ran the forward pass, and why), and per clip duration_s, decode_s, predict_s (and with
+``--outputs`` its scores, in label order, and embedding).
 
 ``--loop funasr`` is the bare funasr loop instead: ``funasr.AutoModel(model, ncpu=N)`` and its own
 ``generate`` per clip (torch eager, one window: clips up to the window length), no EmotionModel.
@@ -55,10 +57,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--runtime", default="auto", help="EmotionModel.load's runtime: auto, torch or onnx")
+    parser.add_argument("--runtime", default="auto", help="EmotionModel.load's runtime: auto, torch, onnx or onnx-int8")
     parser.add_argument("--cache-dir", default=None, help="where the onnx graphs are cached")
     parser.add_argument("--loop", choices=["model", "funasr"], default="model",
                         help="model: EmotionModel.predict (the worker's path); funasr: AutoModel.generate")
+    parser.add_argument("--outputs", action="store_true",
+                        help="give each clip's scores (label order) and embedding, for fidelity figures")
     parser.add_argument("clips", nargs="+")
     args = parser.parse_args()
 
@@ -75,13 +79,17 @@ def main() -> None:
                               disable_pbar=True)
 
         def predict(samples, window_s):
-            automodel.generate(samples, granularity="utterance", extract_embedding=False)
+            [out] = automodel.generate(samples, granularity="utterance", extract_embedding=args.outputs)
+            return {"scores": [float(x) for x in out["scores"]],
+                    "embedding": [float(x) for x in out["feats"]] if args.outputs else None}
 
         out = {"load_s": time.perf_counter() - started, "runtime": "funasr (torch eager)", "runtime_note": ""}
     else:
         model = EmotionModel.load(args.model, threads=args.threads, runtime=args.runtime,
                                   runtime_cache_dir=args.cache_dir)
-        predict = model.predict
+        def predict(samples, window_s):
+            out = model.predict(samples, window_s=window_s, embedding=args.outputs)
+            return {"scores": list(out["scores"].values()), "embedding": out.get("embedding")}
         out = {"load_s": time.perf_counter() - started, "runtime": model.runtime, "runtime_note": model.runtime_note}
     gc.collect()
     out["rss_loaded_mb"] = status_mb("VmRSS")
@@ -97,8 +105,10 @@ def main() -> None:
     for clip in clips:
         samples = clip.pop("samples")
         started = time.perf_counter()
-        predict(samples, window_s=settings.window_seconds)
+        scored = predict(samples, window_s=settings.window_seconds)
         clip["predict_s"] = time.perf_counter() - started
+        if args.outputs:
+            clip.update(scored)
         del samples
     out["predict_cpu_s"], out["machine_busy_s"] = time.process_time() - cpu, machine_busy_s() - busy
     out["peak_mb"] = status_mb("VmHWM")

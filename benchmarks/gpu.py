@@ -14,11 +14,15 @@ synthetic clips, no servers, nothing from benchmarks.common (which needs Redis a
 - fixed shapes (``fixed_shapes``): one unpadded batch through funasr's ``extract_features`` under
   autocast, eager vs a captured CUDA graph replayed vs ``torch.compile``: batches/s, compile time,
   largest frame difference from eager.
+- precisions (``precisions``): bf16 (where the GPU has it) and fp16 autocast each against fp32 on the same
+  weights and clips: clips/s, the largest score difference, the lowest embedding cosine, top labels kept.
 - the speaker encoder (``speaker_encoder``): resemblyzer's GE2E LSTM embedding the 1.5 s windows the
   diarizer takes every 0.5 s, on the device vs the CPU: windows/s and the largest embedding difference.
 - SenseVoice (``sensevoice``): SenseVoiceSmall (float32 torch, as the worker runs it) over the same mixed
   clips, seconds per audio second, beside emotion2vec's ``predict_batch`` on them.
-``measure``, ``fixed_shapes`` and ``sensevoice`` run on any loaded model: tests/test_benchmarks.py runs them on the CPU
+Standalone, the rows come per model the worker loads (``FAMILIES``: emotion2vec, the speaker encoder and
+SenseVoice, a function each, which loads its model, returns its rows and writes its details).
+``measure``, ``precisions``, ``fixed_shapes`` and ``sensevoice`` run on any loaded model: tests/test_benchmarks.py runs them on the CPU
 (no autocast, no CUDA graph, torch.compile with the ``eager`` backend), so this code is checked where
 no GPU is.
 """
@@ -56,8 +60,8 @@ def run(ctx) -> list[Row]:
     model = EmotionModel.load(str(checkpoint("large")), device="cuda")
     try:
         detail = ctx.detail(NAME)
-        return (measure(model, clips, detail, sweep_n=16 if ctx.quick else SWEEP_N) + fixed_shapes(model, detail)
-                + sensevoice(model, checkpoint("sensevoice-small"), clips, detail)
+        return (measure(model, clips, detail, sweep_n=16 if ctx.quick else SWEEP_N) + precisions(model, clips, detail)
+                + fixed_shapes(model, detail) + sensevoice(model, checkpoint("sensevoice-small"), clips, detail)
                 + speaker_encoder(detail, device="cuda"))
     finally:
         model.close()
@@ -102,6 +106,36 @@ def measure(model, clips: list, detail: dict, *, sweep_n: int = SWEEP_N, sweep_s
                         notes=f"{sweep_n} clips of {sweep_s:g} s; GPU peak "
                               + (f"{peak:,.0f} MB" if peak is not None else "- (no CUDA)")
                               + f"; max |score diff| vs 1 window {diff:.2e}"))
+    return rows
+
+
+def precisions(model, clips: list, detail: dict) -> list[Row]:
+    """bf16 and fp16 autocast against fp32 on the same weights (``TorchRuntime`` at each dtype): clips/s and
+    how far the results move (largest score difference, lowest embedding cosine, top labels kept)."""
+    import torch
+
+    from emotionq.inference.encoder import TorchRuntime
+
+    module = model.automodel.model
+    fp32_s, fp32 = _timed(lambda: [model.using(TorchRuntime(module)).predict(c, embedding=True) for c in clips], model)
+    dtypes = [torch.float16]
+    if not model.device.startswith("cuda") or torch.cuda.is_bf16_supported():
+        dtypes.insert(0, torch.bfloat16)
+    rows = []
+    for dtype in dtypes:
+        name = str(dtype).removeprefix("torch.")
+        low = model.using(TorchRuntime(module, autocast_dtype=dtype))
+        took, out = _timed(lambda: [low.predict(c, embedding=True) for c in clips], model)
+        diff = _max_diff(fp32, out)
+        cos = min(_cosine(a["embedding"], b["embedding"]) for a, b in zip(fp32, out))
+        kept = sum(a["top_label"] == b["top_label"] for a, b in zip(fp32, out))
+        detail[f"precision_{name}"] = {"s": took, "fp32_s": fp32_s, "max_score_diff": diff, "min_cosine": cos,
+                                       "top_label_kept": kept, "clips": len(clips)}
+        rows.append(Row(NAME, f"emotion2vec {name} autocast clips/s", len(clips) / took, "clips/s",
+                        len(clips) / fp32_s, "fp32, same weights",
+                        notes=f"max |score diff| vs fp32 {diff:.2e}; embedding cosine >= {cos:.5f}; top label kept "
+                              f"{kept}/{len(clips)}" + ("" if model.device.startswith("cuda") else "; no CUDA: "
+                                                         "autocast is off, so this is fp32 again")))
     return rows
 
 
@@ -279,6 +313,11 @@ def _peak_mb(model) -> float | None:
     return torch.cuda.max_memory_allocated(model.device) / 2**20
 
 
+def _cosine(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def _max_diff(a: list[dict], b: list) -> float:
     return max(abs(x["scores"][k] - y["scores"][k]) for x, y in zip(a, b) for k in x["scores"])
 
@@ -287,6 +326,79 @@ def _raise_errors(out: list) -> None:
     errors = [o for o in out if isinstance(o, Exception)]
     if errors:
         raise RuntimeError(f"predict_batch failed {len(errors)} of {len(out)} clips: {errors[0]!r}")
+
+
+def emotion2vec_rows(args, tmp: str, detail: dict, started: float) -> list[Row]:
+    """The emotion model: a random checkpoint (or ``--model``) on the device; autocast, sweep, precisions, fixed shapes."""
+    from emotionq.inference import EmotionModel, write_checkpoint
+
+    directory = args.model or str(write_checkpoint(os.path.join(tmp, args.arch), arch=args.arch))
+    _say(f"checkpoint ready in {time.perf_counter() - started:.0f} s")
+    model = EmotionModel.load(directory, device=args.device, runtime="torch")
+    try:
+        _say(f"{model.info()} loaded at {time.perf_counter() - started:.0f} s")
+        clips = speech_clips([1.0, 2.0] if args.quick else CLIP_LENGTHS_S, 4 if args.quick else 32)
+        sizes = {"sweep_n": 8, "sweep_s": 1.0} if args.quick else {}
+        rows = measure(model, clips, detail, **sizes)
+        rows += precisions(model, clips, detail)
+        _say(f"autocast, sweep and precisions done at {time.perf_counter() - started:.0f} s")
+        sizes = {"batch": 2, "seconds": 1.0, "runs": 2, "compile_backend": "eager"} if args.quick else {}
+        return rows + fixed_shapes(model, detail, **sizes)
+    finally:
+        model.close()
+
+
+def speaker_encoder_rows(args, tmp: str, detail: dict, started: float) -> list[Row]:
+    """The diarizer's speaker encoder on the device vs the CPU."""
+    rows = speaker_encoder(detail, device=args.device, seconds=10.0 if args.quick else 120.0)
+    _say(f"speaker encoder done at {time.perf_counter() - started:.0f} s")
+    return rows
+
+
+def sensevoice_rows(args, tmp: str, detail: dict, started: float) -> list[Row]:
+    """SenseVoice (a random checkpoint of the size that goes with ``--arch``) beside the emotion model
+    ``emotion2vec_rows`` wrote, on the same speech clips."""
+    if args.no_sensevoice:
+        return []
+    from emotionq.inference import EmotionModel, write_checkpoint
+    from emotionq.inference.sensevoice_checkpoint import write_sensevoice
+
+    directory = args.model or os.path.join(tmp, args.arch)
+    if not os.path.isdir(directory):
+        directory = str(write_checkpoint(directory, arch=args.arch))
+    sv_arch = "sensevoice-tiny" if args.arch == "tiny" else "sensevoice-small"
+    sv_dir = write_sensevoice(os.path.join(tmp, sv_arch), arch=sv_arch)
+    model = EmotionModel.load(directory, device=args.device, runtime="torch")
+    try:
+        clips = speech_clips([1.0, 2.0] if args.quick else CLIP_LENGTHS_S, 4 if args.quick else 32)
+        rows = sensevoice(model, sv_dir, clips, detail)
+    finally:
+        model.close()
+    _say(f"SenseVoice done at {time.perf_counter() - started:.0f} s")
+    return rows
+
+
+# Rows per model the worker loads, in the order they run: name -> rows_of(args, tmp, detail, started).
+FAMILIES = {"emotion2vec": emotion2vec_rows, "speaker encoder": speaker_encoder_rows, "sensevoice": sensevoice_rows}
+
+
+def speech_clips(lengths, count: int) -> list:
+    """``count`` clips of real speech (the probe emotionq ships, espeak-ng), of ``lengths`` seconds in turn."""
+    import soundfile as sf
+
+    from emotionq.inference.quantization import PROBE
+
+    speech, _ = sf.read(PROBE, dtype="float32")
+    clips = []
+    for i in range(count):
+        n = int(lengths[i % len(lengths)] * 16000)
+        tiled = np.tile(np.roll(speech, -i * 4000), n // speech.size + 1)
+        clips.append(np.ascontiguousarray(tiled[:n]))
+    return clips
+
+
+def _say(text: str) -> None:
+    print(f"benchmarks.gpu: {text}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,41 +417,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from emotionq.inference import EmotionModel, write_checkpoint
-
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"benchmarks.gpu: torch {torch.__version__} sees no CUDA device: run it on a GPU machine "
               "(or --device cpu to try it)", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    detail: dict = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
+                    "torch": torch.__version__}
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        directory = args.model or str(write_checkpoint(os.path.join(tmp, args.arch), arch=args.arch))
-        print(f"benchmarks.gpu: checkpoint ready in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-        model = EmotionModel.load(directory, device=args.device, runtime="torch")
-        print(f"benchmarks.gpu: {model.info()} loaded at {time.perf_counter() - started:.0f} s", file=sys.stderr,
-              flush=True)
-        rng = np.random.default_rng(2)
-        count = 4 if args.quick else 32
-        lengths = [1.0, 2.0] if args.quick else CLIP_LENGTHS_S
-        clips = [(rng.standard_normal(int(lengths[i % len(lengths)] * 16000)) * 0.1).astype(np.float32)
-                 for i in range(count)]
-        detail: dict = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
-                        "torch": torch.__version__}
-        sizes = {"sweep_n": 8, "sweep_s": 1.0} if args.quick else {}
-        rows = measure(model, clips, detail, **sizes)
-        print(f"benchmarks.gpu: autocast and sweep done at {time.perf_counter() - started:.0f} s", file=sys.stderr,
-              flush=True)
-        sizes = {"batch": 2, "seconds": 1.0, "runs": 2, "compile_backend": "eager"} if args.quick else {}
-        rows += fixed_shapes(model, detail, **sizes)
-        if not args.no_sensevoice:
-            from emotionq.inference.sensevoice_checkpoint import write_sensevoice
-
-            sv_arch = "sensevoice-tiny" if args.arch == "tiny" else "sensevoice-small"
-            rows += sensevoice(model, write_sensevoice(os.path.join(tmp, sv_arch), arch=sv_arch), clips, detail)
-            print(f"benchmarks.gpu: SenseVoice done at {time.perf_counter() - started:.0f} s", file=sys.stderr,
-                  flush=True)
-        model.close()
-        rows += speaker_encoder(detail, device=args.device, seconds=10.0 if args.quick else 120.0)
+        for family, rows_of in FAMILIES.items():
+            try:
+                rows += rows_of(args, tmp, detail, started)
+            except Exception as exc:  # noqa: BLE001 - one model's failure is a row; the others still run
+                rows.append(Row(NAME, f"{family}", None, notes=f"failed: {type(exc).__name__}: {exc}"[:300]))
+                detail[f"{family}_error"] = f"{type(exc).__name__}: {exc}"
     detail["elapsed_s"] = time.perf_counter() - started
     print_table(rows)
     print(f"benchmarks.gpu: {detail['elapsed_s']:.0f} s in all on {detail['device']}", file=sys.stderr)
@@ -348,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with open(args.out, "w") as f:
             json.dump({"rows": [asdict(r) for r in rows], "details": detail}, f, indent=2, default=str)
-    return 0
+    return 1 if any(key.endswith("_error") for key in detail) else 0
 
 
 if __name__ == "__main__":

@@ -123,10 +123,12 @@ class Settings(BaseSettings):
                                         "warm up the model before Celery counts it as hung")
     torch_threads: int | None = Field(None, ge=1, description="CPU threads per worker process (torch's, or "
                                       "onnxruntime's where it runs the model)")
-    runtime: Literal["auto", "torch", "onnx"] = Field(
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         "auto", description="what runs the model on a CPU worker: onnx (graphs exported from the checkpoint at "
         "start, on onnxruntime), torch (funasr's module), or auto: the faster of them that matches funasr at "
-        "load; CUDA workers always run torch under autocast")
+        "load; onnx-int8 (opt-in): those graphs quantized to int8, checked against funasr's fp32 output on "
+        "speech at load (fp32 graphs run where they fail; check a trained model with `emotionq model compare`); "
+        "CUDA workers always run torch under autocast")
     runtime_cache_dir: Path | None = Field(None, description="where CPU workers keep the exported onnx graphs, "
                                            "keyed by the weights and software versions; default "
                                            "~/.cache/emotionq/onnx ($XDG_CACHE_HOME/emotionq/onnx)")
@@ -137,7 +139,8 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(10.0, ge=0, le=1000, description="how long a worker waits for a batch to fill")
     batch_windows: int = Field(16, ge=1, description="windows (of at most window_seconds) per forward pass")
     batch_pass_s: float | None = Field(None, gt=0, description="padded seconds of audio per forward pass; "
-                                       "unset: 16 on CPU (where big passes lose), 120 on CUDA")
+                                       "unset: 120 on CUDA, 16 on CPU with torch (where big passes lose), "
+                                       "one window a pass on onnxruntime (where padding never paid)")
     batch_max_audio_s: float = Field(120.0, gt=0, description="seconds of audio a batch may add to its first "
                                      "job, whose time limits it runs under (see the check below)")
 

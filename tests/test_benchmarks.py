@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_benchmark_measures_autocast_and_the_batch_sweep_on_any_model(tiny_model_dir, speech_wav):
-    from benchmarks.gpu import BATCH_WINDOWS, measure
+    from benchmarks.gpu import BATCH_WINDOWS, measure, precisions
     from emotionq.inference import EmotionModel
     from emotionq.inference.audio import decode
 
@@ -29,6 +29,11 @@ def test_gpu_benchmark_measures_autocast_and_the_batch_sweep_on_any_model(tiny_m
     for windows in BATCH_WINDOWS:
         assert detail[f"batch_{windows}"]["max_score_diff_vs_batch_1"] < 1e-5
         assert detail[f"batch_{windows}"]["gpu_peak_mb"] is None  # no CUDA here
+
+    rows = precisions(model, clips, detail)  # bf16 and fp16 vs fp32: no autocast on the CPU, so no difference
+    assert [r.metric for r in rows] == ["emotion2vec bfloat16 autocast clips/s", "emotion2vec float16 autocast clips/s"]
+    assert all(r.value > 0 and r.ratio for r in rows)
+    assert detail["precision_float16"]["max_score_diff"] == 0.0 and detail["precision_float16"]["top_label_kept"] == 2
 
 
 def test_gpu_benchmark_tries_fixed_shapes_on_any_model(tiny_model_dir):

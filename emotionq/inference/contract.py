@@ -51,8 +51,8 @@ class ModelInfo:
     id: str  # hub id or local directory
     revision: str | None
     device: str  # "cpu", "cuda:0"
-    dtype: str  # the compute dtype: "float32", "bfloat16", "float16"
-    runtime: str  # what runs the forward pass: "torch", "onnxruntime"
+    dtype: str  # the compute dtype: "float32", "bfloat16", "float16", "int8" (int8 weights, onnx-int8)
+    runtime: str  # what runs the forward pass: "torch", "onnxruntime", "onnxruntime-int8"
     untrained: bool  # a randomly initialised checkpoint (see emotionq.inference.checkpoint)
     runtime_note: str = ""  # why that runtime: its check and timings, or why another was not used
 

@@ -33,12 +33,15 @@ from emotionq.inference.loading import autocast_dtype, load_automodel
 from emotionq.inference.windows import FRAME_STRIDE, group_windows, window_bounds
 
 FRAME_RATE = SAMPLE_RATE // FRAME_STRIDE  # 50 frames per second
-# Padded seconds of audio per forward pass of predict_batch. On a GPU big passes keep it busy (four
-# 30 s windows). On a CPU they lose: past ~16 padded seconds the attention's batch x heads x T^2
-# tensors outgrow the caches and a pass runs slower than its windows one at a time, while
-# under it batching short windows pays (the weights are read once for all of them); see
-# benchmarks/batching.py.
-MAX_BATCH_S = {"cuda": 120.0, "cpu": 16.0}
+# Padded seconds of audio per forward pass of predict_batch, unless the caller says. On a GPU big passes
+# keep it busy (four 30 s windows). On a CPU with torch they lose past ~16 padded seconds (the
+# attention's batch x heads x T^2 tensors outgrow the caches), while under it batching short windows
+# pays (torch's per-operator overhead and the weights' reads are shared); see benchmarks/batching.py.
+# On onnxruntime (fp32 or int8) a padded pass never paid: its operators cost little, so the padding
+# (up to a quarter more frames) and the batch's copies outweigh the weights read once; one window a
+# pass did 10-15 % less CPU work than passes of up to 8 on the short and utterance mixes (large, int8),
+# so the worker keeps up with the predict loop (benchmarks/runtime.py: worker vs predict loop).
+MAX_BATCH_S = {"cuda": 120.0, "cpu": 16.0, "onnxruntime": 0.0}
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class EmotionModel:
     ) -> EmotionModel:
         """Load ``model`` (hub id or local directory), check it, warm it up; ConfigurationError if it cannot.
 
-        On a CPU, ``runtime`` (auto, torch, onnx) chooses what runs the forward pass, with onnx graphs
+        On a CPU, ``runtime`` (auto, torch, onnx, onnx-int8) chooses what runs the forward pass, with onnx graphs
         cached in ``runtime_cache_dir`` (see ``emotionq.inference.runtime``); CUDA always runs torch.
         """
         import torch
@@ -85,8 +88,8 @@ class EmotionModel:
         chosen: Runtime = TorchRuntime(automodel.model, autocast_dtype(device))
         if device.startswith("cuda"):
             note = "CUDA runs torch under autocast"
-            if runtime == "onnx":
-                log.warning("runtime onnx is for CPU workers: %s runs torch under autocast on %s", model, device)
+            if runtime.startswith("onnx"):
+                log.warning("runtime %s is for CPU workers: %s runs torch under autocast on %s", runtime, model, device)
         else:
             from emotionq.inference.runtime import choose
 
@@ -124,7 +127,7 @@ class EmotionModel:
 
     @property
     def runtime(self) -> str:
-        """What runs the forward pass: "onnxruntime" or "torch"."""
+        """What runs the forward pass: "onnxruntime", "onnxruntime-int8" or "torch"."""
         return self._runtime.name
 
     @property
@@ -196,7 +199,8 @@ class EmotionModel:
 
         Every item is cut into windows as ``predict`` cuts it; the windows of all items are grouped
         into forward passes by ``group_windows`` (at most ``max_batch_windows`` windows and
-        ``max_batch_s`` padded seconds a pass; unset: ``MAX_BATCH_S`` for the device). Windows are
+        ``max_batch_s`` padded seconds a pass; unset: ``MAX_BATCH_S`` for the device and runtime: on
+        onnxruntime 0, one window a pass). Windows are
         layer-normed alone, zero-padded and scored with a ``padding_mask``; the positional convolution
         sees zeros at padded frames (``funasr_patches.zeroed_padding``), so a window's frames are
         those it gets alone.
@@ -245,7 +249,9 @@ class EmotionModel:
             raise ValueError(f"{len(options)} options for {len(items)} items")
         window_bounds(0, window_s)  # ValueError for a bad window_s
         if max_batch_s is None:
-            return MAX_BATCH_S["cuda" if self.device.startswith("cuda") else "cpu"]
+            if self.device.startswith("cuda"):
+                return MAX_BATCH_S["cuda"]
+            return MAX_BATCH_S["onnxruntime" if self.runtime.startswith("onnxruntime") else "cpu"]
         return max_batch_s
 
     def close(self) -> None:

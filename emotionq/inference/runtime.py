@@ -2,9 +2,10 @@
 
 ``choose`` decides, once per loaded model and before the model is built with it, which runtime
 (``contract.Runtime``) runs the encoder on a CPU: ``OnnxRuntime`` (the graphs of
-``emotionq.inference.export`` on onnxruntime) or ``encoder.TorchRuntime`` (funasr's torch module).
-The setting (``EMOTIONQ_RUNTIME``) is ``torch``, ``onnx``, or ``auto``: the faster of the two on a
-probe batch, among those that pass the check. CUDA always runs torch (autocast).
+``emotionq.inference.export`` on onnxruntime, fp32 or quantized to int8) or ``encoder.TorchRuntime``
+(funasr's torch module). The setting (``EMOTIONQ_RUNTIME``) is ``torch``, ``onnx``, ``onnx-int8`` (opt-in:
+``emotionq.inference.quantization``), or ``auto``: the faster of torch and fp32 onnx on a probe batch,
+among those that pass the check. CUDA always runs torch (autocast).
 
 - Cache: ``<cache_dir>/<model>-<id hash>/`` holds ``local.onnx``, ``context.onnx`` and
   ``manifest.json``: the key and each file's sha256. The key hashes the weights as funasr loaded
@@ -17,6 +18,11 @@ probe batch, among those that pass the check. CUDA always runs torch (autocast).
   about 1e-5 away from a float64 forward there: see tests/inference/test_runtime.py). A cached
   graph that fails is rebuilt and checked again; a fresh one that fails leaves torch running,
   with the reason logged and reported in ``ModelInfo.runtime_note``.
+- int8 (``onnx-int8``): the checked fp32 graphs quantized (``quantization.RECIPE``) into
+  ``<entry>-int8/``, cached the same way (its key: the fp32 key and the recipe), checked against
+  funasr's fp32 output on real speech within ``quantization.LIMITS``. A cached copy that is corrupt or
+  fails the check is rebuilt and checked again; int8 graphs that still fail (or cannot be built) are
+  never served: the fp32 graphs run, with the reason logged and in ``runtime_note`` (so in /readyz).
 - Memory: one onnxruntime arena for both graphs, shrunk after each run (see ``_register_arena``).
 - Threads: onnxruntime's intra-op pool gets the worker's thread count. Once it is chosen, torch
   runs only the input layer norm, the mean and the head, on one thread, so that its OpenMP pool
@@ -43,9 +49,10 @@ from emotionq.inference import heap
 from emotionq.inference.contract import Runtime
 from emotionq.inference.encoder import TorchRuntime, score_windows
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 TORCH = "torch"
 ONNXRUNTIME = "onnxruntime"
+ONNXRUNTIME_INT8 = "onnxruntime-int8"  # ModelInfo.runtime of the int8 graphs (dtype "int8")
 TOLERANCE = 1e-5
 PROBE_S = (3.1, 1.3)  # seconds of the probe windows: not the export's trace lengths
 MANIFEST = "manifest.json"
@@ -56,11 +63,10 @@ log = logging.getLogger(__name__)
 class OnnxRuntime:
     """The exported graphs on onnxruntime: conv features per window, then the padded batch."""
 
-    name = ONNXRUNTIME
-    dtype = "float32"
-
-    def __init__(self, paths: dict[str, Path], *, threads: int) -> None:
+    def __init__(self, paths: dict[str, Path], *, threads: int, name: str = ONNXRUNTIME, dtype: str = "float32") -> None:
         import onnxruntime as ort
+
+        self.name, self.dtype = name, dtype
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -129,8 +135,9 @@ def choose(automodel, torch_runtime: TorchRuntime, *, model_id: str, setting: st
     if setting == TORCH:
         return torch_runtime, "asked for"
     started = time.perf_counter()
+    entry = cache_entry(Path(cache_dir or default_cache_dir()), model_id)
     try:
-        onnx, how = _checked(automodel, model_id, Path(cache_dir or default_cache_dir()), threads)
+        onnx, how, key = _checked(automodel, model_id, entry, threads)
     except Exception as exc:  # noqa: BLE001 - any failure to build, load or match leaves torch running
         reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
         if isinstance(exc, ImportError):
@@ -145,6 +152,8 @@ def choose(automodel, torch_runtime: TorchRuntime, *, model_id: str, setting: st
                      model_id, torch_s * 1e3, onnx_s * 1e3)
             return torch_runtime, f"faster on the probe: torch {torch_s * 1e3:.0f} ms, onnxruntime {onnx_s * 1e3:.0f} ms"
         how += f"; probe torch {torch_s * 1e3:.0f} ms, onnxruntime {onnx_s * 1e3:.0f} ms"
+    if setting == "onnx-int8":
+        onnx, how = _int8_or_fp32(automodel, onnx, how, model_id=model_id, entry=entry, key=key, threads=threads)
     import torch
 
     torch.set_num_threads(1)  # torch now runs only the layer norm, mean and head: keep its pool idle
@@ -210,24 +219,29 @@ def cache_key(module) -> str:
     return digest.hexdigest()
 
 
-def load_graphs(module, entry: Path, *, threads: int, rebuild: bool = False) -> tuple[OnnxRuntime, str]:
+def load_graphs(module, entry: Path, *, threads: int, rebuild: bool = False,
+                key: str | None = None) -> tuple[OnnxRuntime, str]:
     """The graphs of ``module`` in ``entry``, built (again) unless a valid cached copy is there; and how they came."""
-    import fcntl
+    from emotionq.inference.export import export
 
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    key = cache_key(module)
-    with open(entry.with_name(entry.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # worker processes of one host start together: one builds
-        reason = "rebuilt after failing its check" if rebuild else _invalid(entry, key)
-        if reason is None:
-            try:
-                return OnnxRuntime(_paths(entry), threads=threads), "cached graphs"
-            except Exception as exc:  # noqa: BLE001 - onnxruntime refuses the file: rebuild it
-                reason = f"onnxruntime could not load the cached graphs ({type(exc).__name__})"
-        log.info("exporting the onnx graphs of the model to %s (%s)", entry, reason)
-        began = time.perf_counter()
-        _build(module, entry, key)
-        return OnnxRuntime(_paths(entry), threads=threads), f"exported ({reason}) in {time.perf_counter() - began:.1f} s"
+    key = key or cache_key(module)
+    return _cached(entry, key, lambda directory: export(module, directory), threads=threads, rebuild=rebuild,
+                   verb="exported")
+
+
+def int8_entry(entry: Path) -> Path:
+    """Where the int8 graphs made from the fp32 graphs in ``entry`` are cached."""
+    return entry.with_name(entry.name + "-int8")
+
+
+def load_int8_graphs(entry: Path, key: str, *, threads: int, rebuild: bool = False) -> tuple[OnnxRuntime, str]:
+    """The int8 graphs quantized from the (valid) fp32 graphs in ``entry``, whose key is ``key``: cached in
+    ``int8_entry(entry)`` under ``quantization.cache_key(key)``, quantized (again) unless a valid copy is there."""
+    from emotionq.inference.quantization import cache_key as int8_key
+    from emotionq.inference.quantization import quantize
+
+    return _cached(int8_entry(entry), int8_key(key), lambda directory: quantize(_paths(entry), directory),
+                   threads=threads, rebuild=rebuild, verb="quantized", name=ONNXRUNTIME_INT8, dtype="int8")
 
 
 def check(automodel, runtime: Runtime) -> dict[str, float]:
@@ -257,20 +271,44 @@ def mismatch(worst: dict[str, float]) -> str | None:
 # -- internals -------------------------------------------------------------------------------------
 
 
-def _checked(automodel, model_id: str, cache_dir: Path, threads: int) -> tuple[OnnxRuntime, str]:
-    """Graphs that pass the check: cached, else (or if the cached ones fail it) freshly exported."""
-    entry = cache_entry(cache_dir, model_id)
+def _checked(automodel, model_id: str, entry: Path, threads: int) -> tuple[OnnxRuntime, str, str]:
+    """Graphs that pass the check: cached, else (or if the cached ones fail it) freshly exported; and their key."""
     module = automodel.model
-    forward, how = load_graphs(module, entry, threads=threads)
+    key = cache_key(module)
+    forward, how = load_graphs(module, entry, threads=threads, key=key)
     problem = mismatch(worst := check(automodel, forward))
     if problem and how == "cached graphs":
         log.warning("the cached onnx graphs of %s fail their check (%s): rebuilding them", model_id, problem)
-        forward, how = load_graphs(module, entry, threads=threads, rebuild=True)
+        forward, how = load_graphs(module, entry, threads=threads, rebuild=True, key=key)
         problem = mismatch(worst := check(automodel, forward))
     if problem:
         raise RuntimeError(f"the exported graphs do not match funasr on the probe: {problem}")
     return forward, f"{how}, check passed (largest differences: scores {worst['scores']:.1e}, " \
-                    f"embedding {worst['embedding']:.1e}, frames {worst['frames']:.1e})"
+                    f"embedding {worst['embedding']:.1e}, frames {worst['frames']:.1e})", key
+
+
+def _int8_or_fp32(automodel, fp32: OnnxRuntime, how: str, *, model_id: str, entry: Path, key: str,
+                  threads: int) -> tuple[OnnxRuntime, str]:
+    """The int8 graphs if they pass their check (cached, else or if the cached ones fail, quantized afresh);
+    else ``fp32`` (checked already), with the reason logged and in the note. Never raises."""
+    from emotionq.inference import quantization
+
+    try:
+        int8, how8 = load_int8_graphs(entry, key, threads=threads)
+        problem = quantization.mismatch(worst := quantization.check(automodel, int8))
+        if problem and how8 == "cached graphs":
+            log.warning("the cached int8 graphs of %s fail their check (%s): quantizing again", model_id, problem)
+            int8, how8 = load_int8_graphs(entry, key, threads=threads, rebuild=True)
+            problem = quantization.mismatch(worst := quantization.check(automodel, int8))
+        if problem:
+            raise RuntimeError(f"the int8 graphs do not match funasr's fp32 output on the speech probe: {problem}")
+    except Exception as exc:  # noqa: BLE001 - any failure to quantize, load or match leaves fp32 running
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        log.warning("int8 graphs are not used for %s, the fp32 graphs run instead: %s", model_id, reason)
+        return fp32, f"int8 failed, fp32 graphs run: {reason}; fp32: {how}"
+    fp32.close()
+    return int8, (f"int8 {how8}, check passed on {worst['items']} speech probe items (top labels equal, scores "
+                  f"within {worst['scores']:.1e}, embedding cosine {worst['cosine']:.5f}); fp32: {how}")
 
 
 def _invalid(entry: Path, key: str) -> str | None:
@@ -292,15 +330,41 @@ def _invalid(entry: Path, key: str) -> str | None:
     return None
 
 
+def _cached(entry: Path, key: str, make, *, threads: int, rebuild: bool, verb: str, name: str = ONNXRUNTIME,
+            dtype: str = "float32") -> tuple[OnnxRuntime, str]:
+    """The graphs in ``entry`` if valid for ``key``, else made (again) by ``make(directory)``; and how they came."""
+    import fcntl
+
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.with_name(entry.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # worker processes of one host start together: one builds
+        reason = "rebuilt after failing its check" if rebuild else _invalid(entry, key)
+        if reason is None:
+            try:
+                return OnnxRuntime(_paths(entry), threads=threads, name=name, dtype=dtype), "cached graphs"
+            except Exception as exc:  # noqa: BLE001 - onnxruntime refuses the file: rebuild it
+                reason = f"onnxruntime could not load the cached graphs ({type(exc).__name__})"
+        log.info("writing the %s onnx graphs of the model to %s (%s)", verb, entry, reason)
+        began = time.perf_counter()
+        _write(entry, key, make)
+        return (OnnxRuntime(_paths(entry), threads=threads, name=name, dtype=dtype),
+                f"{verb} ({reason}) in {time.perf_counter() - began:.1f} s")
+
+
 def _build(module, entry: Path, key: str) -> None:
-    """Export into a temporary directory, then move the graphs in; the manifest goes last."""
+    """Export ``module``'s graphs into ``entry`` under ``key``."""
     from emotionq.inference.export import export
 
+    _write(entry, key, lambda directory: export(module, directory))
+
+
+def _write(entry: Path, key: str, make) -> None:
+    """``make(directory)`` into a temporary directory, then move the graphs in; the manifest goes last."""
     entry.mkdir(parents=True, exist_ok=True)
     (entry / MANIFEST).unlink(missing_ok=True)  # a build cut short leaves no valid entry
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=entry.parent))
     try:
-        paths = export(module, tmp)
+        paths = make(tmp)
         files = {path.name: _sha256(path) for path in paths.values()}
         for path in paths.values():
             os.replace(path, entry / path.name)

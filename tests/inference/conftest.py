@@ -25,6 +25,22 @@ def model(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def arch_dir(tmp_path_factory):
+    """``arch_dir(arch)``: the untrained checkpoint of ``arch`` (base, large), written once per session and shared
+    by the slow tests, whose graphs go to the session's graph cache (exported once, quantized from there)."""
+    from emotionq.inference import write_checkpoint
+
+    made = {}
+
+    def get(arch: str):
+        if arch not in made:
+            made[arch] = write_checkpoint(tmp_path_factory.mktemp(f"emotion2vec_{arch}"), arch=arch, seed=0)
+        return made[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def funasr_model(tiny_model_dir, model):
     """funasr's own AutoModel on the same checkpoint, to compare against."""
     from funasr import AutoModel

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import shutil
 import sys
 
 import numpy as np
@@ -148,26 +147,61 @@ def test_graphs_are_as_close_to_float64_as_torch_is(onnx_model, funasr_model, sp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["base", "large"])
-def test_every_architecture_matches_funasr(arch, tmp_path_factory, speech30):
+def test_every_architecture_matches_funasr(arch, arch_dir, runtime_cache_dir, speech30):
+    """fp32 graphs within float tolerance of funasr; then the int8 graphs (quantized from those, cached)
+    within ``quantization.LIMITS`` of the same references: one funasr load and one export per architecture."""
     from funasr import AutoModel
 
-    directory = write_checkpoint(tmp_path_factory.mktemp(f"emotion2vec_{arch}"), arch=arch, seed=0)
+    directory = arch_dir(arch)
     funasr = AutoModel(model=str(directory), device="cpu", disable_update=True, disable_pbar=True, ncpu=THREADS)
-    model = EmotionModel.load(str(directory), threads=THREADS, runtime="onnx",
-                              runtime_cache_dir=tmp_path_factory.mktemp("onnx"))
-    try:
-        assert model.runtime == "onnxruntime", model.runtime_note
-        items = [cut(speech30, 0.5), cut(speech30[16000:], 3.3), speech30, cut(speech30[8000:], 24.1)]
-        results = model.predict_batch(items, options=[FRAME] * len(items), max_batch_s=60)  # 30 + 24.1 s padded
-        for samples, result in zip(items, results):
-            worst = differences(result, funasr_reference(funasr, samples))
-            assert_close(worst)
-    finally:
-        model.close()
-        shutil.rmtree(directory, ignore_errors=True)
+    items = [cut(speech30, 0.5), cut(speech30[16000:], 3.3), speech30, cut(speech30[8000:], 24.1)]
+    references = [funasr_reference(funasr, samples) for samples in items]
+    del funasr
+    options = [FRAME] * len(items)
+    for name in ("onnx", "onnx-int8"):
+        model = EmotionModel.load(str(directory), threads=THREADS, runtime=name, runtime_cache_dir=runtime_cache_dir)
+        try:
+            assert model.runtime == {"onnx": "onnxruntime", "onnx-int8": "onnxruntime-int8"}[name], model.runtime_note
+            results = model.predict_batch(items, options=options, max_batch_windows=16, max_batch_s=60)  # padded
+            for result, reference in zip(results, references):
+                if name == "onnx":
+                    assert_close(differences(result, reference))
+                else:
+                    assert_int8_close(result, reference)
+        finally:
+            model.close()
+
+
+def assert_int8_close(result: dict, reference: dict) -> None:
+    """The int8 check's own limits: scores within 0.02, embedding cosine 0.99 (one window), and funasr's top
+    label (``same_top_label``)."""
+    from emotionq.inference.quantization import LIMITS, cosine
+
+    from .test_quantization import same_top_label
+
+    [window] = reference["windows"]
+    scores, theirs = np.asarray(list(result["scores"].values())), np.asarray(window["scores"])
+    assert same_top_label(scores, theirs)
+    assert np.abs(scores - theirs).max() <= LIMITS["scores"]
+    assert cosine(result["embedding"], reference["frames"].mean(axis=0)) >= LIMITS["cosine"]
 
 
 # -- threads and weights ---------------------------------------------------------------------------
+
+
+def test_onnxruntime_scores_one_window_a_pass_unless_asked(onnx_model, speech30, monkeypatch):
+    """Padding never paid on onnxruntime (``model.MAX_BATCH_S``): by default each window has its pass."""
+    passes = []
+    features = onnx_model.engine.features
+    monkeypatch.setattr(onnx_model.engine, "features", lambda sources: passes.append(len(sources)) or features(sources))
+    items = [cut(speech30[i * 3200:], s) for i, s in enumerate((2.0, 1.9, 1.8, 1.7))]  # one padded pass on torch
+
+    onnx_model.predict_batch(items)
+    assert passes == [1, 1, 1, 1]
+    passes.clear()
+    onnx_model.predict_batch(items, max_batch_s=16)  # the caller's cap still batches
+    assert passes == [4]
+
 
 
 def test_threads_go_to_onnxruntime_and_torch_keeps_one(tiny_model_dir, onnx_cache):

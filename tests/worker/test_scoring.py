@@ -42,3 +42,26 @@ def test_time_limit_follows_the_decoded_audio_not_the_header(tmp_path, model, sp
         scoring.score_runs(store=store, blobs=blobs, models={"emotion2vec": model}, settings=settings, hard_limit_s=60,
                            members=[scoring.Member(run_id, "task-1")], worker="w", started=time.monotonic() - 9)
     assert store.get(f"run:{run_id}")["decoded_duration_s"] == pytest.approx(3.0, abs=0.01)
+
+
+def test_a_batch_asks_whether_its_runs_are_wanted_at_most_every_quarter_second(tmp_path, speech_wav, monkeypatch):
+    """One window a pass on a CPU makes many passes: the store is read per run at most every WANTED_CHECK_S,
+    and a cancel is still seen once that has passed."""
+    store, blobs = open_store(f"sqlite:///{tmp_path / 's.sqlite3'}"), LocalBlobs(tmp_path / "blobs")
+    settings = harness.settings(batch_size=1)
+    run_id = _queued_run(store, blobs, settings, speech_wav, claims_s=3)
+    claim = jobs.claim(store, run_id=run_id, task_id="task-1", worker="w", max_deliveries=5, hard_limit_s=60)
+    assert claim.go
+    reads = []
+    real = jobs.stop_if_unwanted
+    monkeypatch.setattr(jobs, "stop_if_unwanted", lambda store, **kw: reads.append(kw) or real(store, **kw))
+    watch = scoring._Watch(store, [scoring.Member(run_id, "task-1")], settings=settings, started=time.monotonic(),
+                           audio_s=3)
+
+    assert watch() == set() and len(reads) == 1
+    [job_id] = claim.run.jobs
+    jobs.cancel(store, job_id=job_id, client="c")
+    assert watch() == set() and len(reads) == 1  # within the quarter second: not asked again
+    time.sleep(scoring.WANTED_CHECK_S)
+    assert watch() == {0} and len(reads) == 2
+    assert store.get(f"run:{run_id}")["state"] == "canceled"
