@@ -14,6 +14,8 @@ import httpx
 import pytest
 import redis
 
+from emotionq.jobs import Run
+
 from audio_factory import make_corpus
 from harness import running
 
@@ -135,8 +137,9 @@ def test_every_bad_upload_ends_with_a_stable_code_and_nothing_is_lost(service, c
     # task, so the store's records count, not the task total).
     store = redis.Redis.from_url(redis_url)
     for name, job in finished.items():
-        run = json.loads(store.get("emotionq:run:" + job["dedup"]["run_id"]))
-        assert (run["deliveries"], run["retries"]) == (1, 0), (name, run)
+        run_id = job["dedup"]["run_id"]
+        run = Run.from_doc(json.loads(store.get("emotionq:run:" + run_id)), id=run_id, key="")
+        assert (run.deliveries, run.retries) == (1, 0), (name, run)
     assert 0 < _tasks_run(after) - _tasks_run(before) <= len(accepted)
     worker_log = service.log("worker")
     for sign in ("unexpected error", "WorkerLostError", "Retry in"):
