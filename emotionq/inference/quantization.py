@@ -2,8 +2,9 @@
 
 ``quantize`` writes int8 copies of ``local.onnx`` and ``context.onnx`` (``emotionq.inference.export``)
 following ``RECIPE``: onnxruntime's dynamic quantization, int8 weights per output channel on MatMul and
-Gemm (the projections, attention and MLP: nearly all of the model's arithmetic), activations quantized
-per tensor as each pass runs. ``emotionq.inference.runtime`` caches them beside the fp32 graphs (the
+Gemm (the projections, attention and MLP: nearly all of the model's arithmetic), 7-bit weights on x86
+CPUs without VNNI (where full-range ones saturate onnxruntime's int16 sums), activations quantized per
+tensor as each pass runs. ``emotionq.inference.runtime`` caches them beside the fp32 graphs (the
 recipe is in the cache key) and runs them with ``EMOTIONQ_RUNTIME=onnx-int8``.
 
 Quantization changes the numbers, so the graphs are held to funasr's fp32 output by ``LIMITS`` rather
@@ -20,12 +21,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import platform
 from pathlib import Path
 
 import numpy as np
 
+def _x86_without_vnni() -> bool:
+    """An x86 CPU without VNNI (no ``avx512_vnni``/``avx_vnni`` in /proc/cpuinfo; any x86 where that cannot be
+    read). There onnxruntime's u8s8 kernels sum pairs of products in int16 (``vpmaddubsw``), which saturates
+    with full-range int8 weights: weights are then quantized to 7 bits (``reduce_range``)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return not {"avx512_vnni", "avx_vnni"} & set(flags)
+
+
 RECIPE = {"method": "dynamic", "weight_type": "int8", "per_channel": True, "op_types": ["MatMul", "Gemm"],
-          "version": 1}
+          "reduce_range": _x86_without_vnni(), "version": 1}
 LIMITS = {"scores": 0.02, "cosine": 0.99}
 PROBE = Path(__file__).with_name("probe.flac")
 PROBE_CUTS_S = ((0.0, 0.7), (1.0, 1.6), (2.0, 3.1), (3.0, 5.0), (0.0, None))  # (start, length): None = to the end
@@ -48,7 +64,8 @@ def quantize(sources: dict[str, Path], directory: Path) -> dict[str, Path]:
         for name, source in sources.items():
             paths[name] = Path(directory) / source.name
             quantize_dynamic(str(source), str(paths[name]), per_channel=RECIPE["per_channel"],
-                             weight_type=QuantType.QInt8, op_types_to_quantize=list(RECIPE["op_types"]))
+                             reduce_range=RECIPE["reduce_range"], weight_type=QuantType.QInt8,
+                             op_types_to_quantize=list(RECIPE["op_types"]))
     finally:
         quiet.setLevel(level)
     return paths
