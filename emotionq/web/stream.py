@@ -32,9 +32,10 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.concurrency import run_in_threadpool
 
-from emotionq.jobs import SUCCEEDED, Job, Run
+from emotionq.jobs import SUCCEEDED, TERMINAL, Job, Run
 from emotionq.jobs.records import get_job, run_from_doc, run_key
 from emotionq.web import rawjson
+from emotionq.webhooks import delivery
 
 log = logging.getLogger(__name__)
 QUEUED_ID, RUNNING_ID, TERMINAL_ID = 1, 2, 3
@@ -55,10 +56,11 @@ class Look:
     status: str
     started: bool
     place: int | None  # its queue position while queued
-    whole: bytes  # the job object: the terminal event's body
+    whole: tuple[bytes | memoryview, ...]  # the job object, in parts: the terminal event's body
     before_end: bytes  # the job object without its output: the body of a replayed ``queued`` or ``running``
     position: bytes  # the body of a ``position`` event
     version: tuple  # what the bodies were built from: equal versions, equal bodies
+    settled: tuple | None = None  # a finished job's own document and webhook deliveries, when it was read
 
     def happened(self) -> int:
         """The id of this job's latest event so far."""
@@ -69,7 +71,13 @@ def take_look(svc, job_id: str, client: str, held: Look | None) -> Look:
     """Look at the job for its events (blocking: call in a thread); ``held``, the last look, is returned
     again when nothing changed, so that streams keep sharing one copy of the bodies (and a heavy body
     is not built again to find that out: its output is compared by digest, which hashlib computes
-    without holding the interpreter lock)."""
+    without holding the interpreter lock). A finished run never changes: while a finished job's own
+    document and its webhook deliveries are as they were, the held look is returned without reading
+    the run again (tens of megabytes, whose parse would hold the interpreter lock)."""
+    if held is not None and held.settled is not None:
+        job = get_job(svc.store, job_id)
+        if job is not None and job.client == client and (job, delivery.for_job(svc.store, job)) == held.settled:
+            return held
     job, run, output = _load(svc, job_id, client)
     view = svc.view(job, run)
     succeeded = output is not None and view["status"] == SUCCEEDED
@@ -80,8 +88,9 @@ def take_look(svc, job_id: str, client: str, held: Look | None) -> Look:
     version = (before_end, position, hashlib.blake2b(output).digest() if succeeded else b"")
     if held is not None and held.version == version:
         return held
-    whole = _spliced(view, output) if succeeded else before_end
-    return Look(view["status"], bool(view["started_at"]), place, whole, before_end, position, version)
+    whole = _spliced(view, output) if succeeded else (before_end,)
+    settled = (job, view["webhook"]["deliveries"] if view["webhook"] else []) if view["status"] in TERMINAL else None
+    return Look(view["status"], bool(view["started_at"]), place, whole, before_end, position, version, settled)
 
 
 def _load(svc, job_id: str, client: str) -> tuple[Job, Run, memoryview | None]:
@@ -94,9 +103,10 @@ def _load(svc, job_id: str, client: str) -> tuple[Job, Run, memoryview | None]:
     return job, run_from_doc(json.loads(rest), job.run_id), output
 
 
-def _spliced(view: dict, output: memoryview) -> bytes:
-    """The body of ``view`` with ``output`` (JSON text) as its output, without decoding it."""
-    return b"".join((b"data: ", rawjson.splice(view, "output", output), b"\r\n\r\n"))
+def _spliced(view: dict, output: memoryview) -> tuple[bytes | memoryview, ...]:
+    """The body of ``view`` with ``output`` (JSON text) as its output, in parts: neither decoded nor copied."""
+    before, after = rawjson.around(view, "output")
+    return b"data: " + before, output, after + b"\r\n\r\n"
 
 
 def _body(data: bytes) -> bytes:
@@ -158,7 +168,7 @@ async def job_events(look: Callable[[], Awaitable[Look]], first: Look, *, after:
     current, place, quiet_since = first, None, time.monotonic()
     while True:
         for event_id, event in _due(current, sent):
-            for piece in _pieces(event, event_id, current.whole if event_id == TERMINAL_ID else current.before_end):
+            for piece in _pieces(event, event_id, current.whole if event_id == TERMINAL_ID else (current.before_end,)):
                 yield piece
                 await asyncio.sleep(0)  # a turn for every other request between two pieces
             sent, quiet_since = event_id, time.monotonic()
@@ -189,16 +199,17 @@ def _due(look: Look, sent: int) -> list[tuple[int, str]]:
     return due
 
 
-def _pieces(event: str, event_id: int, body: bytes) -> Iterator[bytes]:
-    """One event in pieces of at most ``CHUNK_BYTES`` (the body shared, not copied, until sent)."""
+def _pieces(event: str, event_id: int, body: tuple[bytes | memoryview, ...]) -> Iterator[bytes | memoryview]:
+    """One event, its body given in parts, in pieces of at most ``CHUNK_BYTES`` (shared, not copied, until sent)."""
     head = f"event: {event}\r\nid: {event_id}\r\n".encode()
-    if len(body) <= CHUNK_BYTES:
-        yield head + body
+    if sum(len(part) for part in body) <= CHUNK_BYTES:
+        yield b"".join((head, *body))
         return
     yield head
-    shared = memoryview(body)
-    for at in range(0, len(body), CHUNK_BYTES):
-        yield shared[at:at + CHUNK_BYTES]
+    for part in body:
+        shared = memoryview(part)
+        for at in range(0, len(shared), CHUNK_BYTES):
+            yield shared[at:at + CHUNK_BYTES]
 
 
 class JobEventsResponse(EventSourceResponse):
