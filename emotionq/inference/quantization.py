@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def _x86_without_vnni() -> bool:
     """An x86 CPU without VNNI (no ``avx512_vnni``/``avx_vnni`` in /proc/cpuinfo; any x86 where that cannot be
     read). There onnxruntime's u8s8 kernels sum pairs of products in int16 (``vpmaddubsw``), which saturates

@@ -14,9 +14,8 @@ import httpx
 import pytest
 import redis
 
-from emotionq.jobs import Run
-
 from audio_factory import make_corpus
+from emotionq.jobs import Run
 from harness import running
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
