@@ -54,25 +54,11 @@ def print_table(rows: list[Row]) -> None:
     Console(width=shutil.get_terminal_size((180, 40)).columns).print(table)
 
 
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
-
-
 def cpu() -> dict:
     """This machine's CPU model, core count and the flags that decide int8 and bf16 speed (from /proc/cpuinfo)."""
-    import os
-    from pathlib import Path
+    from emotionq.inference.cpuinfo import SPEED_FLAGS
+    from emotionq.inference.cpuinfo import cpu as here
 
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    present = [f for f in CPU_FLAGS if f in flags]
-    vnni = "with VNNI" if {"avx512_vnni", "avx_vnni"} & flags else "AVX2-only" if "avx2" in flags else "no AVX2"
-    return {"model": model, "cores": os.cpu_count(), "flags": present, "int8_class": vnni,
-            "text": f"{model}, {os.cpu_count()} cores, {' '.join(present) or 'none of ' + ' '.join(CPU_FLAGS)} ({vnni})"}
+    c = here()
+    return {"model": c.model, "cores": c.cores, "flags": [f for f in SPEED_FLAGS if f in c.flags],
+            "int8_class": c.int8_class, "text": c.text()}

@@ -21,24 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 from pathlib import Path
 
 import numpy as np
 
+from emotionq.inference import cpuinfo
+
 
 def _x86_without_vnni() -> bool:
-    """An x86 CPU without VNNI (no ``avx512_vnni``/``avx_vnni`` in /proc/cpuinfo; any x86 where that cannot be
-    read). There onnxruntime's u8s8 kernels sum pairs of products in int16 (``vpmaddubsw``), which saturates
-    with full-range int8 weights: weights are then quantized to 7 bits (``reduce_range``)."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return False
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return not {"avx512_vnni", "avx_vnni"} & set(flags)
+    """An x86 CPU without VNNI (or an x86 whose flags cannot be read). There onnxruntime's u8s8 kernels sum
+    pairs of products in int16 (``vpmaddubsw``), which saturates with full-range int8 weights: weights are
+    then quantized to 7 bits (``reduce_range``)."""
+    here = cpuinfo.cpu()
+    return here.x86 and not (here.readable and here.vnni)
 
 
 RECIPE = {"method": "dynamic", "weight_type": "int8", "per_channel": True, "op_types": ["MatMul", "Gemm"],

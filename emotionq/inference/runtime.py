@@ -7,11 +7,10 @@
 ``emotionq.inference.quantization``), or ``auto``: the faster of torch and fp32 onnx on a probe batch,
 among those that pass the check. CUDA always runs torch (autocast).
 
-- Cache: ``<cache_dir>/<model>-<id hash>/`` holds ``local.onnx``, ``context.onnx`` and
-  ``manifest.json``: the key and each file's sha256. The key hashes the weights as funasr loaded
-  them (names, shapes, bytes), the model's config, the versions of torch, funasr, onnxruntime and
-  onnx, and ``EXPORTER_VERSION``/``OPSET``. A manifest with another key (stale), a file whose hash
-  differs or that onnxruntime cannot load (corrupt) is rebuilt under a file lock, never used.
+- Cache (``emotionq.inference.graphcache``): ``<cache_dir>/<model>-<id hash>/`` holds the graphs and a
+  manifest of the key (the weights as funasr loaded them, the config, the software's versions) and each
+  file's sha256. A stale or corrupt entry, or one onnxruntime cannot load, is rebuilt under a file lock,
+  never used.
 - Check: a probe batch (two windows of different lengths, so padding is exercised) through the
   graphs against funasr's own ``generate`` on each window alone: scores and embeddings within
   ``TOLERANCE``, frames within ``TOLERANCE`` x their largest magnitude (float32 torch itself is
@@ -31,21 +30,14 @@ among those that pass the check. CUDA always runs torch (autocast).
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import json
 import logging
-import os
-import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from emotionq.errors import ConfigurationError
-from emotionq.inference import heap
+from emotionq.inference import graphcache, heap
 from emotionq.inference.contract import Runtime
 from emotionq.inference.encoder import TorchRuntime, score_windows
 
@@ -55,7 +47,6 @@ ONNXRUNTIME = "onnxruntime"
 ONNXRUNTIME_INT8 = "onnxruntime-int8"  # ModelInfo.runtime of the int8 graphs (dtype "int8")
 TOLERANCE = 1e-5
 PROBE_S = (3.1, 1.3)  # seconds of the probe windows: not the export's trace lengths
-MANIFEST = "manifest.json"
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +126,7 @@ def choose(automodel, torch_runtime: TorchRuntime, *, model_id: str, setting: st
     if setting == TORCH:
         return torch_runtime, "asked for"
     started = time.perf_counter()
-    entry = cache_entry(Path(cache_dir or default_cache_dir()), model_id)
+    entry = graphcache.cache_entry(Path(cache_dir or graphcache.default_cache_dir()), model_id)
     try:
         onnx, how, key = _checked(automodel, model_id, entry, threads)
     except Exception as exc:  # noqa: BLE001 - any failure to build, load or match leaves torch running
@@ -186,47 +177,14 @@ def release_weights(module) -> int:
     return freed
 
 
-def default_cache_dir() -> Path:
-    """Where the graphs go when no ``cache_dir`` is given (the worker gives its setting, ``runtime_cache_dir``):
-    $XDG_CACHE_HOME/emotionq/onnx (~/.cache/...)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emotionq" / "onnx"
-
-
-def cache_entry(cache_dir: str | Path, model_id: str) -> Path:
-    """The directory of ``model_id``'s graphs under ``cache_dir`` (one per model; its key is in the manifest)."""
-    path = Path(model_id).expanduser()
-    ident = str(path.resolve()) if path.is_dir() else model_id
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(ident).name or ident).strip("-.")[:60] or "model"
-    return Path(cache_dir) / f"{slug}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
-
-
-def cache_key(module) -> str:
-    """What the graphs depend on: the loaded weights and config, and the exporting and running software."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from emotionq.inference.export import EXPORTER_VERSION, OPSET
-
-    digest = hashlib.sha256()
-    versions = {name: _version(name) for name in ("torch", "funasr", "onnx", "onnxruntime")}
-    digest.update(json.dumps({"exporter": EXPORTER_VERSION, "opset": OPSET, "versions": versions,
-                              "config": OmegaConf.to_container(module.cfg, resolve=True)},
-                             sort_keys=True, default=str).encode())
-    for name, tensor in module.state_dict().items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(np.ascontiguousarray(tensor.detach().to("cpu", torch.float32 if tensor.dtype == torch.bfloat16
-                                                                 else tensor.dtype).numpy()).data)
-    return digest.hexdigest()
-
-
 def load_graphs(module, entry: Path, *, threads: int, rebuild: bool = False,
                 key: str | None = None) -> tuple[OnnxRuntime, str]:
     """The graphs of ``module`` in ``entry``, built (again) unless a valid cached copy is there; and how they came."""
     from emotionq.inference.export import export
 
-    key = key or cache_key(module)
-    return _cached(entry, key, lambda directory: export(module, directory), threads=threads, rebuild=rebuild,
-                   verb="exported")
+    key = key or graphcache.cache_key(module)
+    return graphcache.cached(entry, key, lambda directory: export(module, directory),
+                             lambda paths: OnnxRuntime(paths, threads=threads), rebuild=rebuild, verb="exported")
 
 
 def int8_entry(entry: Path) -> Path:
@@ -240,8 +198,10 @@ def load_int8_graphs(entry: Path, key: str, *, threads: int, rebuild: bool = Fal
     from emotionq.inference.quantization import cache_key as int8_key
     from emotionq.inference.quantization import quantize
 
-    return _cached(int8_entry(entry), int8_key(key), lambda directory: quantize(_paths(entry), directory),
-                   threads=threads, rebuild=rebuild, verb="quantized", name=ONNXRUNTIME_INT8, dtype="int8")
+    return graphcache.cached(int8_entry(entry), int8_key(key),
+                             lambda directory: quantize(graphcache.paths(entry), directory),
+                             lambda paths: OnnxRuntime(paths, threads=threads, name=ONNXRUNTIME_INT8, dtype="int8"),
+                             rebuild=rebuild, verb="quantized")
 
 
 def check(automodel, runtime: Runtime) -> dict[str, float]:
@@ -274,7 +234,7 @@ def mismatch(worst: dict[str, float]) -> str | None:
 def _checked(automodel, model_id: str, entry: Path, threads: int) -> tuple[OnnxRuntime, str, str]:
     """Graphs that pass the check: cached, else (or if the cached ones fail it) freshly exported; and their key."""
     module = automodel.model
-    key = cache_key(module)
+    key = graphcache.cache_key(module)
     forward, how = load_graphs(module, entry, threads=threads, key=key)
     problem = mismatch(worst := check(automodel, forward))
     if problem and how == "cached graphs":
@@ -311,77 +271,6 @@ def _int8_or_fp32(automodel, fp32: OnnxRuntime, how: str, *, model_id: str, entr
                   f"within {worst['scores']:.1e}, embedding cosine {worst['cosine']:.5f}); fp32: {how}")
 
 
-def _invalid(entry: Path, key: str) -> str | None:
-    """Why the cached graphs in ``entry`` must not be used, or None."""
-    try:
-        manifest = json.loads((entry / MANIFEST).read_text())
-    except FileNotFoundError:
-        return "none cached"
-    except (OSError, ValueError):
-        return "unreadable manifest"
-    if manifest.get("key") != key:
-        return "stale: built for other weights or software"
-    for name, digest in (manifest.get("files") or {}).items():
-        path = entry / name
-        if not path.is_file() or _sha256(path) != digest:
-            return f"corrupt: {name} does not match its manifest"
-    if set(manifest.get("files") or {}) != {p.name for p in _paths(entry).values()}:
-        return "incomplete manifest"
-    return None
-
-
-def _cached(entry: Path, key: str, make, *, threads: int, rebuild: bool, verb: str, name: str = ONNXRUNTIME,
-            dtype: str = "float32") -> tuple[OnnxRuntime, str]:
-    """The graphs in ``entry`` if valid for ``key``, else made (again) by ``make(directory)``; and how they came."""
-    import fcntl
-
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with open(entry.with_name(entry.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # worker processes of one host start together: one builds
-        reason = "rebuilt after failing its check" if rebuild else _invalid(entry, key)
-        if reason is None:
-            try:
-                return OnnxRuntime(_paths(entry), threads=threads, name=name, dtype=dtype), "cached graphs"
-            except Exception as exc:  # noqa: BLE001 - onnxruntime refuses the file: rebuild it
-                reason = f"onnxruntime could not load the cached graphs ({type(exc).__name__})"
-        log.info("writing the %s onnx graphs of the model to %s (%s)", verb, entry, reason)
-        began = time.perf_counter()
-        _write(entry, key, make)
-        return (OnnxRuntime(_paths(entry), threads=threads, name=name, dtype=dtype),
-                f"{verb} ({reason}) in {time.perf_counter() - began:.1f} s")
-
-
-def _build(module, entry: Path, key: str) -> None:
-    """Export ``module``'s graphs into ``entry`` under ``key``."""
-    from emotionq.inference.export import export
-
-    _write(entry, key, lambda directory: export(module, directory))
-
-
-def _write(entry: Path, key: str, make) -> None:
-    """``make(directory)`` into a temporary directory, then move the graphs in; the manifest goes last."""
-    entry.mkdir(parents=True, exist_ok=True)
-    (entry / MANIFEST).unlink(missing_ok=True)  # a build cut short leaves no valid entry
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=entry.parent))
-    try:
-        paths = make(tmp)
-        files = {path.name: _sha256(path) for path in paths.values()}
-        for path in paths.values():
-            os.replace(path, entry / path.name)
-        manifest = {"key": key, "files": files, "created_at": time.time(),
-                    "versions": {name: _version(name) for name in ("torch", "funasr", "onnx", "onnxruntime")}}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(tmp / MANIFEST, entry / MANIFEST)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _paths(entry: Path) -> dict[str, Path]:
-    from emotionq.inference.export import GRAPHS
-
-    return {name: entry / f"{name}.onnx" for name in GRAPHS}
-
-
 def _probe() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     return [(rng.standard_normal(int(s * 16000)) * 0.1).astype(np.float32) for s in PROBE_S]
@@ -402,16 +291,3 @@ def _diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None

@@ -74,11 +74,12 @@ def take_look(svc, job_id: str, client: str, held: Look | None) -> Look:
     without holding the interpreter lock). A finished run never changes: while a finished job's own
     document and its webhook deliveries are as they were, the held look is returned without reading
     the run again (tens of megabytes, whose parse would hold the interpreter lock)."""
+    job = None
     if held is not None and held.settled is not None:
         job = get_job(svc.store, job_id)
         if job is not None and job.client == client and (job, delivery.for_job(svc.store, job)) == held.settled:
             return held
-    job, run, output = _load(svc, job_id, client)
+    job, run, output = _load(svc, job_id, client, job)
     view = svc.view(job, run)
     succeeded = output is not None and view["status"] == SUCCEEDED
     before_end = _body(json.dumps(view, separators=(",", ":")).encode())
@@ -93,9 +94,10 @@ def take_look(svc, job_id: str, client: str, held: Look | None) -> Look:
     return Look(view["status"], bool(view["started_at"]), place, whole, before_end, position, version, settled)
 
 
-def _load(svc, job_id: str, client: str) -> tuple[Job, Run, memoryview | None]:
-    """The job, its run without the output, and the output's JSON text (None until it has one)."""
-    job = get_job(svc.store, job_id)
+def _load(svc, job_id: str, client: str, job: Job | None = None) -> tuple[Job, Run, memoryview | None]:
+    """The job (``job``: as just read, else read now), its run without the output, and the output's JSON
+    text (None until it has one)."""
+    job = job if job is not None else get_job(svc.store, job_id)
     raw = svc.store.get_raw(run_key(job.run_id)) if job is not None and job.client == client else None
     if raw is None:
         return (*svc.load(job_id, client), None)  # raises its NotFound (or the run is there after all)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emotionq.errors import AudioError, ConfigurationError
-from emotionq.inference import EmotionModel, ModelInfo, family, runtime
+from emotionq.inference import EmotionModel, ModelInfo, family, graphcache
 from emotionq.inference.contract import Model
 from emotionq.inference.encoder import TorchRuntime
 
@@ -51,4 +51,4 @@ def test_the_runtime_is_handed_to_the_model(model, speech):
 
 def test_without_a_cache_dir_the_graphs_go_to_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert runtime.default_cache_dir() == tmp_path / "xdg" / "emotionq" / "onnx"
+    assert graphcache.default_cache_dir() == tmp_path / "xdg" / "emotionq" / "onnx"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotionq.inference import EmotionModel, quantization, runtime, write_checkpoint
+from emotionq.inference import EmotionModel, graphcache, quantization, runtime, write_checkpoint
 
 THREADS = 2
 LENGTHS_S = (0.6, 2.2, 4.0, 7.5, 12.0)
@@ -48,10 +48,10 @@ def other_fp32(tiny_model_dir, tmp_path_factory):
                               runtime="torch")
     entry = directory / "graphs"
     try:
-        runtime._build(other.automodel.model, entry, "other")
+        graphcache.build(other.automodel.model, entry, "other")
     finally:
         other.close()
-    return runtime._paths(entry)
+    return graphcache.paths(entry)
 
 
 def items_of(speech: np.ndarray) -> list[np.ndarray]:
@@ -93,7 +93,7 @@ def test_int8_runs_and_results_say_so(int8_model, long_speech):
 def test_the_int8_graphs_are_quantized(tiny_model_dir, int8_cache, int8_model):
     import onnx
 
-    entry = runtime.int8_entry(runtime.cache_entry(int8_cache, str(tiny_model_dir)))
+    entry = runtime.int8_entry(graphcache.cache_entry(int8_cache, str(tiny_model_dir)))
     ops = {node.op_type for node in onnx.load(str(entry / "context.onnx")).graph.node}
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops and "MatMul" in ops  # attention's own matmuls stay
 
@@ -123,7 +123,7 @@ def test_quantized_graphs_are_cached_under_the_recipe(tiny_model_dir, int8_cache
 
 
 def test_a_corrupt_cached_int8_graph_is_never_served(tiny_model_dir, int8_cache, int8_model, caplog):
-    entry = runtime.int8_entry(runtime.cache_entry(int8_cache, str(tiny_model_dir)))
+    entry = runtime.int8_entry(graphcache.cache_entry(int8_cache, str(tiny_model_dir)))
     (entry / "context.onnx").write_bytes(b"garbage" * 100)
 
     loaded = EmotionModel.load(str(tiny_model_dir), threads=1, runtime="onnx-int8", runtime_cache_dir=int8_cache)
@@ -137,7 +137,7 @@ def test_a_corrupt_cached_int8_graph_is_never_served(tiny_model_dir, int8_cache,
     # garbage whose hash was written into the manifest: onnxruntime refuses it, and it is quantized again
     (entry / "local.onnx").write_bytes(b"garbage")
     manifest = json.loads((entry / "manifest.json").read_text())
-    manifest["files"]["local.onnx"] = runtime._sha256(entry / "local.onnx")
+    manifest["files"]["local.onnx"] = graphcache.sha256(entry / "local.onnx")
     (entry / "manifest.json").write_text(json.dumps(manifest))
     loaded = EmotionModel.load(str(tiny_model_dir), threads=1, runtime="onnx-int8", runtime_cache_dir=int8_cache)
     try:
@@ -165,9 +165,9 @@ def test_int8_graphs_that_fail_the_check_fall_back_to_fp32(tiny_model_dir, tmp_p
 
 
 def test_a_cached_int8_graph_that_fails_the_check_is_quantized_again(tiny_model_dir, tmp_path, other_fp32, model):
-    entry = runtime.cache_entry(tmp_path, str(tiny_model_dir))
-    key = runtime.cache_key(model.automodel.model)
-    runtime._write(runtime.int8_entry(entry), quantization.cache_key(key),
+    entry = graphcache.cache_entry(tmp_path, str(tiny_model_dir))
+    key = graphcache.cache_key(model.automodel.model)
+    graphcache.write(runtime.int8_entry(entry), quantization.cache_key(key),
                    lambda directory: quantization.quantize(other_fp32, directory))  # other weights, this key
 
     loaded = EmotionModel.load(str(tiny_model_dir), threads=1, runtime="onnx-int8", runtime_cache_dir=tmp_path)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from emotionq.errors import ConfigurationError
-from emotionq.inference import EmotionModel, group_windows, runtime, write_checkpoint
+from emotionq.inference import EmotionModel, graphcache, group_windows, runtime, write_checkpoint
 from emotionq.inference import export as export_module
 from emotionq.inference.windows import window_bounds
 
@@ -231,7 +231,7 @@ def test_torch_copies_of_the_graphs_weights_are_released(onnx_model, speech30):
 @pytest.fixture
 def entry(tmp_path, model):
     """An empty cache entry for the tiny checkpoint (built from the torch model's module, which keeps its weights)."""
-    return runtime.cache_entry(tmp_path / "cache", model.model_id)
+    return graphcache.cache_entry(tmp_path / "cache", model.model_id)
 
 
 def test_graphs_are_exported_once_then_loaded_from_the_cache(model, entry):
@@ -240,7 +240,7 @@ def test_graphs_are_exported_once_then_loaded_from_the_cache(model, entry):
 
     assert first.startswith("exported (none cached)") and second == "cached graphs"
     manifest = json.loads((entry / "manifest.json").read_text())
-    assert manifest["key"] == runtime.cache_key(model.automodel.model)
+    assert manifest["key"] == graphcache.cache_key(model.automodel.model)
     assert set(manifest["files"]) == {"local.onnx", "context.onnx"}
 
 
@@ -262,7 +262,7 @@ def test_garbage_that_matches_its_manifest_is_rebuilt_not_used(model, entry):
     runtime.load_graphs(model.automodel.model, entry, threads=1)
     (entry / "context.onnx").write_bytes(b"garbage")
     manifest = json.loads((entry / "manifest.json").read_text())
-    manifest["files"]["context.onnx"] = runtime._sha256(entry / "context.onnx")
+    manifest["files"]["context.onnx"] = graphcache.sha256(entry / "context.onnx")
     (entry / "manifest.json").write_text(json.dumps(manifest))
 
     forward, how = runtime.load_graphs(model.automodel.model, entry, threads=1)
@@ -296,11 +296,11 @@ def test_the_key_follows_the_weights_and_the_software(model, tmp_path, monkeypat
     other = EmotionModel.load(str(write_checkpoint(tmp_path / "seed1", arch="tiny", seed=1)), threads=1,
                               runtime="torch")
     try:
-        key = runtime.cache_key(model.automodel.model)
-        assert runtime.cache_key(other.automodel.model) != key
-        assert runtime.cache_key(model.automodel.model) == key
+        key = graphcache.cache_key(model.automodel.model)
+        assert graphcache.cache_key(other.automodel.model) != key
+        assert graphcache.cache_key(model.automodel.model) == key
         monkeypatch.setattr(runtime, "_version", lambda name: "0.0" if name == "onnxruntime" else None)
-        assert runtime.cache_key(model.automodel.model) != key
+        assert graphcache.cache_key(model.automodel.model) != key
     finally:
         other.close()
 
@@ -308,11 +308,11 @@ def test_the_key_follows_the_weights_and_the_software(model, tmp_path, monkeypat
 def test_a_cached_graph_that_fails_its_check_is_rebuilt(tiny_model_dir, tmp_path, model):
     """Graphs of other weights under this checkpoint's key and hashes: the check catches them at load."""
     cache = tmp_path / "cache"
-    entry = runtime.cache_entry(cache, str(tiny_model_dir))
+    entry = graphcache.cache_entry(cache, str(tiny_model_dir))
     other = EmotionModel.load(str(write_checkpoint(tmp_path / "seed1", arch="tiny", seed=1)), threads=1,
                               runtime="torch")
     try:
-        runtime._build(other.automodel.model, entry, runtime.cache_key(model.automodel.model))
+        graphcache.build(other.automodel.model, entry, graphcache.cache_key(model.automodel.model))
     finally:
         other.close()
     wrong = (entry / "context.onnx").read_bytes()
