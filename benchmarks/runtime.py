@@ -49,7 +49,7 @@ PADDED_PASS_S = 16  # the "before" drain: CPU passes as they were for every runt
 
 
 def run(ctx: Context) -> list[Row]:
-    n = 12 if ctx.quick else 24
+    n = 24 if ctx.quick else 48  # a drain of a few seconds (12 short clips: 2) is within the minute-to-minute drift
     model = checkpoint("large")
     work = ctx.workdir(NAME)
     clips = {mix: distinct_clips(work / f"clips-{_slug(mix)}", mixed_lengths(n, lengths))

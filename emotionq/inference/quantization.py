@@ -2,9 +2,10 @@
 
 ``quantize`` writes int8 copies of ``local.onnx`` and ``context.onnx`` (``emotionq.inference.export``)
 following ``RECIPE``: onnxruntime's dynamic quantization, int8 weights per output channel on MatMul and
-Gemm (the projections, attention and MLP: nearly all of the model's arithmetic), 7-bit weights on x86
-CPUs without VNNI (where full-range ones saturate onnxruntime's int16 sums), activations quantized per
-tensor as each pass runs. ``emotionq.inference.runtime`` caches them beside the fp32 graphs (the
+Gemm (the projections, attention and MLP), activations quantized per tensor as each pass runs; and, where
+the model layer-norms its windows, static int8 convolutions in the conv feature encoder (all but the
+first, on the waveform), their activation ranges calibrated on cuts of the probe speech. 7-bit weights
+on x86 CPUs without VNNI (where full-range ones saturate onnxruntime's int16 sums). ``emotionq.inference.runtime`` caches them beside the fp32 graphs (the
 recipe is in the cache key) and runs them with ``EMOTIONQ_RUNTIME=onnx-int8``.
 
 Quantization changes the numbers, so the graphs are held to funasr's fp32 output by ``LIMITS`` rather
@@ -37,7 +38,13 @@ def _x86_without_vnni() -> bool:
 
 
 RECIPE = {"method": "dynamic", "weight_type": "int8", "per_channel": True, "op_types": ["MatMul", "Gemm"],
-          "reduce_range": _x86_without_vnni(), "version": 1}
+          "reduce_range": _x86_without_vnni(),
+          # The conv feature encoder (local.onnx), where the model layer-norms its input (so its activations do not
+          # scale with the recording's level): static int8 convs, QDQ, per channel, activation ranges from the
+          # calibration cuts (min-max); the first conv, on the waveform itself, stays float.
+          "convs": {"method": "static", "format": "QDQ", "calibration": "minmax", "skip_first": True},
+          "version": 2}
+CALIBRATION_CUTS_S = ((0.5, 1.0), (1.5, 2.4), (2.5, 1.2), (0.2, 4.0))  # (start, length) in probe.flac: not the check's cuts
 LIMITS = {"scores": 0.02, "cosine": 0.99}
 PROBE = Path(__file__).with_name("probe.flac")
 PROBE_CUTS_S = ((0.0, 0.7), (1.0, 1.6), (2.0, 3.1), (3.0, 5.0), (0.0, None))  # (start, length): None = to the end
@@ -48,8 +55,9 @@ def cache_key(fp32_key: str) -> str:
     return hashlib.sha256(json.dumps({"fp32": fp32_key, "recipe": RECIPE}, sort_keys=True).encode()).hexdigest()
 
 
-def quantize(sources: dict[str, Path], directory: Path) -> dict[str, Path]:
-    """Int8 copies of the fp32 graphs ``sources`` (name -> path) in ``directory``, following ``RECIPE``."""
+def quantize(sources: dict[str, Path], directory: Path, *, normalized: bool) -> dict[str, Path]:
+    """Int8 copies of the fp32 graphs ``sources`` (name -> path) in ``directory``, following ``RECIPE``;
+    ``normalized``: the model layer-norms each window (its ``cfg.normalize``), so its convs are quantized too."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quiet = logging.getLogger()  # onnxruntime's quantizer logs on the root logger: a line per tensor, and advice
@@ -59,21 +67,60 @@ def quantize(sources: dict[str, Path], directory: Path) -> dict[str, Path]:
         paths = {}
         for name, source in sources.items():
             paths[name] = Path(directory) / source.name
+            if name == "local" and normalized:
+                static = Path(directory) / f"{source.stem}.convs.onnx"
+                _quantize_convs(source, static)
+                source = static
             quantize_dynamic(str(source), str(paths[name]), per_channel=RECIPE["per_channel"],
                              reduce_range=RECIPE["reduce_range"], weight_type=QuantType.QInt8,
                              op_types_to_quantize=list(RECIPE["op_types"]))
+            if source != sources[name]:
+                source.unlink()
     finally:
         quiet.setLevel(level)
     return paths
 
 
-def probe() -> list[np.ndarray]:
-    """The probe windows: cuts of different lengths of ``probe.flac`` (16 kHz speech)."""
+def _quantize_convs(source: Path, target: Path) -> None:
+    """``source`` (the conv feature encoder) with static int8 convs but the first, calibrated on ``CALIBRATION_CUTS_S``
+    of the probe, layer-normed as the model's windows are."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    speech = _speech()
+    windows = [speech[int(a * 16000): int((a + n) * 16000)] for a, n in CALIBRATION_CUTS_S]
+    feeds = iter([{"source": ((w - w.mean()) / np.sqrt(w.var() + 1e-5)).astype(np.float32)[None]} for w in windows])
+
+    class Calibration(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    convs = [node.name for node in onnx.load(str(source), load_external_data=False).graph.node if node.op_type == "Conv"]
+    quantize_static(str(source), str(target), Calibration(), quant_format=QuantFormat.QDQ,
+                    per_channel=RECIPE["per_channel"], reduce_range=RECIPE["reduce_range"],
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, op_types_to_quantize=["Conv"],
+                    nodes_to_exclude=convs[:1], calibrate_method=CalibrationMethod.MinMax)
+
+
+def _speech() -> np.ndarray:
+    """``probe.flac``: 16 kHz speech, float32."""
     import soundfile as sf
 
     speech, rate = sf.read(PROBE, dtype="float32")
     if rate != 16000:
         raise RuntimeError(f"{PROBE} is not 16 kHz: reinstall emotionq")
+    return speech
+
+
+def probe() -> list[np.ndarray]:
+    """The probe windows: cuts of different lengths of ``probe.flac`` (16 kHz speech)."""
+    speech, rate = _speech(), 16000
     return [np.ascontiguousarray(speech[int(a * rate): None if n is None else int((a + n) * rate)])
             for a, n in PROBE_CUTS_S]
 

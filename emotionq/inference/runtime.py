@@ -192,14 +192,15 @@ def int8_entry(entry: Path) -> Path:
     return entry.with_name(entry.name + "-int8")
 
 
-def load_int8_graphs(entry: Path, key: str, *, threads: int, rebuild: bool = False) -> tuple[OnnxRuntime, str]:
+def load_int8_graphs(entry: Path, key: str, *, threads: int, normalized: bool,
+                     rebuild: bool = False) -> tuple[OnnxRuntime, str]:
     """The int8 graphs quantized from the (valid) fp32 graphs in ``entry``, whose key is ``key``: cached in
     ``int8_entry(entry)`` under ``quantization.cache_key(key)``, quantized (again) unless a valid copy is there."""
     from emotionq.inference.quantization import cache_key as int8_key
     from emotionq.inference.quantization import quantize
 
     return graphcache.cached(int8_entry(entry), int8_key(key),
-                             lambda directory: quantize(graphcache.paths(entry), directory),
+                             lambda directory: quantize(graphcache.paths(entry), directory, normalized=normalized),
                              lambda paths: OnnxRuntime(paths, threads=threads, name=ONNXRUNTIME_INT8, dtype="int8"),
                              rebuild=rebuild, verb="quantized")
 
@@ -254,11 +255,12 @@ def _int8_or_fp32(automodel, fp32: OnnxRuntime, how: str, *, model_id: str, entr
     from emotionq.inference import quantization
 
     try:
-        int8, how8 = load_int8_graphs(entry, key, threads=threads)
+        normalized = bool(automodel.model.cfg.normalize)  # the model layer-norms its windows: its convs quantize
+        int8, how8 = load_int8_graphs(entry, key, threads=threads, normalized=normalized)
         problem = quantization.mismatch(worst := quantization.check(automodel, int8))
         if problem and how8 == "cached graphs":
             log.warning("the cached int8 graphs of %s fail their check (%s): quantizing again", model_id, problem)
-            int8, how8 = load_int8_graphs(entry, key, threads=threads, rebuild=True)
+            int8, how8 = load_int8_graphs(entry, key, threads=threads, normalized=normalized, rebuild=True)
             problem = quantization.mismatch(worst := quantization.check(automodel, int8))
         if problem:
             raise RuntimeError(f"the int8 graphs do not match funasr's fp32 output on the speech probe: {problem}")

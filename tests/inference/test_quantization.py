@@ -96,6 +96,23 @@ def test_the_int8_graphs_are_quantized(tiny_model_dir, int8_cache, int8_model):
     entry = runtime.int8_entry(graphcache.cache_entry(int8_cache, str(tiny_model_dir)))
     ops = {node.op_type for node in onnx.load(str(entry / "context.onnx")).graph.node}
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops and "MatMul" in ops  # attention's own matmuls stay
+    assert quantized_convs(entry / "local.onnx") == (["float"] + ["int8"] * 6)  # all but the waveform's conv
+
+
+def test_a_model_that_does_not_normalize_its_input_keeps_float_convs(other_fp32, tmp_path):
+    """Without the layer norm of each window, conv activations scale with the recording's level: ranges
+    calibrated on the probe would clip loud audio, so only the dynamic MatMul/Gemm recipe applies."""
+    paths = quantization.quantize(other_fp32, tmp_path, normalized=False)
+    assert quantized_convs(paths["local"]) == ["float"] * 7
+
+
+def quantized_convs(path) -> list[str]:
+    """Each Conv of a graph, in order: "int8" where its weight comes through a DequantizeLinear (QDQ), else "float"."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return ["int8" if node.input[1] in dequantized else "float" for node in graph.node if node.op_type == "Conv"]
 
 
 def test_int8_stays_within_the_limits_of_funasr_fp32(int8_model, funasr_model, long_speech):
@@ -150,7 +167,7 @@ def test_a_corrupt_cached_int8_graph_is_never_served(tiny_model_dir, int8_cache,
 def test_int8_graphs_that_fail_the_check_fall_back_to_fp32(tiny_model_dir, tmp_path, monkeypatch, caplog, other_fp32,
                                                            long_speech, model):
     real = quantization.quantize
-    monkeypatch.setattr(quantization, "quantize", lambda sources, directory: real(other_fp32, directory))
+    monkeypatch.setattr(quantization, "quantize", lambda sources, directory, **kw: real(other_fp32, directory, **kw))
     with caplog.at_level(logging.WARNING, logger="emotionq.inference.runtime"):
         loaded = EmotionModel.load(str(tiny_model_dir), threads=1, runtime="onnx-int8", runtime_cache_dir=tmp_path)
     try:
@@ -168,7 +185,7 @@ def test_a_cached_int8_graph_that_fails_the_check_is_quantized_again(tiny_model_
     entry = graphcache.cache_entry(tmp_path, str(tiny_model_dir))
     key = graphcache.cache_key(model.automodel.model)
     graphcache.write(runtime.int8_entry(entry), quantization.cache_key(key),
-                   lambda directory: quantization.quantize(other_fp32, directory))  # other weights, this key
+                   lambda directory: quantization.quantize(other_fp32, directory, normalized=True))  # other weights, this key
 
     loaded = EmotionModel.load(str(tiny_model_dir), threads=1, runtime="onnx-int8", runtime_cache_dir=tmp_path)
     try:

@@ -299,7 +299,7 @@ def test_the_key_follows_the_weights_and_the_software(model, tmp_path, monkeypat
         key = graphcache.cache_key(model.automodel.model)
         assert graphcache.cache_key(other.automodel.model) != key
         assert graphcache.cache_key(model.automodel.model) == key
-        monkeypatch.setattr(runtime, "_version", lambda name: "0.0" if name == "onnxruntime" else None)
+        monkeypatch.setattr(graphcache, "version", lambda name: "0.0" if name == "onnxruntime" else None)
         assert graphcache.cache_key(model.automodel.model) != key
     finally:
         other.close()
