@@ -73,6 +73,14 @@ def running(workdir: Path, *, model, broker: str = "vhost", store: str = REDIS_U
         yield svc
 
 
+def stored_run(client: redis.Redis, run_id: str):
+    """The run ``run_id`` as the service stored it, read the way emotionq reads it (``emotionq.jobs.Run``): compact
+    documents leave out members at their defaults (a queued run's has no ``state``, a fresh one no ``deliveries``)."""
+    from emotionq.jobs import Run
+
+    return Run.from_doc(json.loads(client.get(f"emotionq:run:{run_id}")), id=run_id, key="")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -51,8 +51,8 @@ def test_concurrent_uploads_of_the_same_audio_never_lose_it_to_the_collector(sto
             writer.abort()
             generations.add(sub.run.blob)
             there = blobs.exists(name(sha, sub.run.blob))  # what a worker would fetch now
-            run = store.get(jobs.run_key(sub.run.id))
-            if not there and run["state"] not in jobs.TERMINAL:  # live throughout: it needs its audio
+            run = jobs.Run.from_doc(store.get(jobs.run_key(sub.run.id)), id=sub.run.id, key="")
+            if not there and run.state not in jobs.TERMINAL:  # live throughout: it needs its audio
                 lost.append((k, i, sub.outcome, sub.run.blob))
             joined.append(sub.outcome == "coalesced")
             jobs.fail(store, run_id=sub.run.id, error={"code": "x", "message": "x", "retryable": False})

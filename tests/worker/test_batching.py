@@ -5,7 +5,6 @@ tests/test_priority.py: batching is on by default.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -16,7 +15,7 @@ import redis
 import soundfile as sf
 
 from audio_factory import distinct_clips
-from harness import fresh_redis_db, running, settings
+from harness import fresh_redis_db, running, settings, stored_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
 
@@ -105,9 +104,9 @@ def test_a_killed_worker_s_whole_batch_is_redelivered(service, tmp_path):
     ids = _queue(service, clips)
     service.start_worker()
     client = redis.Redis.from_url(service.store_url)
-    runs = [f"emotionq:run:{service.job(j)['dedup']['run_id']}" for j in ids]
+    runs = [service.job(j)["dedup"]["run_id"] for j in ids]
     deadline = time.monotonic() + 120
-    while not all(json.loads(client.get(r))["state"] == "running" for r in runs):
+    while not all(stored_run(client, r).state == "running" for r in runs):
         assert time.monotonic() < deadline, "the batch never started"
         time.sleep(0.01)
     _, child = service.inference_worker_pids()
@@ -115,7 +114,7 @@ def test_a_killed_worker_s_whole_batch_is_redelivered(service, tmp_path):
 
     done = [service.finish(job_id) for job_id in ids]
     assert [j["status"] for j in done] == ["succeeded"] * BATCH, done
-    assert [json.loads(client.get(r))["deliveries"] for r in runs] == [2] * BATCH
+    assert [stored_run(client, r).deliveries for r in runs] == [2] * BATCH
 
 
 def test_settings_refuse_a_batch_budget_that_outruns_the_first_jobs_time_limit():

@@ -4,7 +4,6 @@ a run that an identical job still wants keeps running."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 
@@ -12,7 +11,7 @@ import pytest
 import redis
 
 from audio_factory import distinct_clips
-from harness import fresh_redis_db, running
+from harness import fresh_redis_db, running, stored_run
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
 
@@ -41,8 +40,8 @@ def _dir(path):
     return path
 
 
-def _run(service, job: dict) -> dict:
-    return json.loads(service.store.get("emotionq:run:" + job["dedup"]["run_id"]))
+def _run(service, job: dict):
+    return stored_run(service.store, job["dedup"]["run_id"])
 
 
 def _running(service, job_id: str, timeout: float = 60) -> dict:
@@ -71,8 +70,8 @@ def test_cancel_stops_the_run_and_frees_the_worker(service, long_speech, speech_
     assert nxt["status"] == "succeeded"
     waited = _at(nxt["started_at"]) - canceled_at
     run = _run(service, job)
-    assert run["state"] == "canceled" and run.get("output") is None, run
-    assert run["finished_at"] - canceled_at < 3, "the run went on after its only job was canceled"
+    assert run.state == "canceled" and run.output is None, run
+    assert run.finished_at - canceled_at < 3, "the run went on after its only job was canceled"
     assert waited < 5, f"the next job waited {waited:.1f} s after the cancel"
     assert service.job(long_id)["status"] == "canceled"
 
@@ -85,5 +84,5 @@ def test_a_run_another_job_still_wants_keeps_running(service, long_speech, tmp_p
     service.http.post(f"/v1/jobs/{first}/cancel")
     done = service.finish(second, timeout=180)
     assert done["status"] == "succeeded" and done["output"]["duration_s"] == pytest.approx(LONG_S, abs=0.1)
-    assert _run(service, job)["state"] == "succeeded"
+    assert _run(service, job).state == "succeeded"
     assert service.job(first)["status"] == "canceled"

@@ -5,7 +5,6 @@ and the process exits; a second SIGTERM, or the end of the drain time, sends the
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
@@ -13,7 +12,7 @@ import pytest
 import redis
 
 from audio_factory import distinct_clips, make_speech
-from harness import fresh_redis_db, running
+from harness import fresh_redis_db, running, stored_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
 
@@ -48,8 +47,8 @@ def _running(service, job_id: str, timeout: float = 120) -> None:
     time.sleep(0.5)  # into its forward passes
 
 
-def _run(service, job_id: str) -> dict:
-    return json.loads(service.store.get("emotionq:run:" + service.job(job_id)["dedup"]["run_id"]))
+def _run(service, job_id: str):
+    return stored_run(service.store, service.job(job_id)["dedup"]["run_id"])
 
 
 def _exit_within(service, seconds: float) -> int:
@@ -66,7 +65,7 @@ def test_sigterm_finishes_the_job_in_hand_and_takes_no_new_one(service, long_spe
 
     assert _exit_within(service, 120) == 0
     assert service.job(long_id)["status"] == "succeeded"
-    assert _run(service, long_id)["deliveries"] == 1  # finished in the drain, acked: not redelivered
+    assert _run(service, long_id).deliveries == 1  # finished in the drain, acked: not redelivered
     assert service.job(next_id)["status"] == "queued"  # the draining worker took no new job
     assert "draining: workers finish the jobs in hand" in service.log("worker")
 
@@ -95,5 +94,5 @@ def test_stopping_now_returns_the_job_in_hand_to_the_queue(service, long_speech,
     service.start_worker()
     done = service.finish(job_id, timeout=180)
     assert done["status"] == "succeeded" and done["output"]["duration_s"] == pytest.approx(LONG_S, abs=0.1)
-    assert _run(service, job_id)["deliveries"] == 2  # redelivered once, by the broker
+    assert _run(service, job_id).deliveries == 2  # redelivered once, by the broker
     service.stop("worker")

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -21,7 +20,7 @@ import pytest
 import redis
 
 from audio_factory import distinct_clips
-from harness import running
+from harness import running, stored_run
 from webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(600)]
@@ -65,20 +64,20 @@ def _child_pid(service, *, other_than: int | None = None, timeout: float = 120) 
     raise AssertionError(f"no worker process other than {other_than} announced itself ready")
 
 
-def _run(redis_url: str, job: dict) -> dict:
-    return json.loads(redis.Redis.from_url(redis_url).get(f"emotionq:run:{job['dedup']['run_id']}"))
+def _run(redis_url: str, job: dict):
+    return stored_run(redis.Redis.from_url(redis_url), job["dedup"]["run_id"])
 
 
 def _when_running(service, redis_url: str, job_id: str, delivery: int = 1, timeout: float = 120) -> None:
     """Return as soon as delivery number ``delivery`` of the job is running (polled from the store)."""
     client = redis.Redis.from_url(redis_url)
-    run_key = f"emotionq:run:{service.job(job_id)['dedup']['run_id']}"
+    run_id = service.job(job_id)["dedup"]["run_id"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = json.loads(client.get(run_key))
-        if run["state"] == "running" and run["deliveries"] == delivery:
+        run = stored_run(client, run_id)
+        if run.state == "running" and run.deliveries == delivery:
             return
-        assert run["state"] in ("queued", "running"), run
+        assert run.state in ("queued", "running"), run
         time.sleep(0.01)
     raise AssertionError(f"delivery {delivery} of {job_id} never ran")
 
@@ -105,7 +104,7 @@ def test_child_killed_mid_inference_finishes_the_job_exactly_once(service, redis
 
     job = service.finish(job_id)
     assert job["status"] == "succeeded", job
-    assert _run(redis_url, job)["deliveries"] == 2  # the same message, redelivered once
+    assert _run(redis_url, job).deliveries == 2  # the same message, redelivered once
     assert _child_pid(service, other_than=child) != child
     receiver.wait("child", 2)
     time.sleep(2)  # room for a duplicate to arrive, if one were sent
@@ -127,7 +126,7 @@ def test_whole_worker_killed_mid_inference_is_finished_by_the_next_worker(servic
     service.start_worker()
     job = service.finish(job_id)
     assert job["status"] == "succeeded", job
-    assert _run(redis_url, job)["deliveries"] == 2
+    assert _run(redis_url, job).deliveries == 2
     receiver.wait("whole", 1)
     time.sleep(2)
     assert _events(receiver, "whole") == ["job.succeeded"]
@@ -144,7 +143,7 @@ def test_a_job_that_kills_every_worker_is_failed_after_the_delivery_cap(service,
     assert job["status"] == "failed", job
     assert job["error"]["code"] == "worker_lost" and job["error"]["retryable"] is False
     assert f"{MAX_DELIVERIES} times" in job["error"]["message"]
-    assert _run(redis_url, job)["deliveries"] == MAX_DELIVERIES + 1  # the last delivery was refused, not run
+    assert _run(redis_url, job).deliveries == MAX_DELIVERIES + 1  # the last delivery was refused, not run
     receiver.wait("poison", 1)
     assert _events(receiver, "poison") == ["job.failed"]
     assert service.submit(next(clips), headers={"Prefer": "wait=60"}).json()["status"] == "succeeded"
@@ -167,7 +166,7 @@ def test_a_hung_child_is_killed_at_the_hard_limit_and_replaced(service, redis_ur
     while not _gone(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(child)
-    assert _run(redis_url, job)["deliveries"] == 1  # not redelivered: a time limit is final
+    assert _run(redis_url, job).deliveries == 1  # not redelivered: a time limit is final
 
     done = service.finish(service.submit(after).json()["id"])
     assert done["status"] == "succeeded", done
