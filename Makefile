@@ -39,9 +39,11 @@ run: $(STAMP) $(DEV_MODEL)/model.pt
 flower: $(STAMP)
 	$(BIN)/emotionq flower
 
-# Two steps: everything but the `slow` tests (the base and large checkpoints), then those alone.
+# Two steps: everything but the `slow` tests, in TEST_PROCS processes (pytest-xdist, a module to a process;
+# 0: one process), then the `slow` tests (the base and large checkpoints, timings, crashes) one at a time.
+TEST_PROCS ?= 2
 test: $(STAMP) system-deps services
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS) || test $$? -eq 5
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_PROCS) --dist loadfile $(PYTEST_ARGS) || test $$? -eq 5
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS) || test $$? -eq 5  # 5: a selection with no slow test
 
 # The docs site (mkdocs.yml, docs/) on DOCS_ADDR, rebuilt as you edit; its reference pages are generated from the

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import redis
 
-from emotionq.store import open_store
-from harness import REDIS_URL, fresh_redis_db, rabbitmq_vhost
+
+def _own_redis_per_xdist_worker() -> None:
+    """Under pytest-xdist (``make test`` runs the fast step in several processes) each worker process but the
+    first gets a Redis server of its own, all 16 databases: modules use fixed databases (``fresh_redis_db``)
+    and every service announces its worker under this machine's name, so two services running at once must
+    not share a server. RabbitMQ needs nothing: every service has a virtual host of its own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    if worker == "gw0" or "EMOTIONQ_TEST_REDIS_URL" in os.environ:
+        return
+    from servers import PrivateRedis
+
+    workdir = tempfile.mkdtemp(prefix=f"emotionq-redis-{worker}-")
+    server = PrivateRedis(workdir, aof=False)
+    server.start()
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    atexit.register(server.close)  # runs first
+    os.environ["EMOTIONQ_TEST_REDIS_URL"] = f"redis://127.0.0.1:{server.port}/13"
+
+
+_own_redis_per_xdist_worker()  # before harness reads the URL
+
+from emotionq.store import open_store  # noqa: E402
+from harness import REDIS_URL, fresh_redis_db, rabbitmq_vhost  # noqa: E402
 
 
 @pytest.fixture(scope="session")
