@@ -15,7 +15,8 @@ def _own_redis_per_xdist_worker() -> None:
     """Under pytest-xdist (``make test`` runs the fast step in several processes) each worker process but the
     first gets a Redis server of its own, all 16 databases: modules use fixed databases (``fresh_redis_db``)
     and every service announces its worker under this machine's name, so two services running at once must
-    not share a server. RabbitMQ needs nothing: every service has a virtual host of its own."""
+    not share a server. RabbitMQ needs nothing: every service has a virtual host of its own. A Redis named by
+    ``EMOTIONQ_TEST_REDIS_URL`` is used by every process as it is: run with ``TEST_PROCS=0`` then."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     if worker == "gw0" or "EMOTIONQ_TEST_REDIS_URL" in os.environ:
         return
