@@ -11,6 +11,8 @@ from typing import Any
 from emotionq.queues import INFERENCE_QUEUE, TASK_QUEUES, TASK_ROUTES
 from emotionq.settings import Settings
 
+EMBEDDED_POLL_S = 0.1  # how often a worker looks at the file broker's empty queues (embedded mode)
+
 
 def config(settings: Settings) -> dict[str, Any]:
     """Celery's lowercase settings for ``settings``."""
@@ -54,7 +56,9 @@ def config(settings: Settings) -> dict[str, Any]:
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.effective_broker_url.startswith("filesystem://"):  # folders made by make_celery
         folder = str(settings.broker_dir)
-        return {"data_folder_in": folder, "data_folder_out": folder,
+        # kombu looks at an empty folder again after polling_interval (1 s by default): a worker that just
+        # finished a job, or an idle one, started the next up to a second late. A listdir every 0.1 s is cheap.
+        return {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": EMBEDDED_POLL_S,
                 "control_folder": str(settings.broker_dir / "control")}
     # Publisher confirms: apply_async returns only once RabbitMQ has the message.
     return {"confirm_publish": True}

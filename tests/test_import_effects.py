@@ -59,6 +59,7 @@ def test_an_app_is_made_on_demand_with_the_settings_given(tmp_path):
     assert (tmp_path / "var" / "broker" / "control").is_dir()
     assert app.conf.broker_url == "filesystem://" and app.conf.accept_content == ["json"]
     assert app.conf.broker_transport_options["data_folder_in"] == str((tmp_path / "var" / "broker").resolve())
+    assert app.conf.broker_transport_options["polling_interval"] == 0.1  # kombu's 1 s delayed every job
     app.loader.import_default_modules()  # as a worker does when it starts: emotionq.tasks joins the app
     assert {INFER_TASK, DELIVER_TASK} <= set(app.tasks)
 
