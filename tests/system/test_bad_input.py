@@ -7,7 +7,6 @@ permanent fault, never a lost job. The corpus is built by ``audio_factory.make_c
 
 from __future__ import annotations
 
-import json
 import time
 
 import httpx
@@ -15,8 +14,7 @@ import pytest
 import redis
 
 from audio_factory import make_corpus
-from emotionq.jobs import Run
-from harness import running
+from harness import running, stored_run
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.redis, pytest.mark.timeout(300)]
 
@@ -136,8 +134,7 @@ def test_every_bad_upload_ends_with_a_stable_code_and_nothing_is_lost(service, c
     # task, so the store's records count, not the task total).
     store = redis.Redis.from_url(redis_url)
     for name, job in finished.items():
-        run_id = job["dedup"]["run_id"]
-        run = Run.from_doc(json.loads(store.get("emotionq:run:" + run_id)), id=run_id, key="")
+        run = stored_run(store, job["dedup"]["run_id"])
         assert (run.deliveries, run.retries) == (1, 0), (name, run)
     assert 0 < _tasks_run(after) - _tasks_run(before) <= len(accepted)
     worker_log = service.log("worker")
