@@ -50,8 +50,8 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._arm()  # first: nothing that may fail below can leave a connection without its deadline
         no_delay(transport.get_extra_info("socket"))
-        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -92,7 +92,10 @@ class HeaderDeadlineProtocol(H11Protocol):
 def no_delay(sock) -> None:
     """Send small writes at once (TCP_NODELAY) on a TCP connection's socket."""
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # the peer is already gone: the connection's own reads will say so
+            log.debug("TCP_NODELAY on a closing connection: %s", exc)
 
 
 def log_config() -> dict:
