@@ -80,16 +80,13 @@ def score_windows(module, runtime, windows: list[np.ndarray], frames: list[bool]
     head run here, on torch.
     """
     import torch
-    import torch.nn.functional as F
 
     device = next(module.parameters()).device
     with torch.inference_mode():
         sources = []
         for window in windows:
             source = torch.from_numpy(window).to(device)
-            if module.cfg.normalize:
-                source = F.layer_norm(source, source.shape)
-            sources.append(source)
+            sources.append(normalized(source) if module.cfg.normalize else source)
         x, counts = runtime.features(sources)
         results = []
         for i, n in enumerate(counts):
@@ -99,6 +96,14 @@ def score_windows(module, runtime, windows: list[np.ndarray], frames: list[bool]
                 {"n": n, "mean": mean, "scores": head_scores(module, mean), "frames": valid.cpu() if frames[i] else None}
             )
         return results
+
+
+def normalized(source):
+    """A window (1-d tensor of samples) layer-normed over its own samples, as funasr's Emotion2vec.inference does
+    where the model's ``cfg.normalize`` asks for it."""
+    import torch.nn.functional as F
+
+    return F.layer_norm(source, source.shape)
 
 
 def head_scores(module, mean) -> list[float]:

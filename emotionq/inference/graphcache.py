@@ -105,13 +105,6 @@ def cached(entry: Path, key: str, make: Callable[[Path], dict[str, Path]], open_
         return open_graphs(paths(entry)), f"{verb} ({reason}) in {time.perf_counter() - began:.1f} s"
 
 
-def build(module, entry: Path, key: str) -> None:
-    """Export ``module``'s graphs into ``entry`` under ``key``."""
-    from emotionq.inference.export import export
-
-    write(entry, key, lambda directory: export(module, directory))
-
-
 def write(entry: Path, key: str, make) -> None:
     """``make(directory)`` into a temporary directory, then move the graphs in; the manifest goes last."""
     entry.mkdir(parents=True, exist_ok=True)

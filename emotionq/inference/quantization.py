@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from emotionq.inference import cpuinfo
+from emotionq.inference.audio import SAMPLE_RATE
 
 
 def _x86_without_vnni() -> bool:
@@ -85,6 +86,7 @@ def _quantize_convs(source: Path, target: Path) -> None:
     """``source`` (the conv feature encoder) with static int8 convs but the first, calibrated on ``CALIBRATION_CUTS_S``
     of the probe, layer-normed as the model's windows are."""
     import onnx
+    import torch
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -93,9 +95,9 @@ def _quantize_convs(source: Path, target: Path) -> None:
         quantize_static,
     )
 
-    speech = _speech()
-    windows = [speech[int(a * 16000): int((a + n) * 16000)] for a, n in CALIBRATION_CUTS_S]
-    feeds = iter([{"source": ((w - w.mean()) / np.sqrt(w.var() + 1e-5)).astype(np.float32)[None]} for w in windows])
+    from emotionq.inference.encoder import normalized
+
+    feeds = iter([{"source": normalized(torch.from_numpy(window)).numpy()[None]} for window in _cuts(CALIBRATION_CUTS_S)])
 
     class Calibration(CalibrationDataReader):
         def get_next(self):
@@ -108,21 +110,20 @@ def _quantize_convs(source: Path, target: Path) -> None:
                     nodes_to_exclude=convs[:1], calibrate_method=CalibrationMethod.MinMax)
 
 
-def _speech() -> np.ndarray:
-    """``probe.flac``: 16 kHz speech, float32."""
+def _cuts(cuts) -> list[np.ndarray]:
+    """``cuts`` ((start, length) in seconds, length None: to the end) of ``probe.flac``, float32 speech at the models'
+    sample rate."""
     import soundfile as sf
 
     speech, rate = sf.read(PROBE, dtype="float32")
-    if rate != 16000:
-        raise RuntimeError(f"{PROBE} is not 16 kHz: reinstall emotionq")
-    return speech
+    if rate != SAMPLE_RATE:
+        raise RuntimeError(f"{PROBE} is not {SAMPLE_RATE} Hz: reinstall emotionq")
+    return [np.ascontiguousarray(speech[int(a * rate): None if n is None else int((a + n) * rate)]) for a, n in cuts]
 
 
 def probe() -> list[np.ndarray]:
-    """The probe windows: cuts of different lengths of ``probe.flac`` (16 kHz speech)."""
-    speech, rate = _speech(), 16000
-    return [np.ascontiguousarray(speech[int(a * rate): None if n is None else int((a + n) * rate)])
-            for a, n in PROBE_CUTS_S]
+    """The probe windows: cuts of different lengths of ``probe.flac``."""
+    return _cuts(PROBE_CUTS_S)
 
 
 def check(automodel, runtime) -> dict:

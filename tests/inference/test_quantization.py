@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from emotionq.inference import EmotionModel, graphcache, quantization, runtime, write_checkpoint
+from emotionq.inference.export import export
 
 THREADS = 2
 LENGTHS_S = (0.6, 2.2, 4.0, 7.5, 12.0)
@@ -48,7 +49,7 @@ def other_fp32(tiny_model_dir, tmp_path_factory):
                               runtime="torch")
     entry = directory / "graphs"
     try:
-        graphcache.build(other.automodel.model, entry, "other")
+        graphcache.write(entry, "other", lambda directory: export(other.automodel.model, directory))
     finally:
         other.close()
     return graphcache.paths(entry)

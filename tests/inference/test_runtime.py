@@ -312,7 +312,8 @@ def test_a_cached_graph_that_fails_its_check_is_rebuilt(tiny_model_dir, tmp_path
     other = EmotionModel.load(str(write_checkpoint(tmp_path / "seed1", arch="tiny", seed=1)), threads=1,
                               runtime="torch")
     try:
-        graphcache.build(other.automodel.model, entry, graphcache.cache_key(model.automodel.model))
+        graphcache.write(entry, graphcache.cache_key(model.automodel.model),
+                         lambda directory: export_module.export(other.automodel.model, directory))
     finally:
         other.close()
     wrong = (entry / "context.onnx").read_bytes()
